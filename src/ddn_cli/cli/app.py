@@ -1,0 +1,47 @@
+"""The ``ddn`` Typer application. Importing this module must stay cheap (no torch)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import demo as _demo
+from . import denoise as _denoise
+from . import evaluate as _evaluate
+from . import models as _models
+from . import train as _train
+
+app = typer.Typer(
+    name="ddn",
+    help="Denoise images with a multi-scale CNN (Liu et al., TIP 2020) and keep recognition working on noisy images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ddn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """ddn: image denoising for people and for recognition networks."""
+
+
+app.command("denoise", no_args_is_help=True)(_denoise.denoise)
+app.command("train", no_args_is_help=True)(_train.train)
+app.command("demo")(_demo.demo)
+app.add_typer(_evaluate.app, name="eval")
+app.add_typer(_models.app, name="models")
+
+
+def main() -> None:
+    app()

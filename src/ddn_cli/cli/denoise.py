@@ -1,0 +1,165 @@
+"""``ddn denoise``: denoise files or folders."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, fail, handled, show_progress
+
+FORMAT_CHOICES = ("png", "jpeg", "tiff", "webp", "bmp")
+
+
+def _parse_sigma(text: str) -> float | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use auto or a number 0-255 (noise std on the 8-bit scale)") from None
+    if not 0 <= v <= 255:
+        raise typer.BadParameter(f"{v:g} is outside 0-255")
+    return v
+
+
+def _parse_tile(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        v = int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use auto or a tile size in pixels (>= 32)") from None
+    if v < 32:
+        raise typer.BadParameter("tiles must be at least 32 pixels")
+    return v
+
+
+def denoise(
+    paths: Annotated[list[Path], typer.Argument(help="Input files/folders, then the output (file or folder). "
+                                                     "With one input and no output, writes NAME_denoised.EXT beside it.",
+                                                show_default=False)],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (see `ddn models list`) or a .safetensors path. Default: the manifest's default.")] = None,
+    sigma: Annotated[str, typer.Option(help="Noise level: auto (estimated per image) or N on the 0-255 scale.")] = "auto",
+    tile: Annotated[str, typer.Option(help="Tile size in pixels, or auto (512 on CPU, 1024 on GPU).")] = "auto",
+    overlap: Annotated[int, typer.Option(min=0, help="Tile overlap in pixels (blended with a smooth window).")] = 32,
+    batch_size: Annotated[int, typer.Option(min=0, help="Tiles per batch (0 = auto).")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (fp16: GPUs only).")] = "auto",
+    format: Annotated[str | None, typer.Option("--format", help=f"Output format: {', '.join(FORMAT_CHOICES)} (default: as the input).")] = None,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG/WebP quality.")] = 95,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs (default: skip them).")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Descend into sub-folders.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write a JSON report to PATH, or - for stdout.")] = None,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (decompression-bomb guard).")] = 200_000_000,
+    offline: Annotated[bool | None, typer.Option("--offline/--online", help="Never touch the network (default: DDN_OFFLINE).", show_default=False)] = None,
+) -> None:
+    """Denoise images: `ddn denoise in/ out/`, `ddn denoise noisy.png clean.png`, `ddn denoise a.jpg b.png out/`."""
+    sig = _parse_sigma(sigma)
+    tile_px = _parse_tile(tile)
+    if format is not None and format.lower() not in FORMAT_CHOICES:
+        raise fail(f"--format {format!r}: use one of {', '.join(FORMAT_CHOICES)}", EXIT_USAGE)
+    if tile_px is not None and overlap >= tile_px:
+        raise fail(f"--overlap {overlap} must be smaller than --tile {tile_px}", EXIT_USAGE)
+    inputs, output = (paths[:-1], paths[-1]) if len(paths) >= 2 else (paths, None)
+    with handled():
+        from ..io import plan_jobs
+
+        jobs, non_images = plan_jobs(inputs, output, recursive=recursive, out_format=format.lower() if format else None)
+        code = _run(jobs, non_images, model=model, sig=sig, tile=tile_px, overlap=overlap, batch_size=batch_size,
+                    device=device, precision=precision, fmt=format.lower() if format else None, quality=quality,
+                    overwrite=overwrite, quiet=quiet, json_out=json_out, max_pixels=max_pixels, offline=offline)
+    raise typer.Exit(code)
+
+
+def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, precision, fmt, quality, overwrite,
+         quiet, json_out, max_pixels, offline) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..descriptor import Denoiser
+    from ..pipeline import DenoiseOptions, Result, process
+    from ..registry import resolve_weights
+
+    weights = resolve_weights(model, "denoise", offline=offline)
+    name = model if (model and not Path(model).suffix) else (Path(model).name if model else None)
+    from ..registry import bundled_manifest
+
+    if name is None:
+        name = bundled_manifest().default("denoise").name
+    den = Denoiser.load(weights, name=name, device=device, precision=precision)
+    opts = DenoiseOptions(sigma=sig, tile=tile, overlap=overlap, batch_size=batch_size, overwrite=overwrite,
+                          out_format=fmt, quality=quality, max_pixels=max_pixels)
+    results: list[Result] = [Result(str(p), None, "skipped", "not an image file") for p in non_images]
+    total_mp = 0.0
+    t0 = time.perf_counter()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=err, transient=True, disable=not show_progress(quiet))
+    with progress:
+        files_task = progress.add_task("files", total=len(jobs))
+        tiles_task = progress.add_task("tiles", total=1)
+
+        def on_event(kind: str, data: dict) -> None:
+            if kind == "file_start":
+                progress.update(files_task, description=f"files ({Path(data['input']).name})")
+                progress.reset(tiles_task, total=1)
+            elif kind == "tiles":
+                progress.update(tiles_task, total=data["total"], completed=data["done"])
+
+        try:
+            for r in process(jobs, den, opts, on_event):
+                results.append(r)
+                progress.advance(files_task)
+                if r.status == "ok":
+                    total_mp += r.megapixels
+                elif r.status == "failed":
+                    progress.console.print(f"[red]failed[/]: {_esc(r.error or '')}", markup=True)
+        except KeyboardInterrupt:
+            _report(results, json_out, quiet, total_mp, time.perf_counter() - t0, den, interrupted=True)
+            raise
+    _report(results, json_out, quiet, total_mp, time.perf_counter() - t0, den)
+    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def _esc(s: str) -> str:
+    from rich.markup import escape
+
+    return escape(s)
+
+
+def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool = False) -> None:
+    ok = sum(r.status == "ok" for r in results)
+    skipped = [r for r in results if r.status == "skipped"]
+    failed = sum(r.status == "failed" for r in results)
+    if json_out:
+        doc = {"model": den.name, "device": str(den.device), "precision": den.precision.name,
+               "interrupted": interrupted, "seconds": round(seconds, 3),
+               "summary": {"ok": ok, "skipped": len(skipped), "failed": failed, "megapixels": round(total_mp, 3)},
+               "files": [r.to_dict() for r in results]}
+        text = json.dumps(doc, indent=2)
+        if json_out == "-":
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        else:
+            from ..io import write_atomic
+
+            write_atomic(Path(json_out), (text + "\n").encode())
+    if quiet:
+        return
+    from rich.table import Table
+
+    non_images = [r for r in skipped if r.error == "not an image file"]
+    if non_images:
+        names = ", ".join(Path(r.input).name for r in non_images[:5]) + (" ..." if len(non_images) > 5 else "")
+        err.print(f"skipped {len(non_images)} non-image file(s): {_esc(names)}")
+    t = Table(title="ddn denoise" + (" (interrupted)" if interrupted else ""), show_header=True)
+    for col in ("done", "skipped", "failed", "megapixels", "seconds", "MP/s", "model", "device"):
+        t.add_column(col)
+    mps = total_mp / seconds if seconds > 0 else 0.0
+    t.add_row(str(ok), str(len(skipped)), str(failed), f"{total_mp:.2f}", f"{seconds:.1f}", f"{mps:.3f}", den.name,
+              f"{den.device} {den.precision.name}")
+    err.print(t)

@@ -1,0 +1,88 @@
+"""``ddn train``: train or fine-tune a denoiser."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import err, fail, handled, show_progress
+
+
+def train(
+    task: Annotated[str, typer.Option(help="denoise (the cascade tasks seg/cls come with their bundled networks).")] = "denoise",
+    data: Annotated[list[str], typer.Option("--data", help="Folder(s) of clean images or list file(s); repeatable.")] = [],  # noqa: B006
+    data_root: Annotated[str | None, typer.Option(help="Root for relative entries in list files (default: the list file's folder).")] = None,
+    val: Annotated[list[str], typer.Option("--val", help="Validation folder(s) or list file(s); repeatable.")] = [],  # noqa: B006
+    val_limit: Annotated[int, typer.Option(min=0, help="Use only the first N validation images (0 = all).")] = 0,
+    val_every: Annotated[int, typer.Option(min=1, help="Validate every N steps.")] = 2000,
+    out: Annotated[Path, typer.Option(help="Output .safetensors (a .json sidecar, .ckpt checkpoint and .log go beside it).")] = Path("runs/ddn.safetensors"),
+    init: Annotated[str | None, typer.Option(help="Start from this model name or .safetensors path (fine-tuning).")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT's checkpoint, same schedule.")] = False,
+    steps: Annotated[int, typer.Option(min=0, help="Optimiser steps (0 = fit the --time-budget).")] = 20000,
+    time_budget: Annotated[float, typer.Option(min=0, help="Stop after this many seconds (0 = no limit).")] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patches per step (per process under torchrun).")] = 16,
+    patch: Annotated[int, typer.Option(min=16, help="Patch size (multiple of 4).")] = 96,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup + cosine).")] = 1e-3,
+    warmup: Annotated[int, typer.Option(min=0, help="Warmup steps.")] = 500,
+    sigma: Annotated[str, typer.Option(help="Noise: a range 0-75 (noise-level model) or values 15,25,50.")] = "0-75",
+    clip_fraction: Annotated[float, typer.Option(help="Fraction of samples clipped to [0,255] and quantised, like real files.")] = 0.5,
+    noise_level: Annotated[bool, typer.Option("--noise-level/--no-noise-level", help="Give the network a sigma map input (one model for all sigmas).")] = True,
+    loss: Annotated[str, typer.Option(help="l1, mse or charbonnier.")] = "l1",
+    ema: Annotated[float, typer.Option(help="EMA decay of the weights (0 = off).")] = 0.999,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on AMX/AVX512-BF16 CPUs and GPUs), fp32 or bf16.")] = "auto",
+    ckpt_minutes: Annotated[float, typer.Option(help="Checkpoint every N minutes.")] = 5.0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train a denoiser on clean images with fresh synthetic noise each step."""
+    with handled():
+        from ..training.config import TrainConfig
+
+        if task != "denoise":
+            raise fail(f"--task {task}: the cascade tasks (seg, cls) are not available yet", 2)
+        cfg = TrainConfig(task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
+                          out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
+                          batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,
+                          clip_fraction=clip_fraction, noise_level=noise_level, loss=loss, ema=ema, seed=seed,
+                          device=device, precision=precision, val_every=val_every, ckpt_minutes=ckpt_minutes,
+                          log=str(out.with_suffix(".log")))
+        from ..training.loop import train_denoiser
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log = open(out.with_suffix(".log"), "a")
+        t0 = time.time()
+        live = show_progress(quiet)
+
+        def on_event(e: dict) -> None:
+            log.write(json.dumps({**e, "time": round(time.time() - t0, 2)}, default=str) + "\n")
+            log.flush()
+            if quiet:
+                return
+            kind = e["event"]
+            if kind == "step":
+                if live or e["step"] % 500 == 0 or e["step"] == e["total"]:
+                    line = (f"step {e['step']}/{e['total']}  loss {e['loss']:.5f}  lr {e['lr']:.2e}  "
+                            f"{e['patches_per_s']:.0f} patches/s  ETA {e['eta_s'] / 60:.1f} min")
+                    err.print(line, end="\r" if live else "\n")
+            elif kind == "val":
+                best = e["best"]
+                parts = "  ".join(f"s{float(k):g}: {v:.2f}" for k, v in e["raw"].items())
+                extra = ""
+                if "ema" in e:
+                    extra = "  ema " + "  ".join(f"s{float(k):g}: {v:.2f}" for k, v in e["ema"].items())
+                err.print(f"val @ {e['step']}: PSNR {parts}{extra}  (best mean {best:.3f} @ {e['best_step']})")
+            elif kind in ("data", "calibrated", "resumed", "time_budget"):
+                err.print(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event"))
+            elif kind == "done":
+                err.print(f"done: {e['steps_done']}/{e['total']} steps in {e['elapsed_s'] / 60:.1f} min; "
+                          f"weights {e['out']}; checkpoint {e['checkpoint']}")
+
+        try:
+            train_denoiser(cfg, on_event)
+        finally:
+            log.close()

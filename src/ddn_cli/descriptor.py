@@ -1,0 +1,81 @@
+"""A loaded denoiser plus its contract: channels, size multiple, noise-level input,
+precision support and tiling advice. ``__call__`` validates, moves tiles to the
+device, runs under the chosen precision, and returns clamped float32 on the CPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .devices import Precision, resolve_device, resolve_precision
+from .errors import DdnError, UnsafeWeights
+from .models import ARCHS
+from .models.denoiser import SIZE_MULTIPLE
+from .weightfile import load_weights
+
+
+class OutOfMemory(DdnError):
+    pass
+
+
+@dataclass
+class Denoiser:
+    model: torch.nn.Module
+    name: str
+    device: torch.device
+    precision: Precision
+    noise_level: bool
+    size_multiple: int = SIZE_MULTIPLE
+    overlap: int = 32  # enough for the receptive field to make tiles blend invisibly
+    channels: int = 3
+
+    @classmethod
+    def load(cls, weights: str | Path, *, name: str | None = None, device: str = "auto",
+             precision: str = "auto", fold_bn: bool = True) -> Denoiser:
+        sd, meta = load_weights(weights)
+        arch = meta.get("arch")
+        if arch not in ARCHS or meta.get("task", "denoise") not in ("denoise", "seg", "cls"):
+            raise UnsafeWeights(f"{weights}: not a ddn denoiser (arch {arch!r})", "pass a denoiser weight file")
+        model = ARCHS[arch](meta.get("config", {}))
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as e:
+            raise UnsafeWeights(f"{weights}: weights do not match the {arch} architecture ({str(e)[:120]})") from None
+        model.eval()
+        if fold_bn:
+            from .models.fold import fold_batchnorm
+
+            model = fold_batchnorm(model)
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev)
+        model.to(dev)
+        if prec.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return cls(model=model, name=name or Path(weights).stem, device=dev, precision=prec,
+                   noise_level=bool(model.config.noise_level))
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray, sigma255: float) -> np.ndarray:
+        """batch: (N, h, w, 3) float32 in [0,1]; returns the same shape, clamped."""
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise ValueError(f"expected (N, h, w, 3), got {batch.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x = x.to(self.device)
+        if self.precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        try:
+            with self.precision.autocast(self.device):
+                y = self.model(x, sigma255 / 255.0) if self.noise_level else self.model(x)
+        except torch.OutOfMemoryError:
+            raise OutOfMemory(f"out of memory on {self.device} with {tuple(batch.shape)} tiles",
+                              "use a smaller --tile or --batch-size") from None
+        y = y.float().clamp_(0, 1).permute(0, 2, 3, 1)
+        return y.cpu().numpy()

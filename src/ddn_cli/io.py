@@ -1,0 +1,407 @@
+"""Image input/output: discovery, decoding (8/16-bit, grey, alpha, palette, EXIF
+orientation, ICC/EXIF metadata) and atomic writing.
+
+Pixels travel as numpy arrays (H, W, C) in their native dtype (uint8 or uint16);
+``ImageData.color`` always has 1 or 3 channels and ``ImageData.alpha`` is separate.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageTooLarge, OutputError, UnsupportedImage, UsageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+FORMATS = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "bmp": ".bmp"}
+SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
+                 ".webp": "webp", ".bmp": "bmp"}
+DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP; configurable with --max-pixels / DDN_MAX_PIXELS
+
+
+@dataclass
+class ImageData:
+    """A decoded image. ``color``: (H, W, 1|3) uint8/uint16 (orientation applied);
+    ``alpha``: (H, W) of the same dtype or None; ``bits``: 8 or 16."""
+
+    color: np.ndarray
+    alpha: np.ndarray | None
+    bits: int
+    format: str  # png | jpeg | tiff | webp | bmp
+    icc: bytes | None = None
+    exif: bytes | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def grey(self) -> bool:
+        return self.color.shape[2] == 1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.color.shape[0], self.color.shape[1]
+
+
+# ---------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+
+
+def is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def plan_jobs(
+    inputs: Sequence[Path],
+    output: Path | None,
+    *,
+    recursive: bool = True,
+    out_format: str | None = None,
+) -> tuple[list[Job], list[Path]]:
+    """Map inputs to outputs. Returns (jobs, skipped non-image files).
+
+    - one file + an output with an image suffix (not an existing folder): file -> file;
+    - otherwise the output is a folder; folder inputs mirror their tree under it;
+    - no output: ``NAME_denoised.EXT`` beside a file, ``DIR_denoised/`` beside a folder.
+    Raises ``UsageError`` for missing inputs or an output that would overwrite an input.
+    """
+    if not inputs:
+        raise UsageError("no inputs given", "pass image files or folders")
+    for p in inputs:
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder", "check the path")
+    jobs: list[Job] = []
+    skipped: list[Path] = []
+
+    def fmt_suffix(p: Path) -> str:
+        return FORMATS[out_format] if out_format else p.suffix
+
+    single_file = len(inputs) == 1 and inputs[0].is_file()
+    if single_file and output is not None and not output.is_dir() and is_image_name(output):
+        src = inputs[0]
+        dst = output if not out_format else output.with_suffix(FORMATS[out_format])
+        if not is_image_name(src):
+            skipped.append(src)
+        else:
+            jobs.append(Job(src, dst))
+    else:
+        for src in inputs:
+            if src.is_dir():
+                base = output if output is not None else src.with_name(src.name + "_denoised")
+                for f in _walk(src, recursive):
+                    if is_image_name(f):
+                        rel = f.relative_to(src)
+                        jobs.append(Job(f, (base / rel).with_suffix(fmt_suffix(f))))
+                    else:
+                        skipped.append(f)
+            else:
+                if not is_image_name(src):
+                    skipped.append(src)
+                    continue
+                if output is None:
+                    dst = src.with_name(f"{src.stem}_denoised{fmt_suffix(src)}")
+                else:
+                    if output.exists() and not output.is_dir():
+                        raise UsageError(f"{output}: is a file, but several inputs need an output folder",
+                                         "give a folder as the last argument")
+                    dst = output / (src.stem + fmt_suffix(src))
+                jobs.append(Job(src, dst))
+    inputs_resolved = {j.src.resolve() for j in jobs}
+    seen: dict[Path, Path] = {}
+    for j in jobs:
+        r = j.dst.resolve()
+        if r in inputs_resolved:
+            raise UsageError(f"{j.src}: output {j.dst} would overwrite an input", "choose another output folder")
+        if r in seen:
+            raise UsageError(f"{j.src} and {seen[r]} would both write {j.dst}", "use separate output folders")
+        seen[r] = j.src
+    return jobs, skipped
+
+
+def _walk(root: Path, recursive: bool) -> Iterable[Path]:
+    """Files under root, sorted, following no symlinked folders (no loops)."""
+    if not recursive:
+        yield from sorted(p for p in root.iterdir() if p.is_file())
+        return
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.is_file():
+                yield p
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _png_bit_depth(head: bytes) -> int | None:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 25:
+        return head[24]
+    return None
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an (H, W, ...) array."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1, :],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.swapaxes(a, 0, 1)[::-1, :],
+    }
+    f = ops.get(orientation)
+    return np.ascontiguousarray(f(arr)) if f else arr
+
+
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
+    """Decode ``path``. Raises ``UnsupportedImage`` (or ``ImageTooLarge``) with a
+    one-line reason; never returns a partially decoded image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except PermissionError:
+        raise UnsupportedImage(f"{path}: permission denied", "make the file readable") from None
+    except IsADirectoryError:
+        raise UnsupportedImage(f"{path}: is a folder") from None
+    except OSError as e:
+        raise UnsupportedImage(f"{path}: cannot read ({e.strerror or e})") from None
+    if not head:
+        raise UnsupportedImage(f"{path}: empty file (0 bytes)")
+    Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with our own limit
+    try:
+        im = Image.open(path)
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"{path}: not an image, or a format ddn cannot read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UnsupportedImage(f"{path}: cannot decode ({e})") from None
+    with im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise ImageTooLarge(
+                f"{path}: {w}x{h} = {w * h / 1e6:.1f} MP exceeds the {max_pixels / 1e6:g} MP limit",
+                "raise it with --max-pixels if the file is trusted",
+            )
+        fmt = (im.format or "").lower()
+        fmt = {"jpeg": "jpeg", "png": "png", "tiff": "tiff", "webp": "webp", "bmp": "bmp", "mpo": "jpeg"}.get(fmt)
+        if fmt is None:
+            raise UnsupportedImage(f"{path}: {im.format or 'unknown'} images are not supported",
+                                   "convert to PNG, JPEG, TIFF, WebP or BMP")
+        try:
+            notes = []
+            n_frames = getattr(im, "n_frames", 1)
+            if n_frames > 1:
+                notes.append(f"{n_frames} frames/pages: only the first is denoised")
+            icc = im.info.get("icc_profile")
+            exif_obj = im.getexif()
+            orientation = int(exif_obj.get(0x0112, 1) or 1)
+            exif = None
+            if len(exif_obj):
+                exif_obj[0x0112] = 1  # pixels get rotated; the written file is upright
+                exif = exif_obj.tobytes()
+            bits16 = False
+            if fmt == "png":
+                bits16 = _png_bit_depth(head) == 16
+            elif fmt == "tiff":
+                bps = im.tag_v2.get(258) if hasattr(im, "tag_v2") else None
+                bps = bps if isinstance(bps, tuple | list) else (bps,)
+                fmt_sample = im.tag_v2.get(339) if hasattr(im, "tag_v2") else None  # SampleFormat
+                if fmt_sample in (3, (3,), [3]) or im.mode == "F":
+                    raise UnsupportedImage(f"{path}: floating-point TIFF is not supported",
+                                           "convert it to 8- or 16-bit integer TIFF/PNG")
+                bits16 = bool(bps) and bps[0] == 16
+            if bits16:
+                color, alpha = _decode_16bit(path, im)
+            else:
+                color, alpha = _decode_8bit(im, path)
+        except UnsupportedImage:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, TypeError) as e:
+            raise UnsupportedImage(f"{path}: corrupt or truncated ({e})", "re-export the file") from None
+    if orientation != 1:
+        color = _orient(color, orientation)
+        alpha = _orient(alpha, orientation) if alpha is not None else None
+    bits = 16 if color.dtype == np.uint16 else 8
+    return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes)
+
+
+def _decode_8bit(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    mode = im.mode
+    im.load()  # raises on truncation / bad CRC
+    if mode == "P":
+        im = im.convert("RGBA") if ("transparency" in im.info or im.palette.mode == "RGBA") else im.convert("RGB")
+        mode = im.mode
+    if mode == "1":
+        im = im.convert("L")
+        mode = "L"
+    if mode == "CMYK":
+        im = im.convert("RGB")
+        mode = "RGB"
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im)
+        a = np.clip(a, 0, 65535).astype(np.uint16)
+        return a[..., None], None
+    if mode == "F":
+        raise UnsupportedImage(f"{path}: floating-point images are not supported", "convert to 8 or 16 bit")
+    if mode == "PA":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    if mode == "LA":
+        a = np.asarray(im)
+        return a[..., :1].copy(), a[..., 1].copy()
+    if mode == "L":
+        return np.asarray(im)[..., None].copy(), None
+    if mode == "RGBA":
+        a = np.asarray(im)
+        return a[..., :3].copy(), a[..., 3].copy()
+    if mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im).copy(), None
+
+
+def _decode_16bit(path: Path, im) -> tuple[np.ndarray, np.ndarray | None]:
+    import cv2
+
+    im.load() if im.mode in ("I;16", "I;16B", "I;16L", "I") else None
+    data = np.fromfile(path, dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if arr is None:
+        raise UnsupportedImage(f"{path}: corrupt or truncated 16-bit image", "re-export the file")
+    if arr.dtype != np.uint16:
+        arr = arr.astype(np.uint16) * 257 if arr.dtype == np.uint8 else arr
+        if arr.dtype != np.uint16:
+            raise UnsupportedImage(f"{path}: unsupported sample type {arr.dtype}")
+    if arr.ndim == 2:
+        return arr[..., None], None
+    c = arr.shape[2]
+    if c == 1:
+        return arr, None
+    if c == 2:
+        return arr[..., :1].copy(), arr[..., 1].copy()
+    if c == 3:
+        return np.ascontiguousarray(arr[..., ::-1]), None
+    if c == 4:
+        return np.ascontiguousarray(arr[..., 2::-1]), arr[..., 3].copy()
+    raise UnsupportedImage(f"{path}: {c}-channel images are not supported")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+def _png_add_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    """Insert iCCP / eXIf chunks after IHDR of an encoded PNG."""
+    extra = b""
+    if icc:
+        extra += _png_chunk(b"iCCP", b"ICC\x00\x00" + zlib.compress(icc))
+    if exif:
+        raw = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+        extra += _png_chunk(b"eXIf", raw)
+    if not extra:
+        return png
+    ihdr_end = 8 + 4 + 4 + 13 + 4
+    return png[:ihdr_end] + extra + png[ihdr_end:]
+
+
+def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
+    """Encode to bytes in ``fmt`` keeping bit depth, alpha, ICC and EXIF where the
+    format allows (16-bit goes through OpenCV; JPEG/WebP/BMP are 8-bit)."""
+    import io as _io
+
+    from PIL import Image
+
+    color, alpha = img.color, img.alpha
+    bits16 = color.dtype == np.uint16
+    if bits16 and fmt in ("png", "tiff"):
+        import cv2
+
+        if color.shape[2] == 1:
+            arr = color[..., 0] if alpha is None else np.dstack([color[..., 0], alpha])
+            if alpha is not None:  # OpenCV has no 2-channel PNG: write RGBA-free grey+alpha as BGRA
+                g = color[..., 0]
+                arr = np.dstack([g, g, g, alpha])
+        else:
+            bgr = color[..., ::-1]
+            arr = bgr if alpha is None else np.dstack([bgr, alpha])
+        ok, buf = cv2.imencode(".png" if fmt == "png" else ".tif", np.ascontiguousarray(arr))
+        if not ok:
+            raise OutputError(f"OpenCV could not encode a 16-bit {fmt}")
+        data = buf.tobytes()
+        return _png_add_metadata(data, img.icc, img.exif) if fmt == "png" else data
+    if bits16:  # 8-bit-only formats
+        color = (color.astype(np.uint32) + 128) // 257
+        color = color.astype(np.uint8)
+        alpha = ((alpha.astype(np.uint32) + 128) // 257).astype(np.uint8) if alpha is not None else None
+    if color.shape[2] == 1:
+        pil = Image.fromarray(color[..., 0], "L")
+        if alpha is not None:
+            pil = Image.merge("LA", [pil, Image.fromarray(alpha, "L")])
+    else:
+        pil = Image.fromarray(color, "RGB")
+        if alpha is not None:
+            pil = Image.merge("RGBA", [*pil.split(), Image.fromarray(alpha, "L")])
+    kwargs: dict = {}
+    if img.icc:
+        kwargs["icc_profile"] = img.icc
+    if img.exif and fmt in ("jpeg", "png", "webp", "tiff"):
+        kwargs["exif"] = img.exif
+    if fmt == "jpeg":
+        if pil.mode in ("RGBA", "LA"):
+            pil = pil.convert("RGB" if pil.mode == "RGBA" else "L")  # JPEG has no alpha
+        kwargs.update(quality=quality, subsampling=0)
+    elif fmt == "webp":
+        kwargs.update(quality=quality, method=4)
+    elif fmt == "tiff":
+        kwargs.update(compression="tiff_deflate")
+    buf = _io.BytesIO()
+    pil.save(buf, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temp file beside ``path``, fsync, rename. An interrupt
+    leaves either no file or the complete old/new one, never a partial file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ddn-part", dir=path.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot create the output ({e.strerror or e})",
+                          "check that the output folder is writable") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write the output ({e.strerror or e})",
+                          "check free disk space and permissions") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: Path, img: ImageData, fmt: str | None = None, quality: int = 95) -> None:
+    fmt = fmt or SUFFIX_FORMAT.get(path.suffix.lower()) or img.format
+    write_atomic(path, encode_image(img, fmt, quality))

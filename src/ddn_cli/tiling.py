@@ -1,0 +1,183 @@
+"""Pure tiling: plan overlapping tiles, build smooth blending windows, and run a
+model tile by tile with bounded memory.
+
+Tiles are processed in rows; finished rows are written into the output straight
+away, so working memory is one strip of tiles, whatever the image size. Blending
+uses a raised-cosine ramp over each overlap (zero weight at a tile's inner edge,
+where its output is least reliable); accumulated weights are normalised, so the
+per-pixel weights always sum to one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tile:
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def h(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def w(self) -> int:
+        return self.x1 - self.x0
+
+
+def _starts(size: int, tile: int, overlap: int, align: int) -> list[int]:
+    """Tile start offsets along one axis: multiples of ``align``, stride about
+    ``tile - overlap``; the last tile is clipped at ``size`` (it may be shorter)."""
+    if size <= tile:
+        return [0]
+    stride = max(align, ((tile - overlap) // align) * align)
+    starts = list(range(0, size - tile, stride))
+    last = -(-(size - tile) // align) * align  # ceil to align: aligned, and still reaches the end
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def plan_tiles(h: int, w: int, tile: int, overlap: int, align: int = 4) -> list[list[Tile]]:
+    """Rows of tiles covering an h x w image. ``tile`` >= 1, 0 <= overlap < tile."""
+    if h < 1 or w < 1:
+        raise ValueError("image must be at least 1x1")
+    if tile < 1 or overlap < 0 or overlap >= tile:
+        raise ValueError(f"bad tiling: tile={tile}, overlap={overlap} (need 0 <= overlap < tile)")
+    ys = _starts(h, tile, overlap, align)
+    xs = _starts(w, tile, overlap, align)
+    return [[Tile(y, min(h, y + tile), x, min(w, x + tile)) for x in xs] for y in ys]
+
+
+def _ramp(n: int, lo_overlap: int, hi_overlap: int) -> np.ndarray:
+    """1-D window of length n: raised cosine rising over ``lo_overlap`` at the start
+    and falling over ``hi_overlap`` at the end; 1 elsewhere; strictly positive."""
+    w = np.ones(n, dtype=np.float64)
+    eps = 1e-3
+    if lo_overlap > 0:
+        k = min(lo_overlap, n)
+        t = (np.arange(k) + 0.5) / lo_overlap
+        w[:k] = np.minimum(w[:k], eps + (1 - eps) * 0.5 * (1 - np.cos(math.pi * t)))
+    if hi_overlap > 0:
+        k = min(hi_overlap, n)
+        t = (np.arange(k)[::-1] + 0.5) / hi_overlap
+        w[n - k:] = np.minimum(w[n - k:], eps + (1 - eps) * 0.5 * (1 - np.cos(math.pi * t)))
+    return w
+
+
+def tile_window(t: Tile, rows: list[list[Tile]], h: int, w: int) -> np.ndarray:
+    """(t.h, t.w) float32 blend window: ramps only where a neighbouring tile overlaps."""
+    top = bottom = left = right = 0
+    ys = sorted({r[0].y0 for r in rows})
+    ys_end = {r[0].y0: r[0].y1 for r in rows}
+    xs = sorted({c.x0 for c in rows[0]})
+    xs_end = {c.x0: c.x1 for c in rows[0]}
+    i = ys.index(t.y0)
+    j = xs.index(t.x0)
+    if i > 0:
+        top = max(0, ys_end[ys[i - 1]] - t.y0)
+    if i + 1 < len(ys):
+        bottom = max(0, t.y1 - ys[i + 1])
+    if j > 0:
+        left = max(0, xs_end[xs[j - 1]] - t.x0)
+    if j + 1 < len(xs):
+        right = max(0, t.x1 - xs[j + 1])
+    wy = _ramp(t.h, top, bottom)
+    wx = _ramp(t.w, left, right)
+    return np.outer(wy, wx).astype(np.float32)
+
+
+def weight_sum(h: int, w: int, tile: int, overlap: int, align: int = 4) -> np.ndarray:
+    """Sum of normalised blend weights per pixel (all ones by construction); for tests."""
+    rows = plan_tiles(h, w, tile, overlap, align)
+    acc = np.zeros((h, w), np.float64)
+    for row in rows:
+        for t in row:
+            acc[t.y0:t.y1, t.x0:t.x1] += tile_window(t, rows, h, w)
+    out = np.zeros((h, w), np.float64)
+    for row in rows:
+        for t in row:
+            out[t.y0:t.y1, t.x0:t.x1] += tile_window(t, rows, h, w) / acc[t.y0:t.y1, t.x0:t.x1]
+    return out
+
+
+BatchFn = Callable[[np.ndarray], np.ndarray]  # (N, h, w, C) float32 -> (N, h, w, C) float32
+
+
+def run_tiled(
+    src: np.ndarray,
+    fn: BatchFn,
+    *,
+    tile: int,
+    overlap: int,
+    batch_size: int = 1,
+    align: int = 4,
+    to_float: Callable[[np.ndarray], np.ndarray] | None = None,
+    from_float: Callable[[np.ndarray], np.ndarray] | None = None,
+    out: np.ndarray | None = None,
+    on_tiles: Callable[[int, int], None] | None = None,
+    work_channels: int | None = None,
+) -> np.ndarray:
+    """Apply ``fn`` over ``src`` (H, W, C) tile by tile and blend.
+
+    ``to_float`` converts a source crop to float32 (default: astype float32);
+    ``from_float`` converts finished float rows to the output dtype (default: none,
+    output float32). ``work_channels``: channels of ``fn``'s output if they differ from
+    the source's (``from_float`` maps them back). Same-size tiles are batched ``batch_size`` at a time. Memory: the
+    output array plus one strip of tiles. ``on_tiles(done, total)`` reports progress.
+    """
+    h, w, c = src.shape
+    wc = work_channels or c
+    rows = plan_tiles(h, w, tile, overlap, align)
+    total = sum(len(r) for r in rows)
+    to_f = to_float or (lambda a: a.astype(np.float32))
+    from_f = from_float or (lambda a: a)
+    if out is None:
+        probe = from_f(np.zeros((1, 1, wc), np.float32))
+        out = np.empty((h, w, c), dtype=probe.dtype)
+    done = 0
+    carry_acc: np.ndarray | None = None
+    carry_w: np.ndarray | None = None
+    carry_y0 = 0
+    for ri, row in enumerate(rows):
+        y0, y1 = row[0].y0, row[0].y1
+        acc = np.zeros((y1 - y0, w, wc), np.float32)
+        wsum = np.zeros((y1 - y0, w, 1), np.float32)
+        if carry_acc is not None:
+            k = carry_acc.shape[0]
+            off = carry_y0 - y0
+            acc[off:off + k] += carry_acc
+            wsum[off:off + k] += carry_w
+        for batch in _batches(row, batch_size):
+            crops = np.stack([to_f(src[t.y0:t.y1, t.x0:t.x1]) for t in batch])
+            res = fn(crops)
+            for t, r in zip(batch, res):
+                win = tile_window(t, rows, h, w)[..., None]
+                acc[t.y0 - y0:t.y1 - y0, t.x0:t.x1] += r * win
+                wsum[t.y0 - y0:t.y1 - y0, t.x0:t.x1] += win
+            done += len(batch)
+            if on_tiles:
+                on_tiles(done, total)
+        next_y0 = rows[ri + 1][0].y0 if ri + 1 < len(rows) else y1
+        fin = next_y0 - y0
+        out[y0:next_y0] = from_f(acc[:fin] / wsum[:fin])
+        carry_acc, carry_w, carry_y0 = acc[fin:], wsum[fin:], next_y0
+    return out
+
+
+def _batches(row: list[Tile], n: int) -> Iterator[list[Tile]]:
+    """Group tiles of equal shape into batches of at most n."""
+    groups: dict[tuple[int, int], list[Tile]] = {}
+    for t in row:
+        groups.setdefault((t.h, t.w), []).append(t)
+    for ts in groups.values():
+        for i in range(0, len(ts), n):
+            yield ts[i:i + n]

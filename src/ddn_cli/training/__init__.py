@@ -1,0 +1,1 @@
+"""Training: typed config, data, losses, the loop and checkpoints."""

@@ -1,0 +1,78 @@
+"""Typed, validated training configuration."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import UsageError
+
+TASKS = ("denoise", "seg", "cls")
+LOSSES = ("l1", "mse", "charbonnier")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str = "denoise"
+    data: tuple[str, ...] = ()
+    data_root: str | None = None
+    val: tuple[str, ...] = ()
+    val_limit: int = 0  # 0 = all validation images
+    val_sigmas: tuple[float, ...] = (15.0, 25.0, 50.0)
+    out: str = "runs/ddn.safetensors"
+    init: str | None = None
+    resume: bool = False
+    steps: int = 20000  # 0 = choose from time_budget
+    time_budget: float = 0.0  # seconds; hard cap on the run (0 = none)
+    batch_size: int = 16
+    patch: int = 96
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.01
+    warmup: int = 500
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    loss: str = "l1"
+    sigma: str = "0-75"
+    clip_fraction: float = 0.5
+    noise_level: bool = True
+    ema: float = 0.999  # 0 disables
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    val_every: int = 2000
+    ckpt_minutes: float = 5.0
+    log: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UsageError(f"--task {self.task!r} is unknown", f"use one of {', '.join(TASKS)}")
+        if self.loss not in LOSSES:
+            raise UsageError(f"--loss {self.loss!r} is unknown", f"use one of {', '.join(LOSSES)}")
+        if not self.data:
+            raise UsageError("no --data given", "pass one or more folders or list files of clean images")
+        if self.steps < 0 or (self.steps == 0 and self.time_budget <= 0):
+            raise UsageError("--steps must be > 0, or 0 together with --time-budget SECONDS")
+        if self.batch_size < 1 or self.patch < 16 or self.patch % 4:
+            raise UsageError("--batch-size must be >= 1 and --patch a multiple of 4, >= 16")
+        if not (0 < self.lr < 1):
+            raise UsageError(f"--lr {self.lr} is out of range (0, 1)")
+        if not (0 <= self.clip_fraction <= 1):
+            raise UsageError("--clip-fraction must be in [0, 1]")
+        if not (0 <= self.ema < 1):
+            raise UsageError("--ema must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["data"] = list(self.data)
+        d["val"] = list(self.val)
+        d["val_sigmas"] = list(self.val_sigmas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d)
+        for k in ("data", "val", "val_sigmas"):
+            if k in d:
+                d[k] = tuple(d[k])
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})

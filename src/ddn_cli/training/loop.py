@@ -1,0 +1,353 @@
+"""The training loop for ``ddn train --task denoise`` (and the cascade tasks).
+
+Library code: it never prints; progress goes to ``on_event(dict)``.
+Features: bf16 autocast + channels_last, AdamW, warmup + cosine, gradient clipping,
+EMA weights, validation with best-model keeping, atomic checkpoints every few
+minutes, bit-exact ``--resume``, a hard time budget, and DDP under torchrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..devices import resolve_device, resolve_precision
+from ..errors import UsageError
+from ..models import build_denoiser
+from ..weightfile import load_weights, save_weights
+from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import ImageBank, list_training_images, make_noisy, parse_sigma
+from .losses import reconstruction_loss
+from .schedule import lr_at
+
+Event = Callable[[dict], None]
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+class EMA:
+    """Exponential moving average of parameters; buffers (BN statistics) are copied."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+def _state_cpu(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def validate_model(model, images, sigmas, device, precision, noise_level: bool) -> dict[float, float]:
+    """Mean PSNR per sigma on (name, uint8) images with the standard protocol."""
+    from ..evaluation.denoise_eval import evaluate
+
+    was_training = model.training
+    model.eval()
+
+    def fn(noisy: np.ndarray, s: float) -> np.ndarray:
+        x = torch.from_numpy(noisy).permute(2, 0, 1)[None].to(device)
+        if precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precision.autocast(device):
+            y = model(x, s / 255.0) if noise_level else model(x)
+        return y.float()[0].permute(1, 2, 0).cpu().numpy()
+
+    res = evaluate(fn, images, sigmas)
+    model.train(was_training)
+    return {s: r["psnr"] for s, r in res.items()}
+
+
+def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
+    """Run (or resume) denoiser training. Returns the final summary dict."""
+    emit = on_event or (lambda e: None)
+    world, rank, local = _dist_info()
+    distributed = world > 1
+    if rank != 0:  # one voice: only rank 0 reports
+        emit = lambda e: None  # noqa: E731
+    device = resolve_device(cfg.device)
+    if distributed:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    precision = resolve_precision(cfg.precision, device, training=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    out = Path(cfg.out)
+    ckpt_file = checkpoint_path(out)
+    noise = parse_sigma(cfg.sigma)
+    noise = type(noise)(noise.lo, noise.hi, noise.values, cfg.clip_fraction)
+
+    state = None
+    if cfg.resume:
+        if not ckpt_file.exists():
+            raise UsageError(f"{ckpt_file}: no checkpoint to resume from", "drop --resume to start fresh")
+        state = load_checkpoint(ckpt_file)
+        saved = TrainConfig.from_dict(state["config"])
+        # the schedule-defining fields come from the checkpoint
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
+            "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
+            "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip")}, "resume": True})
+
+    torch.manual_seed(cfg.seed)
+    model_cfg = {"noise_level": cfg.noise_level}
+    init_meta: dict = {}
+    if cfg.init and state is None:
+        from ..registry import resolve_weights
+
+        sd, init_meta = load_weights(resolve_weights(cfg.init))
+        model_cfg = init_meta.get("config", model_cfg)
+        model = build_denoiser(model_cfg)
+        model.load_state_dict(sd)
+    else:
+        model = build_denoiser(model_cfg)
+    noise_level = model.config.noise_level
+    model.to(device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+
+    paths = list_training_images(cfg.data, cfg.data_root)
+    bank = ImageBank(paths, cfg.patch, device=device)
+    val_images = []
+    if cfg.val and rank == 0:
+        from ..evaluation.denoise_eval import load_eval_images
+
+        val_images = load_eval_images(cfg.val, cfg.val_limit, cfg.data_root)
+    emit({"event": "data", "train_images": len(bank), "val_images": len(val_images), "device": str(device),
+          "precision": precision.name, "world_size": world})
+
+    gen_cpu = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    gen_dev = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 7)
+    ddp_model = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    step = 0
+    elapsed_before = 0.0
+    best = {"score": -math.inf, "step": -1, "psnr": {}, "which": None}
+    total = cfg.steps
+    history: list[dict] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        if ema is not None and state.get("ema") is not None:
+            ema.model.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+        total = int(state["total"])
+        elapsed_before = float(state["elapsed"])
+        best = state["best"]
+        history = state.get("history", [])
+        gens = state["gens"][rank]
+        gen_cpu.set_state(gens["cpu"])
+        gen_dev.set_state(gens["dev"])
+        emit({"event": "resumed", "step": step, "total": total})
+
+    def one_step(m: torch.nn.Module, optim, g_cpu, g_dev, lr: float) -> float:
+        for group in optim.param_groups:
+            group["lr"] = lr
+        clean = bank.sample(cfg.batch_size, g_cpu).to(torch.float32).div_(255.0)
+        sig = noise.draw_sigma(cfg.batch_size, g_cpu)
+        clip = torch.rand(cfg.batch_size, generator=g_cpu) < noise.clip_fraction
+        noisy = make_noisy(clean, sig, clip, g_dev)
+        if precision.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        with precision.autocast(device):
+            pred = m(noisy, (sig / 255.0).to(device)) if noise_level else m(noisy)
+        loss = reconstruction_loss(cfg.loss, pred.float(), clean)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
+        optim.step()
+        return loss.detach()
+
+    t_start = time.perf_counter()
+    if total == 0:  # calibrate the step count to the time budget on a throwaway copy
+        probe = copy.deepcopy(model)
+        popt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr)
+        g1 = torch.Generator().manual_seed(12345)
+        g2 = torch.Generator(device=device).manual_seed(12345)
+        for _ in range(5):
+            one_step(probe, popt, g1, g2, cfg.lr * 0.01)
+        _sync(device)
+        t0 = time.perf_counter()
+        n_probe = 20
+        for _ in range(n_probe):
+            one_step(probe, popt, g1, g2, cfg.lr * 0.01)
+        _sync(device)
+        rate = n_probe / (time.perf_counter() - t0)
+        del probe, popt
+        left = cfg.time_budget - (time.perf_counter() - t_start)
+        n_val = max(1, 1)  # leave room for validation and saving
+        total = max(10, int(rate * left * 0.92))
+        if distributed:
+            import torch.distributed as dist
+
+            t = torch.tensor([total], dtype=torch.long, device=device if device.type == "cuda" else "cpu")
+            dist.broadcast(t, 0)
+            total = int(t.item())
+        emit({"event": "calibrated", "steps_per_s": rate, "total": total, "val_reserve": n_val})
+
+    def snapshot_best(psnrs: dict[float, float], which: str, m: torch.nn.Module) -> None:
+        score = float(np.mean(list(psnrs.values())))
+        if score > best["score"]:
+            best.update(score=score, step=step, psnr={str(k): v for k, v in psnrs.items()}, which=which)
+            _write_weights(out, m, cfg, best, train_images=len(bank), elapsed=elapsed_before + time.perf_counter() - t_start,
+                           init_meta=init_meta, history=history, precision=precision.name, device=str(device))
+
+    def do_checkpoint() -> None:
+        gens = {"cpu": gen_cpu.get_state(), "dev": gen_dev.get_state()}
+        all_gens = [gens]
+        if distributed:
+            import torch.distributed as dist
+
+            all_gens = [None] * world
+            dist.all_gather_object(all_gens, gens)
+        if rank == 0:
+            save_checkpoint(ckpt_file, {
+                "model": _state_cpu(model), "ema": _state_cpu(ema.model) if ema else None,
+                "opt": opt.state_dict(), "step": step, "total": total,
+                "elapsed": elapsed_before + time.perf_counter() - t_start, "best": best,
+                "gens": all_gens, "config": {**cfg.to_dict(), "steps": total}, "history": history,
+            })
+            emit({"event": "checkpoint", "step": step, "path": str(ckpt_file)})
+
+    model.train()
+    last_ckpt = time.perf_counter()
+    t_run = time.perf_counter()
+    step0 = step
+    loss_acc, loss_n = torch.zeros((), device=device), 0
+    stopped_early = False
+    while step < total:
+        lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
+        loss_acc += one_step(ddp_model, opt, gen_cpu, gen_dev, lr)
+        loss_n += 1
+        if ema is not None:
+            ema.update(model, step)
+        step += 1
+        over_budget = cfg.time_budget > 0 and (elapsed_before + time.perf_counter() - t_start) > cfg.time_budget
+        if distributed:
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(over_budget)], device=device if device.type == "cuda" else "cpu")
+            dist.broadcast(flag, 0)
+            over_budget = bool(flag.item())
+        last = step == total or over_budget
+        if step % 50 == 0 or last:
+            rate = (step - step0) / max(1e-9, time.perf_counter() - t_run)
+            loss_v = float(loss_acc) / max(1, loss_n)
+            loss_acc.zero_()
+            loss_n = 0
+            emit({"event": "step", "step": step, "total": total, "loss": loss_v, "lr": lr,
+                  "patches_per_s": rate * cfg.batch_size * world, "eta_s": (total - step) / max(rate, 1e-9)})
+        if rank == 0 and val_images and (step % cfg.val_every == 0 or last):
+            rec = {"step": step}
+            history.append(rec)
+            ps = validate_model(model, val_images, cfg.val_sigmas, device, precision, noise_level)
+            rec["raw"] = {str(k): v for k, v in ps.items()}
+            pe = None
+            if ema is not None:
+                pe = validate_model(ema.model, val_images, cfg.val_sigmas, device, precision, noise_level)
+                rec["ema"] = {str(k): v for k, v in pe.items()}
+            snapshot_best(ps, "raw", model)
+            if pe is not None:
+                snapshot_best(pe, "ema", ema.model)
+            _update_sidecar_history(out, history)
+            emit({"event": "val", **rec, "best": best["score"], "best_step": best["step"]})
+        want_ckpt = (time.perf_counter() - last_ckpt) > cfg.ckpt_minutes * 60 or last
+        if distributed:
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(want_ckpt)], device=device if device.type == "cuda" else "cpu")
+            dist.broadcast(flag, 0)
+            want_ckpt = bool(flag.item())
+        if want_ckpt:
+            if rank == 0 and not val_images:
+                # no validation data: the newest (EMA) weights are the output
+                best.update(step=step, which="ema" if ema else "raw")
+                _write_weights(out, ema.model if ema else model, cfg, best, train_images=len(bank),
+                               elapsed=elapsed_before + time.perf_counter() - t_start, init_meta=init_meta,
+                               history=history, precision=precision.name, device=str(device))
+            do_checkpoint()
+            last_ckpt = time.perf_counter()
+        if over_budget and step < total:
+            stopped_early = True
+            emit({"event": "time_budget", "step": step, "total": total})
+            break
+    summary = {"steps_done": step, "total": total, "best": best, "out": str(out), "checkpoint": str(ckpt_file),
+               "elapsed_s": elapsed_before + time.perf_counter() - t_start, "stopped_early": stopped_early,
+               "train_images": len(bank), "patches_per_s": (step - step0) * cfg.batch_size * world / max(1e-9, time.perf_counter() - t_run)}
+    emit({"event": "done", **summary})
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _update_sidecar_history(out: Path, history: list[dict]) -> None:
+    import json
+
+    from ..weightfile import atomic_write_bytes
+
+    sidecar = out.with_suffix(".json")
+    if sidecar.is_file():
+        doc = json.loads(sidecar.read_text())
+        doc["history"] = history
+        atomic_write_bytes(sidecar, json.dumps(doc, indent=2, default=str).encode())
+
+
+def _write_weights(out: Path, model: torch.nn.Module, cfg: TrainConfig, best: dict, **info) -> None:
+    import json
+
+    meta = {
+        "arch": "ddn",
+        "task": cfg.task,
+        "config": model.config.to_dict(),
+        "training": {k: v for k, v in cfg.to_dict().items() if k not in ("extra",)},
+        "best": best,
+        **{k: v for k, v in info.items() if k not in ("history",)},
+    }
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_weights(sd, out, meta)
+    sidecar = out.with_suffix(".json")
+    from ..weightfile import atomic_write_bytes
+
+    atomic_write_bytes(sidecar, json.dumps({**meta, "history": info.get("history", [])}, indent=2, default=str).encode())

@@ -1,0 +1,163 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import no_partial_files, noisy, smooth_image, tree_hashes
+from ddn_cli.cli.app import app
+from ddn_cli.evaluation.metrics import psnr
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    clean = smooth_image(48, 64, seed=1)
+    Image.fromarray(noisy(clean, 25)).save(root / "a.png")
+    Image.fromarray(noisy(smooth_image(40, 40, seed=2), 25)).save(root / "sub" / "b.jpg", quality=98, subsampling=0)
+    (root / "notes.txt").write_text("not an image")
+    return root, clean
+
+
+def test_help_and_version_do_not_import_torch():
+    code = "import sys; from ddn_cli.cli.app import app; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    r = subprocess.run([sys.executable, "-m", "ddn_cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("ddn ")
+    assert run("--help").exit_code == 0
+
+
+def test_file_to_file_denoises(tmp_path):
+    clean = smooth_image(64, 80, seed=5)
+    n = noisy(clean, 25)
+    Image.fromarray(n).save(tmp_path / "noisy.png")
+    r = run("denoise", tmp_path / "noisy.png", tmp_path / "clean.png", "--sigma", "25", "--quiet")
+    assert r.exit_code == 0, r.output
+    out = np.asarray(Image.open(tmp_path / "clean.png"))
+    assert out.shape == clean.shape
+    assert psnr(out, clean) > psnr(n, clean) + 6
+
+
+def test_folder_mirrors_tree_and_reports(photos, tmp_path):
+    root, _ = photos
+    before = tree_hashes(root)
+    r = run("denoise", root, tmp_path / "out", "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "sub" / "b.jpg").is_file()
+    assert not (tmp_path / "out" / "notes.txt").exists()
+    rep = json.loads((tmp_path / "r.json").read_text())
+    by = {Path(f["input"]).name: f for f in rep["files"]}
+    assert by["a.png"]["status"] == "ok" and by["a.png"]["sigma"] > 10 and by["a.png"]["model"] == "ddn.color-sigma"
+    assert by["notes.txt"]["status"] == "skipped"
+    assert set(by["a.png"]) >= {"input", "output", "status", "error", "seconds", "sigma", "model"}
+    assert tree_hashes(root) == before  # inputs untouched
+    # a rerun skips existing outputs, --overwrite redoes them
+    r = run("denoise", root, tmp_path / "out", "--json", "-", "--quiet")
+    assert r.exit_code == 0
+    rep = json.loads(r.stdout)
+    assert rep["summary"]["ok"] == 0 and rep["summary"]["skipped"] == 3
+    r = run("denoise", root, tmp_path / "out", "--overwrite", "--json", "-", "--quiet")
+    assert json.loads(r.stdout)["summary"]["ok"] == 2
+
+
+def test_several_files_into_folder_and_no_recursive(photos, tmp_path):
+    root, _ = photos
+    r = run("denoise", root / "a.png", root / "sub" / "b.jpg", tmp_path / "o", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "b.jpg"]
+    r = run("denoise", root, tmp_path / "flat", "--no-recursive", "--quiet")
+    assert r.exit_code == 0
+    assert [p.name for p in (tmp_path / "flat").rglob("*")] == ["a.png"]
+
+
+def test_corrupt_input_fails_but_others_go_on(photos, tmp_path):
+    root, _ = photos
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (root / "empty.jpg").write_bytes(b"")
+    r = run("denoise", root, tmp_path / "out", "--json", tmp_path / "r.json")
+    assert r.exit_code == 1
+    assert "broken.png" in r.output and "Traceback" not in r.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    status = {Path(f["input"]).name: f["status"] for f in rep["files"]}
+    assert status["broken.png"] == "failed" and status["empty.jpg"] == "failed" and status["a.png"] == "ok"
+    assert not (tmp_path / "out" / "broken.png").exists()
+    assert no_partial_files(tmp_path / "out")
+
+
+def test_usage_errors_exit_2(tmp_path):
+    img = tmp_path / "a.png"
+    Image.fromarray(smooth_image(8, 8)).save(img)
+    assert run("denoise", tmp_path / "missing.png", tmp_path / "o.png").exit_code == 2
+    r = run("denoise", img, img)
+    assert r.exit_code == 2 and "overwrite an input" in r.output
+    assert run("denoise", img, tmp_path / "o.png", "--sigma", "abc").exit_code == 2
+    r = run("denoise", img, tmp_path / "o.png", "--precision", "fp16", "--device", "cpu")
+    assert r.exit_code == 2 and "fp16" in r.output and "Traceback" not in r.output
+    r = run("denoise", img, tmp_path / "o.png", "--model", "ddn.colour-sigma")
+    assert r.exit_code == 2 and "did you mean ddn.color-sigma" in r.output
+    r = run("denoise", img, tmp_path / "o.png", "--device", "cuda:7")
+    assert r.exit_code == 2
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_grey_rgba_16bit_and_format(tmp_path):
+    base = smooth_image(40, 48, seed=4)
+    g = noisy(base[..., 0], 20)
+    Image.fromarray(g, "L").save(tmp_path / "g.png")
+    alpha = np.tile(np.arange(48, dtype=np.uint8) * 5, (40, 1))
+    Image.fromarray(np.dstack([noisy(base, 20), alpha]), "RGBA").save(tmp_path / "rgba.png")
+    c16 = noisy(base.astype(np.uint16) * 257, 20)
+    cv2.imwrite(str(tmp_path / "c16.png"), c16[..., ::-1])
+    r = run("denoise", tmp_path / "g.png", tmp_path / "rgba.png", tmp_path / "c16.png", tmp_path / "o", "--quiet")
+    assert r.exit_code == 0, r.output
+    og = Image.open(tmp_path / "o" / "g.png")
+    assert og.mode == "L" and psnr(np.asarray(og), base[..., 0]) > psnr(g, base[..., 0]) + 3
+    orgba = np.asarray(Image.open(tmp_path / "o" / "rgba.png"))
+    assert orgba.shape[2] == 4 and np.array_equal(orgba[..., 3], alpha)
+    o16 = cv2.imread(str(tmp_path / "o" / "c16.png"), cv2.IMREAD_UNCHANGED)
+    assert o16.dtype == np.uint16 and o16.shape == c16.shape
+    assert len(np.unique(o16)) > 256  # really 16-bit values, not 8-bit scaled
+    r = run("denoise", tmp_path / "g.png", tmp_path / "fmt", "--format", "jpeg", "--quality", "90", "--quiet")
+    assert r.exit_code == 0 and (tmp_path / "fmt" / "g.jpg").is_file()
+
+
+def test_tiled_cli_matches_untiled(tmp_path):
+    clean = smooth_image(150, 170, seed=9)
+    Image.fromarray(noisy(clean, 25)).save(tmp_path / "n.png")
+    assert run("denoise", tmp_path / "n.png", tmp_path / "whole.png", "--sigma", "25", "--tile", "4096",
+               "--precision", "fp32", "-q").exit_code == 0
+    assert run("denoise", tmp_path / "n.png", tmp_path / "tiled.png", "--sigma", "25", "--tile", "64",
+               "--overlap", "32", "--batch-size", "3", "--precision", "fp32", "-q").exit_code == 0
+    a = np.asarray(Image.open(tmp_path / "whole.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "tiled.png")).astype(int)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_exif_rotated_input_comes_out_upright(tmp_path):
+    a = noisy(smooth_image(20, 40, seed=3), 15)
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=98)
+    r = run("denoise", tmp_path / "r.jpg", tmp_path / "o.jpg", "-q")
+    assert r.exit_code == 0
+    o = Image.open(tmp_path / "o.jpg")
+    assert o.size == (20, 40) and o.getexif().get(0x0112, 1) == 1
+
+
+def test_single_input_default_output_name(tmp_path):
+    Image.fromarray(noisy(smooth_image(16, 16), 10)).save(tmp_path / "p.png")
+    assert run("denoise", tmp_path / "p.png", "-q").exit_code == 0
+    assert (tmp_path / "p_denoised.png").is_file()

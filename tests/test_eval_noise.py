@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import noisy, smooth_image
+from ddn_cli.cli.app import app
+from ddn_cli.evaluation.metrics import psnr, ssim
+from ddn_cli.evaluation.protocol import make_noisy, to_uint8
+from ddn_cli.noise import estimate_sigma
+
+
+def test_psnr_ssim_basics():
+    a = smooth_image(32, 32)
+    assert psnr(a, a) == float("inf") and ssim(a, a) == pytest.approx(1.0)
+    b = a.copy()
+    b[0, 0, 0] ^= 1
+    assert 70 < psnr(a, b) < 100
+    n = noisy(a, 25)
+    assert ssim(n, a) < 0.9
+
+
+def test_protocol_is_seeded_and_unclipped():
+    a = smooth_image(20, 20)
+    n1 = make_noisy(a, 25, "img")
+    n2 = make_noisy(a, 25, "img")
+    assert np.array_equal(n1, n2)
+    assert not np.array_equal(n1, make_noisy(a, 25, "other"))
+    assert n1.min() < 0 or n1.max() > 1  # not clipped
+    c = make_noisy(a, 25, "img", clip=True)
+    assert c.min() >= 0 and c.max() <= 1
+
+
+@pytest.mark.parametrize("sigma", [5, 15, 25, 50])
+def test_sigma_estimate_within_2(sigma):
+    a = smooth_image(256, 256, seed=7)
+    est = estimate_sigma(make_noisy(a, sigma, "x"))
+    assert abs(est - sigma) < 2.0
+
+
+def test_sigma_estimate_small_and_16bit():
+    assert estimate_sigma(np.zeros((4, 4, 3), np.uint8)) == 0.0
+    a16 = smooth_image(128, 128).astype(np.uint16) * 257
+    assert abs(estimate_sigma(noisy(a16, 20)) - 20) < 2.5
+
+
+def test_cli_eval_denoise(tmp_path):
+    from PIL import Image
+
+    for i in range(2):
+        Image.fromarray(smooth_image(48, 48, seed=i)).save(tmp_path / f"{i}.png")
+    r = CliRunner().invoke(app, ["eval", "denoise", str(tmp_path), "--sigma", "25", "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output
+    import json
+
+    doc = json.loads((tmp_path / "e.json").read_text())
+    res = doc["models"][0]["results"]["25"]
+    assert res["psnr"] > res["noisy_psnr"] + 5 and 0 < res["ssim"] <= 1

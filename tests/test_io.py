@@ -1,0 +1,184 @@
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import smooth_image
+from ddn_cli.errors import ImageTooLarge, UnsupportedImage, UsageError
+from ddn_cli.io import ImageData, encode_image, plan_jobs, read_image, write_atomic, write_image
+
+
+def test_rgb8_png_roundtrip(tmp_path):
+    a = smooth_image(20, 30)
+    Image.fromarray(a).save(tmp_path / "a.png")
+    d = read_image(tmp_path / "a.png")
+    assert d.bits == 8 and d.color.shape == (20, 30, 3) and d.alpha is None and d.format == "png"
+    assert np.array_equal(d.color, a)
+    write_image(tmp_path / "b.png", d)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), a)
+
+
+def test_16bit_colour_png_keeps_16_bits(tmp_path):
+    a = (smooth_image(16, 24).astype(np.uint16) * 257 + np.arange(24, dtype=np.uint16)[None, :, None])
+    cv2.imwrite(str(tmp_path / "a.png"), a[..., ::-1])
+    d = read_image(tmp_path / "a.png")
+    assert d.bits == 16 and d.color.dtype == np.uint16
+    assert np.array_equal(d.color, a)
+    write_image(tmp_path / "b.png", d)
+    back = cv2.imread(str(tmp_path / "b.png"), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    assert back.dtype == np.uint16 and np.array_equal(back, a)
+
+
+def test_16bit_tiff_and_grey16(tmp_path):
+    a = (smooth_image(10, 12).astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "a.tif"), a[..., ::-1])
+    d = read_image(tmp_path / "a.tif")
+    assert d.bits == 16 and np.array_equal(d.color, a)
+    g = a[..., 0]
+    cv2.imwrite(str(tmp_path / "g.png"), g)
+    dg = read_image(tmp_path / "g.png")
+    assert dg.grey and dg.bits == 16 and np.array_equal(dg.color[..., 0], g)
+
+
+def test_rgba_alpha_passes_through(tmp_path):
+    a = smooth_image(12, 14)
+    alpha = np.linspace(0, 255, 12 * 14).reshape(12, 14).astype(np.uint8)
+    Image.fromarray(np.dstack([a, alpha]), "RGBA").save(tmp_path / "a.png")
+    d = read_image(tmp_path / "a.png")
+    assert np.array_equal(d.alpha, alpha) and np.array_equal(d.color, a)
+
+
+def test_grey_and_la(tmp_path):
+    g = smooth_image(9, 11)[..., 0]
+    Image.fromarray(g, "L").save(tmp_path / "g.png")
+    d = read_image(tmp_path / "g.png")
+    assert d.grey and d.color.shape == (9, 11, 1)
+    Image.merge("LA", [Image.fromarray(g), Image.fromarray(255 - g)]).save(tmp_path / "la.png")
+    d = read_image(tmp_path / "la.png")
+    assert d.grey and np.array_equal(d.alpha, 255 - g)
+
+
+def test_palette_with_transparency_becomes_rgba(tmp_path):
+    im = Image.fromarray(smooth_image(8, 8)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    im.info["transparency"] = 0
+    im.save(tmp_path / "p.png", transparency=0)
+    d = read_image(tmp_path / "p.png")
+    assert d.color.shape[2] == 3 and d.alpha is not None
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_and_reset(tmp_path, orientation):
+    a = smooth_image(6, 10)
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "o.jpg", exif=exif.tobytes(), quality=100, subsampling=0)
+    expected = np.asarray(__import__("PIL.ImageOps", fromlist=["x"]).exif_transpose(Image.open(tmp_path / "o.jpg")))
+    d = read_image(tmp_path / "o.jpg")
+    assert d.color.shape == expected.shape
+    assert np.array_equal(d.color, expected)
+    write_image(tmp_path / "w.jpg", d)
+    assert Image.open(tmp_path / "w.jpg").getexif().get(0x0112, 1) == 1
+
+
+def test_icc_and_exif_are_kept(tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im = Image.fromarray(smooth_image(8, 8))
+    exif = im.getexif()
+    exif[0x010F] = "ddn-test-camera"
+    for fmt, name in (("JPEG", "a.jpg"), ("PNG", "a.png"), ("WEBP", "a.webp"), ("TIFF", "a.tif")):
+        im.save(tmp_path / name, format=fmt, icc_profile=icc, exif=exif.tobytes())
+        d = read_image(tmp_path / name)
+        assert d.icc == icc, fmt
+        write_image(tmp_path / ("out_" + name), d)
+        back = Image.open(tmp_path / ("out_" + name))
+        assert back.info.get("icc_profile") == icc, fmt
+        assert back.getexif().get(0x010F) == "ddn-test-camera", fmt
+
+
+def test_16bit_png_keeps_icc(tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    d = ImageData(color=np.full((4, 5, 3), 1000, np.uint16), alpha=None, bits=16, format="png", icc=icc)
+    write_image(tmp_path / "x.png", d)
+    assert read_image(tmp_path / "x.png").icc == icc
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty"),
+    (b"hello, I am text", "not an image"),
+])
+def test_bad_files_raise_one_line_errors(tmp_path, content, reason):
+    p = tmp_path / "x.png"
+    p.write_bytes(content)
+    with pytest.raises(UnsupportedImage) as e:
+        read_image(p)
+    assert reason in str(e.value) and str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_truncated_png_and_jpeg(tmp_path):
+    a = smooth_image(64, 64)
+    for name in ("t.png", "t.jpg"):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG" if name.endswith("png") else "JPEG")
+        (tmp_path / name).write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+        with pytest.raises(UnsupportedImage):
+            read_image(tmp_path / name)
+
+
+def test_pixel_limit(tmp_path):
+    Image.new("RGB", (100, 100)).save(tmp_path / "big.png")
+    with pytest.raises(ImageTooLarge) as e:
+        read_image(tmp_path / "big.png", max_pixels=5000)
+    assert "--max-pixels" in str(e.value)
+
+
+def test_write_atomic_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    import os
+
+    target = tmp_path / "out.png"
+    target.write_bytes(b"old")
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_plan_jobs_layouts(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for n in ("in/a.png", "in/sub/b.jpg", "in/readme.txt"):
+        (tmp_path / n).write_bytes(b"x")
+    jobs, skipped = plan_jobs([tmp_path / "in"], tmp_path / "out")
+    assert sorted(str(j.dst.relative_to(tmp_path)) for j in jobs) == ["out/a.png", "out/sub/b.jpg"]
+    assert [p.name for p in skipped] == ["readme.txt"]
+    jobs, _ = plan_jobs([tmp_path / "in"], tmp_path / "out", recursive=False)
+    assert [j.src.name for j in jobs] == ["a.png"]
+    jobs, _ = plan_jobs([tmp_path / "in/a.png"], tmp_path / "x.png")
+    assert jobs[0].dst == tmp_path / "x.png"
+    jobs, _ = plan_jobs([tmp_path / "in/a.png"], None)
+    assert jobs[0].dst.name == "a_denoised.png"
+    jobs, _ = plan_jobs([tmp_path / "in/a.png"], tmp_path / "o", out_format="jpeg")
+    assert jobs[0].dst == tmp_path / "o" / "a.jpg"
+    with pytest.raises(UsageError):
+        plan_jobs([tmp_path / "in/a.png"], tmp_path / "in/a.png")
+    with pytest.raises(UsageError):
+        plan_jobs([tmp_path / "in"], tmp_path / "in")  # would write onto the inputs
+    with pytest.raises(UsageError):
+        plan_jobs([tmp_path / "missing.png"], tmp_path / "o")
+
+
+def test_encode_jpeg_drops_alpha(tmp_path):
+    d = ImageData(color=smooth_image(4, 4), alpha=np.full((4, 4), 7, np.uint8), bits=8, format="png")
+    data = encode_image(d, "jpeg")
+    assert Image.open(io.BytesIO(data)).mode == "RGB"

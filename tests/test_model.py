@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from ddn_cli.models import DenoiserConfig, build_denoiser
+from ddn_cli.models.denoiser import pad_to_multiple
+from ddn_cli.models.fold import fold_batchnorm
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_paper_architecture_parameter_count():
+    # the paper's per-sigma form: about 1.03M parameters
+    m = build_denoiser(DenoiserConfig(noise_level=False))
+    assert 1.02e6 < n_params(m) < 1.04e6
+    # the noise-level form adds one input channel to the 5x5 head conv only
+    assert n_params(build_denoiser()) - n_params(m) == 64 * 25
+
+
+def test_layers_match_the_paper():
+    m = build_denoiser(DenoiserConfig(noise_level=False))
+    assert m.head.kernel_size == (5, 5) and m.head.in_channels == 3 and m.head.out_channels == 64
+    assert m.down1[0].stride == (2, 2) and m.down1[0].out_channels == 128
+    assert m.down2[0].stride == (2, 2) and m.down2[0].out_channels == 128
+    assert m.up1.kernel_size == (4, 4) and m.up1.out_channels == 32
+    assert m.fuse1[0].in_channels == 160 and m.fuse1[0].out_channels == 256
+    assert m.up2.out_channels == 64 and m.tail.in_channels == 128 and m.tail.out_channels == 3
+    assert [m.res1.body[0].out_channels, m.res3.body[0].out_channels] == [32, 64]
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 7), (5, 3), (37, 51), (64, 64), (3, 130)])
+def test_any_size_works_and_shape_is_kept(h, w):
+    for nl in (True, False):
+        m = build_denoiser(DenoiserConfig(noise_level=nl)).eval()
+        x = torch.rand(2, 3, h, w)
+        with torch.no_grad():
+            y = m(x, torch.tensor([0.1, 0.2])) if nl else m(x)
+        assert y.shape == x.shape
+        assert torch.isfinite(y).all()
+
+
+def test_noise_level_model_requires_sigma():
+    m = build_denoiser().eval()
+    with pytest.raises(ValueError):
+        m(torch.rand(1, 3, 8, 8))
+
+
+def test_forward_backward_tiny():
+    m = build_denoiser()
+    x = torch.rand(2, 3, 24, 20, requires_grad=True)
+    m(x, 0.1).mean().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_pad_to_multiple_reflects_and_replicates():
+    x = torch.arange(6.0).view(1, 1, 2, 3)
+    y = pad_to_multiple(x, 4)
+    assert y.shape == (1, 1, 4, 4)
+    assert torch.equal(y[..., :2, :3], x)
+
+
+def test_fold_batchnorm_is_equivalent():
+    m = build_denoiser().eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+    f = fold_batchnorm(m)
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
+    x = torch.rand(1, 3, 40, 36)
+    with torch.no_grad():
+        assert torch.allclose(m(x, 0.1), f(x, 0.1), atol=1e-5)

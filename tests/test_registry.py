@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import torch
+
+from ddn_cli.errors import UnsafeWeights, WeightsNotFound
+from ddn_cli.hub import sha256_file
+from ddn_cli.models import ARCHS
+from ddn_cli.registry import ManifestError, bundled_dir, bundled_manifest, parse_manifest, resolve_weights
+from ddn_cli.weightfile import load_weights, save_weights
+
+
+def test_every_bundled_weight_is_valid_and_loads():
+    man = bundled_manifest()
+    assert man.specs, "the manifest lists no weights"
+    assert man.defaults["denoise"] in man.names()
+    for spec in man.specs:
+        p = bundled_dir() / spec.file
+        assert p.is_file(), spec.name
+        assert p.stat().st_size == spec.size and sha256_file(p) == spec.sha256, spec.name
+        sd, meta = load_weights(p)
+        model = ARCHS[spec.arch](meta["config"])
+        model.load_state_dict(sd)
+        assert meta["config"] == spec.config
+        # trained, measured, honest about where it comes from
+        assert spec.training.get("steps", 0) > 0 and spec.training.get("data")
+        assert spec.metrics.get("CBSD68", {}).get("unclipped")
+        for url in spec.urls:
+            assert url.startswith("https://")
+        model.eval()
+        with torch.no_grad():
+            y = model(torch.rand(1, 3, 16, 16), 0.1) if model.config.noise_level else model(torch.rand(1, 3, 16, 16))
+        assert y.shape == (1, 3, 16, 16)
+
+
+def _entry(**kw):
+    d = {"name": "ddn.x", "arch": "ddn", "task": "denoise", "file": "x.safetensors", "sha256": "0" * 64, "size": 1,
+         "license": "MIT", "config": {}, "training": {}, "metrics": {}, "urls": []}
+    d.update(kw)
+    return d
+
+
+@pytest.mark.parametrize("bad", [
+    {"file": "../evil.safetensors"}, {"file": "/etc/passwd"}, {"file": "x.pth"}, {"sha256": "abc"},
+    {"name": "NoDot"}, {"size": 0}, {"urls": ["ftp://x"]}, {"task": "nope"},
+])
+def test_manifest_schema_rejects_bad_entries(bad):
+    with pytest.raises(ManifestError):
+        parse_manifest({"schema": 1, "weights": [_entry(**bad)]})
+
+
+def test_manifest_rejects_missing_fields_and_unknown_default():
+    e = _entry()
+    del e["sha256"]
+    with pytest.raises(ManifestError):
+        parse_manifest({"schema": 1, "weights": [e]})
+    with pytest.raises(ManifestError):
+        parse_manifest({"schema": 1, "defaults": {"denoise": "ddn.nope"}, "weights": [_entry()]})
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(WeightsNotFound) as e:
+        resolve_weights("ddn.colour-sigma")
+    assert "did you mean ddn.color-sigma" in str(e.value)
+
+
+def test_pickle_files_are_refused(tmp_path):
+    p = tmp_path / "w.pth"
+    torch.save({"a": torch.zeros(1)}, p)
+    with pytest.raises(UnsafeWeights) as e:
+        load_weights(p)
+    assert "pickle" in str(e.value)
+    q = tmp_path / "renamed.safetensors"
+    q.write_bytes(p.read_bytes())
+    with pytest.raises(UnsafeWeights):
+        load_weights(q)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    p = tmp_path / "w.safetensors"
+    save_weights({"a": torch.arange(3.0)}, p, {"arch": "ddn", "config": {"k": 1}})
+    sd, meta = load_weights(p)
+    assert torch.equal(sd["a"], torch.arange(3.0)) and meta["config"] == {"k": 1}
+
+
+def test_local_path_resolution(tmp_path, default_weights):
+    assert resolve_weights(str(default_weights)) == default_weights
+    with pytest.raises(WeightsNotFound):
+        resolve_weights(str(tmp_path / "missing.safetensors"))
+
+
+def test_manifest_file_is_plain_json():
+    json.loads((bundled_dir() / "manifest.json").read_text())

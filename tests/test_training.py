@@ -1,0 +1,133 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import smooth_image
+from ddn_cli.cli.app import app
+from ddn_cli.errors import UsageError
+from ddn_cli.training.checkpoint import load_checkpoint
+from ddn_cli.training.config import TrainConfig
+from ddn_cli.training.data import ImageBank, NoiseSpec, make_noisy, parse_sigma
+from ddn_cli.training.loop import train_denoiser
+from ddn_cli.training.schedule import lr_at
+from ddn_cli.weightfile import load_weights
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / "clean"
+    d.mkdir()
+    for i in range(4):
+        Image.fromarray(smooth_image(40 + 4 * i, 52, seed=i)).save(d / f"{i}.png")
+    return d
+
+
+def cfg(data_dir, out, **kw):
+    base = dict(data=(str(data_dir),), out=str(out), steps=6, batch_size=2, patch=32, warmup=2,
+                precision="fp32", device="cpu", ema=0.9, ckpt_minutes=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_schedule_warmup_then_cosine():
+    assert lr_at(0, 100, 1.0, 10, 0.01) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 10, 0.01) == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0, 10, 0.01) == pytest.approx(0.01)
+    vals = [lr_at(s, 100, 1.0, 10, 0.01) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+
+
+def test_sigma_parsing_and_noise():
+    assert parse_sigma("0-75") == NoiseSpec(0, 75)
+    assert parse_sigma("15,25").values == (15.0, 25.0)
+    with pytest.raises(UsageError):
+        parse_sigma("a-b")
+    g = torch.Generator().manual_seed(0)
+    clean = torch.full((4, 3, 16, 16), 0.5)
+    n = make_noisy(clean, torch.tensor([0.0, 25.0, 25.0, 50.0]), torch.tensor([False, False, True, False]), g)
+    assert torch.equal(n[0], clean[0])
+    assert abs(float((n[1] - clean[1]).std()) - 25 / 255) < 0.02
+    assert torch.allclose(n[2] * 255, torch.round(n[2] * 255), atol=1e-4)  # clipped = quantised
+    assert n[2].min() >= 0 and n[2].max() <= 1
+
+
+def test_image_bank_crops_and_augments(data_dir):
+    bank = ImageBank(sorted(data_dir.iterdir()), patch=32)
+    b = bank.sample(5, torch.Generator().manual_seed(1))
+    assert b.shape == (5, 3, 32, 32) and b.dtype == torch.uint8
+
+
+def test_training_writes_weights_and_learns(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    s = train_denoiser(cfg(data_dir, out, steps=40, val=(str(data_dir),), val_every=20, val_sigmas=(25.0,),
+                           lr=2e-3, warmup=5))
+    assert out.is_file() and out.with_suffix(".json").is_file() and out.with_suffix(".ckpt").is_file()
+    sd, meta = load_weights(out)
+    assert meta["arch"] == "ddn" and meta["config"]["noise_level"] is True
+    hist = json.loads(out.with_suffix(".json").read_text())["history"]
+    assert [h["step"] for h in hist] == [20, 40]
+    assert s["best"]["score"] > 20  # denoises (noisy input is ~20.2 dB at sigma 25)
+
+
+def test_resume_is_bit_exact(data_dir, tmp_path):
+    a = tmp_path / "a.safetensors"
+    train_denoiser(cfg(data_dir, a))
+    b = tmp_path / "b.safetensors"
+    first = train_denoiser(cfg(data_dir, b, time_budget=1e-6))  # stops after the first step
+    assert first["stopped_early"] and first["steps_done"] < 6
+    train_denoiser(cfg(data_dir, b, resume=True))
+    ca, cb = load_checkpoint(a.with_suffix(".ckpt")), load_checkpoint(b.with_suffix(".ckpt"))
+    assert ca["step"] == cb["step"] == 6
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    for k in ca["ema"]:
+        assert torch.equal(ca["ema"][k], cb["ema"][k]), k
+
+
+def test_resume_without_checkpoint_is_a_usage_error(data_dir, tmp_path):
+    with pytest.raises(UsageError):
+        train_denoiser(cfg(data_dir, tmp_path / "none.safetensors", resume=True))
+
+
+def test_fine_tune_from_init(data_dir, tmp_path, default_weights):
+    out = tmp_path / "ft.safetensors"
+    train_denoiser(cfg(data_dir, out, init=str(default_weights), steps=2))
+    sd, meta = load_weights(out)
+    base, _ = load_weights(default_weights)
+    assert set(sd) == set(base)
+    assert any(not torch.equal(sd[k], base[k]) for k in sd if sd[k].is_floating_point())
+
+
+def test_cli_train_and_log(data_dir, tmp_path):
+    out = tmp_path / "cli.safetensors"
+    r = CliRunner().invoke(app, ["train", "--data", str(data_dir), "--out", str(out), "--steps", "3", "--batch-size",
+                                 "2", "--patch", "32", "--precision", "fp32", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert out.is_file()
+    events = [json.loads(line)["event"] for line in out.with_suffix(".log").read_text().splitlines()]
+    assert events[0] == "data" and events[-1] == "done"
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(out)])
+    assert r.exit_code == 2 and "nope" in r.output
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(data_dir, tmp_path):
+    out = tmp_path / "ddp.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "ddn_cli", "train", "--data", str(data_dir), "--out", str(out), "--steps", "4", "--batch-size", "2",
+           "--patch", "32", "--precision", "fp32", "--device", "cpu", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ck = load_checkpoint(out.with_suffix(".ckpt"))
+    assert ck["step"] == 4 and len(ck["gens"]) == 2  # both ranks' RNG states saved
+    events = [json.loads(line) for line in out.with_suffix(".log").read_text().splitlines()]
+    assert any(e["event"] == "data" and e["world_size"] == 2 for e in events)
