@@ -183,6 +183,9 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
         raise UnsupportedImage(f"{path}: empty file (0 bytes)")
     Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with our own limit
     try:
+        if head[:8] == b"\x89PNG\r\n\x1a\n":
+            with Image.open(path) as probe:  # PNG: check every chunk's CRC (load() skips IDAT's)
+                probe.verify()
         im = Image.open(path)
     except UnidentifiedImageError:
         raise UnsupportedImage(f"{path}: not an image, or a format ddn cannot read") from None
