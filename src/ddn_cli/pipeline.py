@@ -87,10 +87,20 @@ def denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overla
     return res, float(sigma)
 
 
-def process(jobs: Sequence[Job], den, opts: DenoiseOptions, on_event: Event | None = None) -> Iterator[Result]:
+def process(jobs: Sequence[Job], den, opts: DenoiseOptions, on_event: Event | None = None,
+            sink: list[Result] | None = None) -> Iterator[Result]:
     """Denoise every job; yields one ``Result`` per job, in order. A failing input is
     reported and skipped; the others go on. Existing outputs are skipped unless
-    ``opts.overwrite``."""
+    ``opts.overwrite``. Every finished result is also appended to ``sink``; on an
+    interrupt (KeyboardInterrupt, or the generator being closed) the write in flight
+    is completed (atomically) and recorded there before the interrupt propagates."""
+    sink = sink if sink is not None else []
+    for r in _process(jobs, den, opts, on_event, sink):
+        sink.append(r)
+        yield r
+
+
+def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
     emit = on_event or (lambda kind, data: None)
     tile_auto, batch_auto = auto_tile(den.device.type)
     tile = opts.tile or tile_auto
@@ -110,38 +120,46 @@ def process(jobs: Sequence[Job], den, opts: DenoiseOptions, on_event: Event | No
 
         pending_read: Future = reader.submit(read, todo[0])
         pending_write: tuple[Future, Result] | None = None
-        for i, j in enumerate(todo):
-            t0 = time.perf_counter()
-            fut = pending_read
-            if i + 1 < len(todo):
-                pending_read = reader.submit(read, todo[i + 1])
-            res = Result(str(j.src), str(j.dst), "ok", model=den.name)
-            try:
-                img = fut.result()
-                h, w = img.shape
-                res.megapixels = h * w / 1e6
-                res.notes = list(img.notes)
-                emit("file_start", {"input": str(j.src), "index": i, "total": len(todo), "megapixels": res.megapixels})
-                out, used = denoise_image(img, den, sigma=opts.sigma, tile=tile, overlap=opts.overlap,
-                                          batch_size=batch,
-                                          on_tiles=lambda d, t: emit("tiles", {"done": d, "total": t}))
-                res.sigma = round(used, 3)
-                del img
-            except DdnError as e:
-                res.status, res.error = "failed", str(e)
-                res.seconds = time.perf_counter() - t0
+        try:
+            for i, j in enumerate(todo):
+                t0 = time.perf_counter()
+                fut = pending_read
+                if i + 1 < len(todo):
+                    pending_read = reader.submit(read, todo[i + 1])
+                res = Result(str(j.src), str(j.dst), "ok", model=den.name)
+                try:
+                    img = fut.result()
+                    h, w = img.shape
+                    res.megapixels = h * w / 1e6
+                    res.notes = list(img.notes)
+                    emit("file_start", {"input": str(j.src), "index": i, "total": len(todo), "megapixels": res.megapixels})
+                    out, used = denoise_image(img, den, sigma=opts.sigma, tile=tile, overlap=opts.overlap,
+                                              batch_size=batch,
+                                              on_tiles=lambda d, t: emit("tiles", {"done": d, "total": t}))
+                    res.sigma = round(used, 3)
+                    del img
+                except DdnError as e:
+                    res.status, res.error = "failed", str(e)
+                    res.seconds = time.perf_counter() - t0
+                    if pending_write:
+                        done, pending_write = _finish_write(*pending_write), None
+                        yield done
+                    yield res
+                    continue
                 if pending_write:
-                    yield _finish_write(*pending_write)
-                    pending_write = None
-                yield res
-                continue
+                    done, pending_write = _finish_write(*pending_write), None
+                    yield done
+                wf = writer.submit(write_image, j.dst, out, opts.out_format, opts.quality)
+                res.seconds = time.perf_counter() - t0
+                pending_write = (wf, res)
             if pending_write:
-                yield _finish_write(*pending_write)
-            wf = writer.submit(write_image, j.dst, out, opts.out_format, opts.quality)
-            res.seconds = time.perf_counter() - t0
-            pending_write = (wf, res)
-        if pending_write:
-            yield _finish_write(*pending_write)
+                done, pending_write = _finish_write(*pending_write), None
+                yield done
+        except (KeyboardInterrupt, GeneratorExit):
+            pending_read.cancel()
+            if pending_write:  # the write in flight is atomic: let it finish and record it
+                sink.append(_finish_write(*pending_write))
+            raise
 
 
 def _finish_write(fut: Future, res: Result) -> Result:

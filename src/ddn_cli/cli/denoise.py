@@ -110,17 +110,22 @@ def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, pre
             elif kind == "tiles":
                 progress.update(tiles_task, total=data["total"], completed=data["done"])
 
+        sink: list[Result] = []
+        gen = process(jobs, den, opts, on_event, sink)
         try:
-            for r in process(jobs, den, opts, on_event):
-                results.append(r)
+            for r in gen:
                 progress.advance(files_task)
                 if r.status == "ok":
                     total_mp += r.megapixels
                 elif r.status == "failed":
                     progress.console.print(f"[red]failed[/]: {_esc(r.error or '')}", markup=True)
         except KeyboardInterrupt:
+            gen.close()  # completes and records the write in flight
+            results += sink
+            total_mp = sum(r.megapixels for r in sink if r.status == "ok")
             _report(results, json_out, quiet, total_mp, time.perf_counter() - t0, den, interrupted=True)
             raise
+    results += sink
     _report(results, json_out, quiet, total_mp, time.perf_counter() - t0, den)
     return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
 

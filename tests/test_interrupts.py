@@ -1,0 +1,102 @@
+"""Interrupts and concurrency, with real processes and real signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import no_partial_files, noisy, smooth_image, tree_hashes
+
+DDN = [sys.executable, "-m", "ddn_cli"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(12):
+        Image.fromarray(noisy(smooth_image(160, 200, seed=i), 20)).save(root / f"{i:02d}.png")
+    return root
+
+
+def wait_for(pred, timeout=120.0):
+    t = time.time()
+    while time.time() - t < timeout:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_folder_leaves_no_partial_and_rerun_finishes(folder, tmp_path, sig):
+    out = tmp_path / "out"
+    before = tree_hashes(folder)
+    p = subprocess.Popen(DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--tile", "64", "--quiet",
+                                "--json", str(tmp_path / "rep.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert wait_for(lambda: out.is_dir() and any(out.glob("*.png")))
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err.decode()[-1000:]
+    assert b"Traceback" not in err
+    assert no_partial_files(out)
+    done = sorted(x.name for x in out.glob("*.png"))
+    assert 0 < len(done) < 12
+    for f in done:  # every finished output is whole
+        assert np.asarray(Image.open(out / f)).shape == (160, 200, 3)
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    assert rep["interrupted"] and rep["summary"]["ok"] == len(done)
+    r = subprocess.run(DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--quiet", "--json", "-"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0
+    rep = json.loads(r.stdout)
+    assert rep["summary"]["skipped"] == len(done) and rep["summary"]["ok"] == 12 - len(done)
+    assert tree_hashes(folder) == before
+
+
+def test_two_runs_into_one_folder(folder, tmp_path):
+    out = tmp_path / "out"
+    args = DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--quiet", "--overwrite"]
+    ps = [subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in ps:
+        p.wait(timeout=600)
+        assert p.returncode == 0, p.stderr.read().decode()[-800:]
+    ref = subprocess.run(DDN + ["denoise", str(folder / "03.png"), str(tmp_path / "ref.png"), "--sigma", "20", "-q"])
+    assert ref.returncode == 0
+    assert no_partial_files(out) and len(list(out.glob("*.png"))) == 12
+    for f in out.glob("*.png"):
+        assert np.asarray(Image.open(f)).shape == (160, 200, 3)
+    assert np.array_equal(np.asarray(Image.open(out / "03.png")), np.asarray(Image.open(tmp_path / "ref.png")))
+
+
+def test_kill_9_during_training_then_resume(tmp_path):
+    data = tmp_path / "clean"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(48, 48, seed=i)).save(data / f"{i}.png")
+    out = tmp_path / "m.safetensors"
+    ckpt = out.with_suffix(".ckpt")
+    args = DDN + ["train", "--data", str(data), "--out", str(out), "--steps", "100000", "--batch-size", "2",
+                  "--patch", "32", "--precision", "fp32", "--device", "cpu", "--ckpt-minutes", "0.001", "--quiet"]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: ckpt.is_file(), 120)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    from ddn_cli.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(ckpt)  # never half-written: it loads
+    step = state["step"]
+    assert step >= 1
+    r = subprocess.run(DDN + ["train", "--data", str(data), "--out", str(out), "--resume", "--time-budget", "3",
+                              "--precision", "fp32", "--device", "cpu", "--quiet"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert load_checkpoint(ckpt)["step"] > step
