@@ -73,9 +73,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as td:
         d = Path(td)
-        inputs = make_inputs(d, set(a.only.split(",")))
+        # inputs are made in a child process: Linux carries a process's peak RSS across
+        # fork+exec, so a big parent would inflate every measured child's ru_maxrss
+        code = ("import sys, json; sys.path.insert(0, %r); from speed_memory import make_inputs; from pathlib import Path; "
+                "print(json.dumps({k: str(v) for k, v in make_inputs(Path(%r), set(%r.split(','))).items()}))"
+                % (str(Path(__file__).parent), str(d), a.only))
+        made = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        inputs = {k: Path(v) for k, v in json.loads(made.stdout).items()}
         for name, src in inputs.items():
             precs = a.precisions.split(",") if name == "12mp" else ["auto"]
+            inputs_mb = src.stat().st_size / 2**20
             for prec in precs:
                 dst = d / f"out_{name}_{prec}{src.suffix}"
                 r = run(ddn + ["denoise", str(src), str(dst), "--sigma", "25", "--precision", prec, "--quiet",

@@ -91,3 +91,24 @@ def test_local_path_resolution(tmp_path, default_weights):
 
 def test_manifest_file_is_plain_json():
     json.loads((bundled_dir() / "manifest.json").read_text())
+
+
+def test_import_pth_converts_trusted_state_dicts(tmp_path, default_weights):
+    from typer.testing import CliRunner
+
+    from ddn_cli.cli.app import app
+
+    sd, _ = load_weights(default_weights)
+    torch.save(sd, tmp_path / "legacy.pth")
+    r = CliRunner().invoke(app, ["models", "import-pth", str(tmp_path / "legacy.pth"), str(tmp_path / "new.safetensors")])
+    assert r.exit_code == 0, r.output
+    sd2, meta = load_weights(tmp_path / "new.safetensors")
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd) and meta["arch"] == "ddn"
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    r = CliRunner().invoke(app, ["models", "import-pth", str(tmp_path / "evil.pth"), str(tmp_path / "e.safetensors")])
+    assert r.exit_code == 2 and "pwned" not in r.output and not (tmp_path / "e.safetensors").exists()

@@ -99,8 +99,11 @@ def pull(
     with handled():
         from ..hub import download, fetch, is_offline, safe_cache_path
 
+        progress = _download_progress()
         if "://" not in target:
-            p = fetch(target, offline=offline)
+            with progress:
+                task = progress.add_task(target, total=None)
+                p = fetch(target, offline=offline, progress=lambda d, t: progress.update(task, completed=d, total=t))
             out.print(f"{target}: {p}")
             return
         if not sha256 or not name:
@@ -112,7 +115,10 @@ def pull(
             raise fail(f"{target}: offline mode is on; cannot download")
         fname = name + ".safetensors"
         dest = safe_cache_path(fname)
-        download([target], dest, sha256.lower(), None)
+        with progress:
+            task = progress.add_task(name, total=None)
+            download([target], dest, sha256.lower(), None,
+                     progress=lambda d, t: progress.update(task, completed=d, total=t or None))
         from ..registry import WeightSpec
         from ..weightfile import load_weights
 
@@ -128,6 +134,15 @@ def pull(
                           config=meta.get("config", {}), training={"source": target}, metrics={}, urls=(target,))
         add_user_spec(spec)
         out.print(f"{name}: {dest}")
+
+
+def _download_progress():
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from .common import show_progress
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    console=err, transient=True, disable=not show_progress(False))
 
 
 @app.command("rm")
@@ -146,3 +161,38 @@ def rm(name: str) -> None:
             err.print(f"{name}: nothing cached")
         else:
             out.print(f"removed {name}")
+
+
+@app.command("import-pth")
+def import_pth(
+    src: Annotated[str, typer.Argument(help="A TRUSTED legacy PyTorch state_dict (.pth/.pt) of a ddn denoiser.")],
+    dst: Annotated[str, typer.Argument(help="Output .safetensors file.")],
+    noise_level: Annotated[bool, typer.Option("--noise-level/--no-noise-level", help="Whether the network has the sigma-map input.")] = True,
+) -> None:
+    """Convert a trusted .pth state_dict into safetensors (loaded with torch.load(weights_only=True):
+    tensors only, no code runs). ddn itself never loads .pth files otherwise."""
+    with handled():
+        from pathlib import Path
+
+        import torch
+
+        from ..errors import UnsafeWeights
+        from ..models import build_denoiser
+        from ..weightfile import save_weights
+
+        try:
+            sd = torch.load(src, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling refused or not a torch file
+            raise UnsafeWeights(f"{src}: not a plain tensor state_dict ({str(e).splitlines()[0][:120]})") from None
+        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+            sd = sd["state_dict"]
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+        model = build_denoiser({"noise_level": noise_level})
+        try:
+            model.load_state_dict(sd)
+        except RuntimeError as e:
+            raise UnsafeWeights(f"{src}: does not match the ddn architecture ({str(e).splitlines()[0][:120]})",
+                                "check --noise-level/--no-noise-level") from None
+        save_weights(model.state_dict(), Path(dst), {"arch": "ddn", "task": "denoise", "config": model.config.to_dict(),
+                                                     "converted_from": Path(src).name})
+        out.print(f"wrote {dst}")
