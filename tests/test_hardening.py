@@ -145,7 +145,7 @@ def test_float_tiff_refused_multipage_and_animation_first_frame(tmp_path):
     assert by["float.tif"]["status"] == "failed" and "floating-point" in by["float.tif"]["error"]
     assert by["pages.tif"]["status"] == "ok" and any("first" in n for n in by["pages.tif"]["notes"])
     assert by["anim.webp"]["status"] == "ok" and any("first" in n for n in by["anim.webp"]["notes"])
-    assert by["anim.gif"]["status"] == "skipped"  # not an image type ddn handles: listed, not failed
+    assert by["anim.gif"]["status"] == "skipped" and "not supported" in by["anim.gif"]["error"]
 
 
 def test_unreadable_file(tmp_path, monkeypatch):

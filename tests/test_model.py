@@ -73,3 +73,27 @@ def test_fold_batchnorm_is_equivalent():
     x = torch.rand(1, 3, 40, 36)
     with torch.no_grad():
         assert torch.allclose(m(x, 0.1), f(x, 0.1), atol=1e-5)
+
+
+def test_fast_inference_form_is_equivalent():
+    from ddn_cli.models.fast import FastDenoiser, subpixel_from_transposed
+
+    t = torch.nn.ConvTranspose2d(8, 5, 4, 2, 1)
+    x = torch.rand(2, 8, 7, 9)
+    with torch.no_grad():
+        ref = t(x)
+        got = torch.nn.functional.pixel_shuffle(subpixel_from_transposed(t)(x), 2)
+    assert torch.allclose(ref, got, atol=1e-5)
+    for nl in (True, False):
+        m = build_denoiser(DenoiserConfig(noise_level=nl)).eval()
+        with torch.no_grad():
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.BatchNorm2d):
+                    mod.running_mean.uniform_(-0.3, 0.3)
+                    mod.running_var.uniform_(0.5, 2.0)
+        f = FastDenoiser(m).eval()
+        x = torch.rand(2, 3, 37, 42)
+        with torch.no_grad():
+            a = m(x, 0.1) if nl else m(x)
+            b = f(x, 0.1) if nl else f(x)
+        assert torch.allclose(a, b, atol=1e-5)

@@ -67,7 +67,7 @@ def run_demo(out_dir: Path, *, image: str = "astronaut", sigma: float = 25.0, se
     den = Denoiser.load(resolve_weights(model), name=name, device=device, precision=precision)
     tile, batch = auto_tile(den.device.type)
     t0 = time.perf_counter()
-    out, used = denoise_image(ImageData(noisy, None, 8, "png"), den, sigma=None, tile=tile, overlap=32,
+    out, used = denoise_image(ImageData(noisy, None, 8, "png"), den, sigma=None, tile=tile, overlap=den.overlap,
                               batch_size=batch)
     secs = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)

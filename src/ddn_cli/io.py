@@ -276,6 +276,8 @@ def _decode_8bit(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _decode_16bit(path: Path, im) -> tuple[np.ndarray, np.ndarray | None]:
+    """OpenCV decode; only reached after read_image checked the header's pixel count
+    against max_pixels, so OpenCV reads are bounded by the same limit."""
     import cv2
 
     im.load() if im.mode in ("I;16", "I;16B", "I;16L", "I") else None

@@ -24,7 +24,7 @@ Event = Callable[[str, dict], None]
 class DenoiseOptions:
     sigma: float | None = None  # None = estimate per image
     tile: int | None = None  # None = auto
-    overlap: int = 32
+    overlap: int = 48
     batch_size: int = 0  # 0 = auto
     overwrite: bool = False
     out_format: str | None = None

@@ -33,28 +33,33 @@ class Tile:
         return self.x1 - self.x0
 
 
-def _starts(size: int, tile: int, overlap: int, align: int) -> list[int]:
+def _starts(size: int, tile: int, overlap: int, align: int) -> tuple[list[int], int]:
     """Tile start offsets along one axis: multiples of ``align``, stride about
     ``tile - overlap``; the last tile is clipped at ``size`` (it may be shorter)."""
     if size <= tile:
-        return [0]
+        return [0], tile
+    # as few tiles as the size needs, shrunk evenly so the last one is not mostly overlap
+    n = -(-(size - overlap) // max(1, tile - overlap))
+    even = -(-(size + (n - 1) * overlap) // n)
+    tile = min(tile, -(-even // align) * align)
     stride = max(align, ((tile - overlap) // align) * align)
     starts = list(range(0, size - tile, stride))
     last = -(-(size - tile) // align) * align  # ceil to align: aligned, and still reaches the end
     if starts[-1] != last:
         starts.append(last)
-    return starts
+    return starts, tile
 
 
 def plan_tiles(h: int, w: int, tile: int, overlap: int, align: int = 4) -> list[list[Tile]]:
-    """Rows of tiles covering an h x w image. ``tile`` >= 1, 0 <= overlap < tile."""
+    """Rows of tiles covering an h x w image. ``tile`` >= 1, 0 <= overlap < tile. Tiles
+    are at most ``tile`` (shrunk evenly per axis to limit wasted overlap)."""
     if h < 1 or w < 1:
         raise ValueError("image must be at least 1x1")
     if tile < 1 or overlap < 0 or overlap >= tile:
         raise ValueError(f"bad tiling: tile={tile}, overlap={overlap} (need 0 <= overlap < tile)")
-    ys = _starts(h, tile, overlap, align)
-    xs = _starts(w, tile, overlap, align)
-    return [[Tile(y, min(h, y + tile), x, min(w, x + tile)) for x in xs] for y in ys]
+    ys, th = _starts(h, tile, overlap, align)
+    xs, tw = _starts(w, tile, overlap, align)
+    return [[Tile(y, min(h, y + th), x, min(w, x + tw)) for x in xs] for y in ys]
 
 
 def _ramp(n: int, lo_overlap: int, hi_overlap: int) -> np.ndarray:
