@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--json")
     ap.add_argument("--plot")
+    ap.add_argument("--update", action="store_true", help="replace only the rerun methods' rows in the --json file")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--photo", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -170,6 +171,12 @@ def main() -> None:
             rec["wall_s"] = round(time.perf_counter() - t, 1)
             rows.append(rec)
             print(json.dumps(rec), flush=True)
+    if a.update and a.json and Path(a.json).is_file():
+        new = {r["method"] for r in rows}
+        old = json.loads(Path(a.json).read_text())["rows"]
+        order = [r["method"] for r in old] + [m for m in new if m not in {r["method"] for r in old}]
+        merged = {r["method"]: r for r in old} | {r["method"]: r for r in rows}
+        rows = [merged[m] for m in order]
     ref = next((r for r in rows if r["method"] == "ddn-auto"), rows[0])
     for r in rows:
         r["speed_vs_ddn"] = round(r["mp_per_s"] / ref["mp_per_s"], 3)

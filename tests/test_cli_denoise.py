@@ -161,3 +161,22 @@ def test_single_input_default_output_name(tmp_path):
     Image.fromarray(noisy(smooth_image(16, 16), 10)).save(tmp_path / "p.png")
     assert run("denoise", tmp_path / "p.png", "-q").exit_code == 0
     assert (tmp_path / "p_denoised.png").is_file()
+
+
+def test_demo_writes_comparison_and_reports_psnr(tmp_path):
+    pytest.importorskip("skimage")
+    r = run("demo", "--out", tmp_path / "d", "--image", "chelsea", "--sigma", "25")
+    assert r.exit_code == 0, r.output
+    assert "PSNR" in r.output and "->" in r.output
+    comp = Image.open(tmp_path / "d" / "comparison.png")
+    noisy_img = Image.open(tmp_path / "d" / "noisy.png")
+    assert comp.size[0] == 3 * noisy_img.size[0]
+    import re
+
+    before, after = map(float, re.search(r"noisy ([\d.]+) dB -> denoised ([\d.]+) dB", r.output).groups())
+    assert after > before + 8
+
+
+def test_demo_bad_image_name(tmp_path):
+    r = run("demo", "--out", tmp_path / "d", "--image", "nope")
+    assert r.exit_code == 2 and "unknown demo image" in r.output

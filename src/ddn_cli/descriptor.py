@@ -37,7 +37,7 @@ class Denoiser:
              precision: str = "auto", fast: bool = True) -> Denoiser:
         sd, meta = load_weights(weights)
         arch = meta.get("arch")
-        if arch not in ARCHS or meta.get("task", "denoise") not in ("denoise", "seg", "cls"):
+        if arch != "ddn" or meta.get("task", "denoise") not in ("denoise", "seg", "cls"):
             raise UnsafeWeights(f"{weights}: not a ddn denoiser (arch {arch!r})", "pass a denoiser weight file")
         model = ARCHS[arch](meta.get("config", {}))
         try:

@@ -1,7 +1,13 @@
 """nn.Modules only: the paper's denoiser (and later the bundled high-level networks)."""
 
+from .classifier import ResNet9
 from .denoiser import DDNDenoiser, DenoiserConfig, build_denoiser
 
-ARCHS = {"ddn": build_denoiser}
 
-__all__ = ["DDNDenoiser", "DenoiserConfig", "build_denoiser", "ARCHS"]
+def build_resnet9(config: dict | None = None) -> ResNet9:
+    return ResNet9(**(config or {}))
+
+
+ARCHS = {"ddn": build_denoiser, "resnet9": build_resnet9}
+
+__all__ = ["DDNDenoiser", "DenoiserConfig", "build_denoiser", "ResNet9", "build_resnet9", "ARCHS"]

@@ -1,0 +1,39 @@
+"""Train the bundled CIFAR-10 classifier on the CPU (bf16 + channels_last), in the background:
+
+    nohup python benchmarks/train_classifier.py --out runs/cls/resnet9.safetensors --epochs 20 > runs/cls.log &
+    python benchmarks/train_classifier.py ... --resume      # continue after an interrupt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ddn_cli.training.classifier import ClassifierConfig, train_classifier  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/cifar10/train"))
+    ap.add_argument("--out", default="runs/cls/resnet9.safetensors")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=0.2)
+    ap.add_argument("--budget", type=float, default=0.0)
+    ap.add_argument("--resume", action="store_true")
+    a = ap.parse_args()
+    cfg = ClassifierConfig(data=a.data, out=a.out, epochs=a.epochs, batch_size=a.batch, lr=a.lr, time_budget=a.budget,
+                           resume=a.resume, ckpt_minutes=3.0)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    train_classifier(cfg, lambda e: print(json.dumps({**e, "t": round(time.time() - t0, 1)}), flush=True))
+
+
+if __name__ == "__main__":
+    main()
