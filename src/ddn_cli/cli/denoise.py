@@ -168,7 +168,7 @@ def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool 
         names = ", ".join(Path(r.input).name for r in non_images[:5]) + (" ..." if len(non_images) > 5 else "")
         err.print(f"skipped {len(non_images)} file(s) that are not supported images: {_esc(names)}")
     t = Table(title="ddn denoise" + (" (interrupted)" if interrupted else ""), show_header=True)
-    for col in ("done", "skipped", "failed", "megapixels", "seconds", "MP/s", "model", "device"):
+    for col in ("done", "skipped", "failed", "MP", "seconds", "MP/s", "model", "device"):
         t.add_column(col)
     mps = total_mp / seconds if seconds > 0 else 0.0
     t.add_row(str(ok), str(len(skipped)), str(failed), f"{total_mp:.2f}", f"{seconds:.1f}", f"{mps:.3f}", den.name,
