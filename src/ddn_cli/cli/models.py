@@ -23,6 +23,8 @@ def _headline(spec) -> str:
     m = spec.metrics.get("CBSD68", {}).get("unclipped", {}) if isinstance(spec.metrics, dict) else {}
     if m:
         return " / ".join(f"{float(v):.2f}" for v in m.values()) + " dB (CBSD68 " + "/".join(m.keys()) + ")"
+    if isinstance(spec.metrics, dict) and "val_acc" in spec.metrics:
+        return f"{100 * float(spec.metrics['val_acc']):.1f}% top-1 (held-out)"
     return ""
 
 
