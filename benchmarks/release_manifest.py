@@ -43,12 +43,14 @@ def classifier_entry() -> dict | None:
     data = wpath.read_bytes()
     _, meta = load_weights(wpath)
     log = RES / "training" / "classifier_cpu_log.jsonl"
-    vals = [json.loads(x) for x in log.read_text().splitlines() if '"val"' in x] if log.is_file() else []
+    evs = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")] if log.is_file() else []
+    vals = list({e["step"]: e for e in evs if e.get("event") == "val"}.values())  # a resume repeats one
     t = meta["training"]
     return {
         "name": "resnet9.cifar10", "arch": "resnet9", "task": "classifier", "file": wpath.name,
         "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "license": "MIT",
-        "description": "half-width ResNet-9 CIFAR-10 classifier: the frozen high-level network of the cls cascade",
+        "description": "half-width ResNet-9 CIFAR-10 classifier with flip test-time augmentation: the frozen "
+                       "high-level network of the cls cascade",
         "config": meta["config"], "classes": meta["classes"], "input_size": meta["input_size"],
         "normalisation": meta["normalisation"],
         "training": {"data": "CIFAR-10 train (../shared/data/cifar10/train), the last 10% of each class's sorted "
@@ -58,7 +60,83 @@ def classifier_entry() -> dict | None:
                      "augmentation": "4 px reflect-pad random crop, horizontal flip", "precision": "bf16 autocast, CPU",
                      "wall_s": round(meta["elapsed_s"], 1), "hardware": "2-core Sapphire Rapids CPU",
                      "val_history": [round(v["val_acc"], 4) for v in vals]},
-        "metrics": {"val_acc": round(meta["val_acc"], 4), "val_images": 5000, "sigma": 0},
+        "metrics": {"val_acc": round(meta["val_acc"], 4), "val_acc_single_view": round(meta["val_acc_single_view"], 4),
+                    "val_images": 5000, "sigma": 0,
+                    "note": "val_acc with flip test-time augmentation (config tta_flip, the shipped setting), fp32"},
+        "urls": [],
+    }
+
+
+def segmenter_entry() -> dict | None:
+    """The bundled CamVid segmenter, if trained and copied into weights/."""
+    from ddn_cli.weightfile import load_weights
+
+    wpath = ROOT / "weights" / "resunet_s.camvid.safetensors"
+    if not wpath.is_file():
+        return None
+    data = wpath.read_bytes()
+    _, meta = load_weights(wpath)
+    t = meta["training"]
+    v = meta["val"]
+    return {
+        "name": "resunet_s.camvid", "arch": "resunet_s", "task": "segmenter", "file": wpath.name,
+        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "license": "MIT (weights; CamVid data CC BY-NC 4.0)",
+        "description": "compact residual U-Net CamVid segmenter (11 classes): the frozen high-level network of the seg cascade",
+        "config": meta["config"], "classes": meta["classes"], "input_size": meta["input_size"],
+        "ignore_index": meta["ignore_index"], "palette": meta["palette"], "normalisation": meta["normalisation"],
+        "training": {"data": "CamVid train (367 images, ../shared/data/camvid/train), from scratch",
+                     "steps": meta["step"], "batch": t["batch_size"], "crop": t["crop"],
+                     "optimizer": f"AdamW lr {t['lr']} (warmup {t['warmup']} + cosine), wd {t['weight_decay']}",
+                     "loss": "class-weighted cross entropy (1/ln(1.10 + p)), void ignored",
+                     "augmentation": "random scale 0.75-1.5, crop, horizontal flip, brightness/contrast +-20%",
+                     "selection": "final weights (no pick on val)", "precision": "bf16 autocast + channels_last, CPU",
+                     "wall_s": round(meta["elapsed_s"], 1), "hardware": "2-core Sapphire Rapids CPU",
+                     "val_history": [{"step": h["step"], "miou": round(h["miou"], 4)} for h in v.get("history", [])]},
+        "metrics": {"CamVid_val": {"miou": round(v["miou"], 4), "pixel_acc": round(v["pixel_acc"], 4),
+                                   "per_class_iou": dict(zip(meta["classes"], [round(x, 4) for x in v["per_class"]])),
+                                   "images": 101, "size": "360x480", "sigma": 0}},
+        "urls": [],
+    }
+
+
+def guided_entry(task: str) -> dict | None:
+    """A task-guided denoiser (ddn.seg / ddn.cls), if trained and copied into weights/."""
+    from ddn_cli.weightfile import load_weights
+
+    name = f"ddn.{task}"
+    wpath = ROOT / "weights" / f"{name}.safetensors"
+    if not wpath.is_file():
+        return None
+    data = wpath.read_bytes()
+    _, meta = load_weights(wpath)
+    t = meta["training"]
+    c = meta["cascade"]
+    metrics = {}
+    ev = RES / "cascade" / f"eval_{task}.json"
+    if ev.is_file():
+        doc = json.loads(ev.read_text())
+        for v in doc["variants"]:
+            if v["label"] == name:
+                metrics[doc["metric"]] = {k: round(x, 4) for k, x in v["metric"].items()}
+                metrics["psnr"] = {k: (round(x, 3) if x is not None else None) for k, x in v["psnr"].items()}
+        metrics["on"] = ("CamVid val (101 images, 360x480)" if task == "seg" else
+                         "CIFAR-10 held-out 10% (5000 images)") + ", unclipped noise, known sigma"
+    return {
+        "name": name, "arch": "ddn", "task": task, "file": wpath.name,
+        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "license": "MIT",
+        "description": ("segmentation" if task == "seg" else "classification") + "-guided denoiser: ddn.color-sigma "
+                       "fine-tuned through the frozen " + ("CamVid segmenter" if task == "seg" else "CIFAR-10 classifier")
+                       + " with L = MSE + lambda * cross entropy (Liu et al. 2020)",
+        "config": meta["config"],
+        "training": {"init": t["init"], "data": t["data"][0].replace(str(ROOT.parent) + "/", "../"),
+                     "task_net": c["task_net"], "task_net_sha256_of_state": c["task_net_sha"], "lambda": c["lambda"],
+                     "loss": t["loss"], "sigma": t["sigma"], "clip_fraction": t["clip_fraction"],
+                     "steps": meta["best"]["step"], "batch": t["batch_size"], "patch": t["patch"], "lr": t["lr"],
+                     "selection": f"best mean task metric at sigma {t['val_sigmas']} on {c['held_out']} images held "
+                                  "out of the training data",
+                     "wall_s": round(meta["elapsed"], 1), "precision": meta["precision"],
+                     "hardware": "2-core Sapphire Rapids CPU"},
+        "metrics": metrics,
         "urls": [],
     }
 
@@ -110,11 +188,13 @@ def main() -> None:
         "urls": [],  # not served anywhere yet: bundled with the package; DDN_MIRROR can host it
     }
     entries = [entry]
-    cls = classifier_entry()
-    if cls:
-        entries.append(cls)
-    man = {"schema": 1, "defaults": {"denoise": name, **({"classifier": cls["name"]} if cls else {})},
-           "weights": entries}
+    defaults = {"denoise": name}
+    for kind, e in (("seg", guided_entry("seg")), ("cls", guided_entry("cls")), ("segmenter", segmenter_entry()),
+                    ("classifier", classifier_entry())):
+        if e:
+            entries.append(e)
+            defaults[kind] = e["name"]
+    man = {"schema": 1, "defaults": defaults, "weights": entries}
     (ROOT / "weights" / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
     print(json.dumps(metrics, indent=1))
 

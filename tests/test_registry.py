@@ -27,16 +27,23 @@ def test_every_bundled_weight_is_valid_and_loads():
         for url in spec.urls:
             assert url.startswith("https://")
         model.eval()
-        if spec.task == "denoise":
-            assert spec.metrics.get("CBSD68", {}).get("unclipped")
+        if spec.task in ("denoise", "seg", "cls"):
             with torch.no_grad():
                 x = torch.rand(1, 3, 16, 16)
                 y = model(x, 0.1) if model.config.noise_level else model(x)
             assert y.shape == (1, 3, 16, 16)
-        else:
+            if spec.task == "denoise":
+                assert spec.metrics.get("CBSD68", {}).get("unclipped")
+            else:  # guided denoisers: measured on their task, trained through a frozen network
+                assert spec.metrics.get("psnr") and spec.training.get("lambda") is not None
+        elif spec.task == "classifier":
             assert spec.metrics.get("val_acc", 0) > 0 and spec.extra.get("classes")
             with torch.no_grad():
                 assert model(torch.rand(1, 3, 32, 32)).shape == (1, len(spec.extra["classes"]))
+        else:
+            assert spec.task == "segmenter" and spec.metrics["CamVid_val"]["miou"] > 0
+            with torch.no_grad():
+                assert model(torch.rand(1, 3, 36, 50)).shape == (1, len(spec.extra["classes"]), 36, 50)
 
 
 def _entry(**kw):

@@ -2,12 +2,17 @@
 
 from .classifier import ResNet9
 from .denoiser import DDNDenoiser, DenoiserConfig, build_denoiser
+from .segmenter import ResUNetS
 
 
 def build_resnet9(config: dict | None = None) -> ResNet9:
     return ResNet9(**(config or {}))
 
 
-ARCHS = {"ddn": build_denoiser, "resnet9": build_resnet9}
+def build_resunet_s(config: dict | None = None) -> ResUNetS:
+    return ResUNetS(**(config or {}))
 
-__all__ = ["DDNDenoiser", "DenoiserConfig", "build_denoiser", "ResNet9", "build_resnet9", "ARCHS"]
+
+ARCHS = {"ddn": build_denoiser, "resnet9": build_resnet9, "resunet_s": build_resunet_s}
+
+__all__ = ["DDNDenoiser", "DenoiserConfig", "build_denoiser", "ResNet9", "build_resnet9", "ResUNetS", "build_resunet_s", "ARCHS"]

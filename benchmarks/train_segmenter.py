@@ -1,0 +1,42 @@
+"""Train the bundled CamVid segmenter on the CPU (bf16 + channels_last), in the background:
+
+    nohup python benchmarks/train_segmenter.py --out runs/seg/resunet.safetensors --steps 6000 > runs/seg/train.log &
+    python benchmarks/train_segmenter.py ... --resume      # continue after an interrupt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/camvid"))
+    ap.add_argument("--out", default="runs/seg/resunet.safetensors")
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", default="256,320")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--resume", action="store_true")
+    a = ap.parse_args()
+    crop = tuple(int(v) for v in a.crop.split(","))
+    cfg = SegmenterConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch, crop=crop, lr=a.lr,
+                          width=a.width, val_every=a.val_every, resume=a.resume)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    train_segmenter(cfg, lambda e: print(json.dumps({**e, "t": round(time.time() - t0, 1)}), flush=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""CamVid data for the segmenter and the segmentation cascade: images and masks decoded
+once into uint8 tensors, scale/crop/flip/colour augmentation drawn from explicit
+generators (so a resumed run draws the same batches), and the mIoU metric.
+
+Layout (SegNet tutorial copy): ``<root>/{train,val}/*.jpg`` and ``<root>/{train,val}annot/*.png``
+with class ids 0..10 and 11 = void (ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from ..models.segmenter import CAMVID_IGNORE
+
+
+def load_camvid(root: str | Path, split: str, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(images uint8 (N,3,H,W), masks uint8 (N,H,W), names)."""
+    from PIL import Image
+
+    root = Path(root)
+    files = sorted((root / split).glob("*.jpg")) + sorted((root / split).glob("*.png"))
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise UsageError(f"{root / split}: no CamVid images", "pass the CamVid folder (with train/ and trainannot/)")
+    xs, ys = [], []
+    for f in files:
+        m = root / f"{split}annot" / (f.stem + ".png")
+        if not m.is_file():
+            raise UsageError(f"{m}: mask missing for {f.name}", "check the CamVid folder")
+        with Image.open(f) as im:
+            xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        with Image.open(m) as im:
+            ys.append(np.asarray(im, dtype=np.uint8))
+        if xs[-1].shape[:2] != ys[-1].shape:
+            raise UsageError(f"{m}: mask size differs from its image", "check the CamVid folder")
+    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(np.stack(ys))
+    return x, y, [f.name for f in files]
+
+
+def class_weights(masks: torch.Tensor, num_classes: int, c: float = 1.10) -> torch.Tensor:
+    """ENet-style weights 1/ln(c + p_class) (c=1.10: a softer version of ENet's 1.02,
+    weights between about 2 and 10), so rare thin classes count in the loss."""
+    valid = masks[masks != CAMVID_IGNORE].long()
+    p = torch.bincount(valid, minlength=num_classes).double()
+    p = p / p.sum()
+    return (1.0 / torch.log(c + p)).float()
+
+
+class SegBank:
+    """Random training crops: scale in ``scale``, crop ``crop`` (h, w), horizontal flip,
+    mild brightness/contrast jitter. Crops past the (scaled) image are padded with
+    zeros / the ignore label."""
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor, crop: tuple[int, int],
+                 scale: tuple[float, float] = (0.75, 1.5), jitter: float = 0.2) -> None:
+        self.images, self.masks = images, masks
+        self.crop, self.scale, self.jitter = crop, scale, jitter
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 (B,3,h,w), int64 (B,h,w))."""
+        ch, cw = self.crop
+        n, _, H, W = self.images.shape
+        idx = torch.randint(0, n, (batch,), generator=gen)
+        u = torch.rand(batch, 6, generator=gen)
+        xs, ys = [], []
+        for i in range(batch):
+            s = self.scale[0] + (self.scale[1] - self.scale[0]) * float(u[i, 0])
+            wh, ww = min(H, round(ch / s)), min(W, round(cw / s))
+            y0 = int(u[i, 1] * (H - wh + 1))
+            x0 = int(u[i, 2] * (W - ww + 1))
+            img = self.images[int(idx[i]), :, y0:y0 + wh, x0:x0 + ww].float()[None]
+            msk = self.masks[int(idx[i]), y0:y0 + wh, x0:x0 + ww][None, None].float()
+            oh, ow = min(ch, round(wh * s)), min(cw, round(ww * s))
+            img = F.interpolate(img, size=(oh, ow), mode="bilinear", align_corners=False, antialias=s < 1)
+            msk = F.interpolate(msk, size=(oh, ow), mode="nearest")
+            img = F.pad(img, (0, cw - ow, 0, ch - oh))
+            msk = F.pad(msk, (0, cw - ow, 0, ch - oh), value=CAMVID_IGNORE)
+            if u[i, 3] < 0.5:
+                img, msk = img.flip(-1), msk.flip(-1)
+            if self.jitter:
+                a = 1 + self.jitter * (2 * float(u[i, 4]) - 1)
+                b = 255 * self.jitter * 0.5 * (2 * float(u[i, 5]) - 1)
+                mean = img.mean()
+                img = (img - mean) * a + mean + b
+            xs.append(img.clamp_(0, 255).round_().to(torch.uint8)[0])
+            ys.append(msk[0, 0].long())
+        return torch.stack(xs), torch.stack(ys)
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    keep = target != CAMVID_IGNORE
+    k = target[keep].long() * num_classes + pred[keep].long()
+    return torch.bincount(k, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def miou(conf: torch.Tensor) -> tuple[float, list[float], float]:
+    """(mean IoU, per-class IoU, global pixel accuracy) from a confusion matrix."""
+    c = conf.double()
+    inter = c.diag()
+    union = c.sum(0) + c.sum(1) - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+    present = union > 0
+    return float(iou[present].mean()), [float(v) for v in iou], float(inter.sum() / c.sum().clamp(min=1))
+
+
+@torch.no_grad()
+def segment_batches(net: torch.nn.Module, images01: Callable[[int, int], torch.Tensor], n: int, device, precision,
+                    batch: int = 4) -> torch.Tensor:
+    """argmax labels (N,H,W) for images given by ``images01(i, j)`` -> float (B,3,H,W) in [0,1]."""
+    out = []
+    for i in range(0, n, batch):
+        x = images01(i, min(n, i + batch)).to(device)
+        if precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precision.autocast(device):
+            out.append(net(x).float().argmax(1).cpu())
+    return torch.cat(out)

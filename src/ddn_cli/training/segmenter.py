@@ -1,0 +1,139 @@
+"""Training the bundled CamVid segmenter (the frozen high-level network of the
+segmentation cascade), from scratch, on clean images. Library code: progress goes to
+``on_event``.
+
+Recipe: random scale 0.75-1.5 + crop + flip + mild colour jitter; class-weighted cross
+entropy (void ignored); AdamW with warmup + cosine; bf16 autocast + channels_last; atomic
+checkpoints and ``resume``. The output is the final weights (the schedule's end), not a
+pick of the best validation score, so the reported val mIoU is not selected on val.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..devices import resolve_device, resolve_precision
+from ..models.segmenter import CAMVID_CLASSES, CAMVID_COLOURS, CAMVID_IGNORE, IMAGENET_MEAN, IMAGENET_STD, ResUNetS
+from ..weightfile import save_weights
+from .camvid import SegBank, class_weights, confusion, load_camvid, miou, segment_batches
+from .checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    data: str
+    out: str = "runs/seg/resunet.safetensors"
+    steps: int = 6000
+    batch_size: int = 8
+    crop: tuple[int, int] = (256, 320)
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup: int = 200
+    width: int = 32
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "auto"
+    val_every: int = 500
+    ckpt_minutes: float = 3.0
+    resume: bool = False
+
+
+def evaluate_segmenter(net, x: torch.Tensor, y: torch.Tensor, device, precision, batch: int = 4) -> dict:
+    was = net.training
+    net.eval()
+    pred = segment_batches(net, lambda i, j: x[i:j].float() / 255, len(x), device, precision, batch)
+    net.train(was)
+    m, per, acc = miou(confusion(pred, y, len(CAMVID_CLASSES)))
+    return {"miou": m, "per_class": per, "pixel_acc": acc}
+
+
+def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | None = None) -> dict:
+    emit = on_event or (lambda e: None)
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device, training=True)
+    torch.manual_seed(cfg.seed)
+    x_tr, y_tr, _ = load_camvid(cfg.data, "train")
+    x_va, y_va, _ = load_camvid(cfg.data, "val")
+    nc = len(CAMVID_CLASSES)
+    cw = class_weights(y_tr, nc).to(device)
+    bank = SegBank(x_tr, y_tr, tuple(cfg.crop))
+    emit({"event": "data", "train": len(x_tr), "val": len(x_va), "precision": precision.name,
+          "class_weights": [round(float(v), 3) for v in cw]})
+    model = ResUNetS(cfg.width, nc).to(device).to(memory_format=torch.channels_last)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    ckpt = out.with_suffix(".ckpt")
+    step, elapsed0, history = 0, 0.0, []
+    if cfg.resume and ckpt.is_file():
+        st = load_checkpoint(ckpt)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        step, elapsed0, history = st["step"], st["elapsed"], st["history"]
+        emit({"event": "resumed", "step": step})
+    t0 = time.perf_counter()
+    last_ck, t_rate, s_rate = t0, t0, step
+
+    def lr_at(s: int) -> float:
+        if s < cfg.warmup:
+            return cfg.lr * (s + 1) / cfg.warmup
+        p = (s - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p)))
+
+    def save(final_metrics: dict | None) -> None:
+        meta = {"arch": "resunet_s", "task": "segmenter", "config": {"width": cfg.width, "num_classes": nc},
+                "classes": list(CAMVID_CLASSES), "ignore_index": CAMVID_IGNORE, "palette": [list(c) for c in CAMVID_COLOURS],
+                "input_size": [360, 480],
+                "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "inside_model": True},
+                "training": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+                "step": step, "elapsed_s": elapsed0 + time.perf_counter() - t0}
+        if final_metrics:
+            meta["val"] = final_metrics
+        save_weights({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, out, meta)
+
+    model.train()
+    while step < cfg.steps:
+        xb, yb = bank.sample(cfg.batch_size, gen)
+        xb = xb.float().div_(255).to(device).contiguous(memory_format=torch.channels_last)
+        yb = yb.to(device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with precision.autocast(device):
+            logits = model(xb)
+        loss = F.cross_entropy(logits.float(), yb, weight=cw, ignore_index=CAMVID_IGNORE)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0:
+            now = time.perf_counter()
+            emit({"event": "step", "step": step, "total": cfg.steps, "loss": float(loss.detach()),
+                  "img_per_s": (step - s_rate) * cfg.batch_size / max(1e-9, now - t_rate)})
+            t_rate, s_rate = now, step
+        last = step == cfg.steps
+        if step % cfg.val_every == 0 or last:
+            r = evaluate_segmenter(model, x_va, y_va, device, precision)
+            history.append({"step": step, "miou": r["miou"], "pixel_acc": r["pixel_acc"]})
+            emit({"event": "val", "step": step, "miou": r["miou"], "pixel_acc": r["pixel_acc"],
+                  "per_class": [round(v, 3) for v in r["per_class"]]})
+            save({**r, "history": history} if last else None)
+        if (time.perf_counter() - last_ck) > cfg.ckpt_minutes * 60 or last:
+            save_checkpoint(ckpt, {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                                   "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
+                                   "elapsed": elapsed0 + time.perf_counter() - t0, "history": history})
+            last_ck = time.perf_counter()
+    res = {"steps": step, "elapsed_s": elapsed0 + time.perf_counter() - t0, "history": history, "out": str(out)}
+    emit({"event": "done", **{k: v for k, v in res.items() if k != "history"}})
+    return res
