@@ -128,6 +128,18 @@ def plan_jobs(
     return jobs, skipped
 
 
+def discover(inputs: Sequence[Path], recursive: bool = True) -> tuple[list[Path], list[Path]]:
+    """(image files, skipped other files) under the given files/folders."""
+    images: list[Path] = []
+    other: list[Path] = []
+    for p in inputs:
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or folder", "check the path")
+        for f in (_walk(p, recursive) if p.is_dir() else [p]):
+            (images if is_image_name(f) else other).append(f)
+    return images, other
+
+
 def _walk(root: Path, recursive: bool) -> Iterable[Path]:
     """Files under root, sorted, following no symlinked folders (no loops)."""
     if not recursive:

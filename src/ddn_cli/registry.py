@@ -152,6 +152,12 @@ def resolve_weights(model: str | None, task: str = "denoise", *, offline: bool |
     return hub.fetch(model, offline=offline)
 
 
+def task_denoiser(task: str) -> str:
+    """The bundled denoiser guided by ``task`` (seg/cls), else the default denoiser."""
+    man = bundled_manifest()
+    return man.defaults.get(task) or man.default("denoise").name
+
+
 def all_specs() -> list[WeightSpec]:
     """Bundled specs followed by the user registry's."""
     from . import hub

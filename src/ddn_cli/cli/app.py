@@ -7,10 +7,12 @@ from typing import Annotated
 import typer
 
 from .. import __version__
+from . import classify as _classify
 from . import demo as _demo
 from . import denoise as _denoise
 from . import evaluate as _evaluate
 from . import models as _models
+from . import segment as _segment
 from . import train as _train
 
 app = typer.Typer(
@@ -39,6 +41,8 @@ def root(
 app.command("denoise", no_args_is_help=True)(_denoise.denoise)
 app.command("train", no_args_is_help=True)(_train.train)
 app.command("demo")(_demo.demo)
+app.command("segment", no_args_is_help=True)(_segment.segment)
+app.command("classify", no_args_is_help=True)(_classify.classify)
 app.add_typer(_evaluate.app, name="eval")
 app.add_typer(_models.app, name="models")
 

@@ -58,6 +58,9 @@ def denoise(
     json_out: Annotated[str | None, typer.Option("--json", help="Write a JSON report to PATH, or - for stdout.")] = None,
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (decompression-bomb guard).")] = 200_000_000,
     offline: Annotated[bool | None, typer.Option("--offline/--online", help="Never touch the network (default: DDN_OFFLINE).", show_default=False)] = None,
+    then: Annotated[str | None, typer.Option("--then", help="Then run segment (masks + overlays beside the outputs) or "
+                                                          "classify (top-5 table) on the denoised images; the default "
+                                                          "model becomes that task's guided denoiser.")] = None,
 ) -> None:
     """Denoise images: `ddn denoise in/ out/`, `ddn denoise noisy.png clean.png`, `ddn denoise a.jpg b.png out/`."""
     sig = _parse_sigma(sigma)
@@ -66,15 +69,50 @@ def denoise(
         raise fail(f"--format {format!r}: use one of {', '.join(FORMAT_CHOICES)}", EXIT_USAGE)
     if tile_px is not None and overlap >= tile_px:
         raise fail(f"--overlap {overlap} must be smaller than --tile {tile_px}", EXIT_USAGE)
+    if then is not None and then not in ("segment", "classify"):
+        raise fail(f"--then {then!r}: use segment or classify", EXIT_USAGE)
     inputs, output = (paths[:-1], paths[-1]) if len(paths) >= 2 else (paths, None)
     with handled():
         from ..io import plan_jobs
+
+        if then and model is None:
+            from ..registry import task_denoiser
+
+            model = task_denoiser("seg" if then == "segment" else "cls")
 
         jobs, non_images = plan_jobs(inputs, output, recursive=recursive, out_format=format.lower() if format else None)
         code = _run(jobs, non_images, model=model, sig=sig, tile=tile_px, overlap=overlap, batch_size=batch_size,
                     device=device, precision=precision, fmt=format.lower() if format else None, quality=quality,
                     overwrite=overwrite, quiet=quiet, json_out=json_out, max_pixels=max_pixels, offline=offline)
+        if then:
+            done = [Path(j.dst) for j in jobs if Path(j.dst).is_file()]
+            code = max(code, _then(then, done, device=device, precision=precision, overwrite=overwrite))
     raise typer.Exit(code)
+
+
+def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwrite: bool) -> int:
+    """Run the high-level task on denoised outputs (no second denoising)."""
+    if then == "segment":
+        from ..devices import resolve_device, resolve_precision
+        from ..highlevel import load_highlevel
+        from ..segment import output_paths, segment_files
+        from .segment import report
+
+        dev = resolve_device(device)
+        seg = load_highlevel(None, "segmenter", dev)
+        jobs = [(p, *output_paths(p, None, p.parent)) for p in outputs]
+        res = segment_files(jobs, segmenter=seg, denoiser=None, overwrite=overwrite,
+                            precision=resolve_precision(precision, dev))
+        report(res, None)
+    else:
+        from ..classify import classify_files
+        from ..devices import resolve_device
+        from ..highlevel import load_highlevel
+        from .classify import report
+
+        res = classify_files(outputs, classifier=load_highlevel(None, "classifier", resolve_device(device)))
+        report(res, None)
+    return EXIT_FAILED if any(r.status == "failed" for r in res) else EXIT_OK
 
 
 def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, precision, fmt, quality, overwrite,

@@ -23,8 +23,15 @@ def _headline(spec) -> str:
     m = spec.metrics.get("CBSD68", {}).get("unclipped", {}) if isinstance(spec.metrics, dict) else {}
     if m:
         return " / ".join(f"{float(v):.2f}" for v in m.values()) + " dB (CBSD68 " + "/".join(m.keys()) + ")"
-    if isinstance(spec.metrics, dict) and "val_acc" in spec.metrics:
+    if not isinstance(spec.metrics, dict):
+        return ""
+    if "val_acc" in spec.metrics:
         return f"{100 * float(spec.metrics['val_acc']):.1f}% top-1 (held-out)"
+    if "CamVid_val" in spec.metrics:
+        return f"{100 * float(spec.metrics['CamVid_val']['miou']):.1f}% mIoU (CamVid val)"
+    for key, unit in (("mIoU", "mIoU"), ("top-1", "top-1")):
+        if key in spec.metrics and "60" in spec.metrics[key]:
+            return f"{100 * float(spec.metrics[key]['60']):.1f}% {unit} at sigma 60"
     return ""
 
 

@@ -13,8 +13,15 @@ from .common import err, fail, handled, show_progress
 
 
 def train(
-    task: Annotated[str, typer.Option(help="denoise (the cascade tasks seg/cls come with their bundled networks).")] = "denoise",
-    data: Annotated[list[str], typer.Option("--data", help="Folder(s) of clean images or list file(s); repeatable.")] = [],  # noqa: B006
+    task: Annotated[str, typer.Option(help="denoise: plain denoiser training; seg / cls: the cascade (denoiser -> "
+                                           "frozen segmenter / classifier, L = MSE + lambda * task loss).")] = "denoise",
+    data: Annotated[list[str], typer.Option("--data", help="denoise: folder(s) of clean images or list file(s), repeatable; "
+                                                           "seg: the CamVid folder; cls: CIFAR-10 class folders.")] = [],  # noqa: B006
+    lam: Annotated[float | None, typer.Option("--lambda", help="Cascade: weight of the task loss (default 0.01 for seg "
+                                                               "and cls; see the README).")] = None,
+    task_net: Annotated[str | None, typer.Option(help="Cascade: the frozen high-level network, NAME or PATH "
+                                                      "(default: the bundled segmenter / classifier).")] = None,
+    val_sigma: Annotated[str | None, typer.Option(help="Validation noise levels (default 15,25,50; cascade 30,60).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Root for relative entries in list files (default: the list file's folder).")] = None,
     val: Annotated[list[str], typer.Option("--val", help="Validation folder(s) or list file(s); repeatable.")] = [],  # noqa: B006
     val_limit: Annotated[int, typer.Option(min=0, help="Use only the first N validation images (0 = all).")] = 0,
@@ -31,7 +38,7 @@ def train(
     sigma: Annotated[str, typer.Option(help="Noise: a range 0-75 (noise-level model) or values 15,25,50.")] = "0-75",
     clip_fraction: Annotated[float, typer.Option(help="Fraction of samples clipped to [0,255] and quantised, like real files.")] = 0.5,
     noise_level: Annotated[bool, typer.Option("--noise-level/--no-noise-level", help="Give the network a sigma map input (one model for all sigmas).")] = True,
-    loss: Annotated[str, typer.Option(help="l1, mse or charbonnier.")] = "l1",
+    loss: Annotated[str | None, typer.Option(help="l1, mse or charbonnier (default l1; mse for the cascade).")] = None,
     ema: Annotated[float, typer.Option(help="EMA decay of the weights (0 = off).")] = 0.999,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
@@ -39,13 +46,21 @@ def train(
     ckpt_minutes: Annotated[float, typer.Option(help="Checkpoint every N minutes.")] = 5.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Train a denoiser on clean images with fresh synthetic noise each step."""
+    """Train a denoiser with fresh synthetic noise each step, alone (denoise) or cascaded
+    into a frozen segmenter / classifier (seg / cls; only the denoiser learns)."""
     with handled():
         from ..training.config import TrainConfig
 
-        if task != "denoise":
-            raise fail(f"--task {task}: the cascade tasks (seg, cls) are not available yet", 2)
-        cfg = TrainConfig(task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
+        cascade = task in ("seg", "cls")
+        if loss is None:
+            loss = "mse" if cascade else "l1"
+        try:
+            vs = tuple(float(v) for v in (val_sigma or ("30,60" if cascade else "15,25,50")).split(","))
+        except ValueError:
+            raise fail(f"--val-sigma {val_sigma!r}: expected numbers like 30,60") from None
+        if cascade and init is None and not resume:
+            init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
+        cfg = TrainConfig(lam=lam, task_net=task_net, val_sigmas=vs,task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,
                           clip_fraction=clip_fraction, noise_level=noise_level, loss=loss, ema=ema, seed=seed,
@@ -72,11 +87,13 @@ def train(
             elif kind == "val":
                 best = e["best"]
                 parts = "  ".join(f"s{float(k):g}: {v:.2f}" for k, v in e["raw"].items())
+                if "raw_metric" in e:
+                    parts += "  task " + "  ".join(f"s{float(k):g}: {v:.4f}" for k, v in e["raw_metric"].items())
                 extra = ""
                 if "ema" in e:
                     extra = "  ema " + "  ".join(f"s{float(k):g}: {v:.2f}" for k, v in e["ema"].items())
-                err.print(f"val @ {e['step']}: PSNR {parts}{extra}  (best mean {best:.3f} @ {e['best_step']})")
-            elif kind in ("data", "calibrated", "resumed", "time_budget"):
+                err.print(f"val @ {e['step']}: PSNR {parts}{extra}  (best mean {best:.4f} @ {e['best_step']})")
+            elif kind in ("data", "calibrated", "resumed", "time_budget", "cascade"):
                 err.print(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event"))
             elif kind == "done":
                 err.print(f"done: {e['steps_done']}/{e['total']} steps in {e['elapsed_s'] / 60:.1f} min; "

@@ -41,6 +41,8 @@ class TrainConfig:
     val_every: int = 2000
     ckpt_minutes: float = 5.0
     log: str | None = None
+    lam: float | None = None  # cascade tasks: weight of the task loss (None = the task's default)
+    task_net: str | None = None  # cascade tasks: the frozen high-level network (None = bundled)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -58,6 +60,11 @@ class TrainConfig:
             raise UsageError(f"--lr {self.lr} is out of range (0, 1)")
         if not (0 <= self.clip_fraction <= 1):
             raise UsageError("--clip-fraction must be in [0, 1]")
+        if self.lam is not None and self.lam < 0:
+            raise UsageError(f"--lambda {self.lam}: must be >= 0")
+        if self.task != "denoise" and len(self.data) != 1:
+            raise UsageError(f"--task {self.task}: pass exactly one --data folder",
+                             "the CamVid folder for seg, the CIFAR-10 class folders for cls")
         if not (0 <= self.ema < 1):
             raise UsageError("--ema must be in [0, 1)")
 

@@ -114,7 +114,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         # the schedule-defining fields come from the checkpoint
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
-            "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip")}, "resume": True})
+            "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net")}, "resume": True})
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
@@ -135,10 +135,18 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
 
-    paths = list_training_images(cfg.data, cfg.data_root)
-    bank = ImageBank(paths, cfg.patch, device=device)
+    cascade = None
+    if cfg.task in ("seg", "cls"):
+        from .cascade import build_cascade
+
+        cascade = build_cascade(cfg.task, cfg.data[0], cfg.task_net, cfg.lam, device, crop=cfg.patch)
+        bank = cascade
+        emit({"event": "cascade", "task_net": cascade.net_path, "lambda": cascade.lam,
+              "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
+    else:
+        bank = ImageBank(list_training_images(cfg.data, cfg.data_root), cfg.patch, device=device)
     val_images = []
-    if cfg.val and rank == 0:
+    if cfg.val and rank == 0 and cascade is None:
         from ..evaluation.denoise_eval import load_eval_images
 
         val_images = load_eval_images(cfg.val, cfg.val_limit, cfg.data_root)
@@ -176,7 +184,11 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     def one_step(m: torch.nn.Module, optim, g_cpu, g_dev, lr: float) -> float:
         for group in optim.param_groups:
             group["lr"] = lr
-        clean = bank.sample(cfg.batch_size, g_cpu).to(torch.float32).div_(255.0)
+        if cascade is not None:
+            clean_u8, labels = cascade.sample(cfg.batch_size, g_cpu)
+            clean = clean_u8.to(device).to(torch.float32).div_(255.0)
+        else:
+            clean = bank.sample(cfg.batch_size, g_cpu).to(torch.float32).div_(255.0)
         sig = noise.draw_sigma(cfg.batch_size, g_cpu)
         clip = torch.rand(cfg.batch_size, generator=g_cpu) < noise.clip_fraction
         noisy = make_noisy(clean, sig, clip, g_dev)
@@ -185,6 +197,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         with precision.autocast(device):
             pred = m(noisy, (sig / 255.0).to(device)) if noise_level else m(noisy)
         loss = reconstruction_loss(cfg.loss, pred.float(), clean)
+        if cascade is not None and cascade.lam > 0:
+            loss = loss + cascade.lam * cascade.task_loss(pred.float(), labels, precision, device)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -219,12 +233,22 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             total = int(t.item())
         emit({"event": "calibrated", "steps_per_s": rate, "total": total, "val_reserve": n_val})
 
-    def snapshot_best(psnrs: dict[float, float], which: str, m: torch.nn.Module) -> None:
-        score = float(np.mean(list(psnrs.values())))
+    def cascade_info() -> dict:
+        if cascade is None:
+            return {}
+        return {"cascade": {"task_net": Path(cascade.net_path).name, "task_net_meta": {
+            k: cascade.net_meta.get(k) for k in ("arch", "task", "classes", "val_acc", "val")},
+            "lambda": cascade.lam, "task_net_sha": cascade.hash_before, "held_out": len(cascade.val_x)}}
+
+    def snapshot_best(psnrs: dict[float, float], which: str, m: torch.nn.Module, metric: dict | None = None) -> None:
+        score = float(np.mean(list((metric or psnrs).values())))
         if score > best["score"]:
             best.update(score=score, step=step, psnr={str(k): v for k, v in psnrs.items()}, which=which)
+            if metric is not None:
+                best["metric"] = {str(k): v for k, v in metric.items()}
             _write_weights(out, m, cfg, best, train_images=len(bank), elapsed=elapsed_before + time.perf_counter() - t_start,
-                           init_meta=init_meta, history=history, precision=precision.name, device=str(device))
+                           init_meta=init_meta, history=history, precision=precision.name, device=str(device),
+                           **cascade_info())
 
     def do_checkpoint() -> None:
         gens = {"cpu": gen_cpu.get_state(), "dev": gen_dev.get_state()}
@@ -271,18 +295,22 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             loss_n = 0
             emit({"event": "step", "step": step, "total": total, "loss": loss_v, "lr": lr,
                   "patches_per_s": rate * cfg.batch_size * world, "eta_s": (total - step) / max(rate, 1e-9)})
-        if rank == 0 and val_images and (step % cfg.val_every == 0 or last):
+        if rank == 0 and (val_images or cascade is not None) and (step % cfg.val_every == 0 or last):
             rec = {"step": step}
             history.append(rec)
-            ps = validate_model(model, val_images, cfg.val_sigmas, device, precision, noise_level)
-            rec["raw"] = {str(k): v for k, v in ps.items()}
-            pe = None
-            if ema is not None:
-                pe = validate_model(ema.model, val_images, cfg.val_sigmas, device, precision, noise_level)
-                rec["ema"] = {str(k): v for k, v in pe.items()}
-            snapshot_best(ps, "raw", model)
-            if pe is not None:
-                snapshot_best(pe, "ema", ema.model)
+            variants = [("raw", model)] + ([("ema", ema.model)] if ema is not None else [])
+            for which, m in variants:
+                if cascade is not None:
+                    r = cascade.validate(m, cfg.val_sigmas, device, precision, noise_level)
+                    ps = {s: v["psnr"] for s, v in r.items()}
+                    mt = {s: v["metric"] for s, v in r.items()}
+                    rec[which] = {str(k): v for k, v in ps.items()}
+                    rec[which + "_metric"] = {str(k): v for k, v in mt.items()}
+                else:
+                    ps = validate_model(m, val_images, cfg.val_sigmas, device, precision, noise_level)
+                    mt = None
+                    rec[which] = {str(k): v for k, v in ps.items()}
+                snapshot_best(ps, which, m, mt)
             _update_sidecar_history(out, history)
             emit({"event": "val", **rec, "best": best["score"], "best_step": best["step"]})
         want_ckpt = (time.perf_counter() - last_ckpt) > cfg.ckpt_minutes * 60 or last
@@ -293,12 +321,12 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             dist.broadcast(flag, 0)
             want_ckpt = bool(flag.item())
         if want_ckpt:
-            if rank == 0 and not val_images:
+            if rank == 0 and not val_images and cascade is None:
                 # no validation data: the newest (EMA) weights are the output
                 best.update(step=step, which="ema" if ema else "raw")
                 _write_weights(out, ema.model if ema else model, cfg, best, train_images=len(bank),
                                elapsed=elapsed_before + time.perf_counter() - t_start, init_meta=init_meta,
-                               history=history, precision=precision.name, device=str(device))
+                               history=history, precision=precision.name, device=str(device), **cascade_info())
             do_checkpoint()
             last_ckpt = time.perf_counter()
         if over_budget and step < total:
@@ -308,6 +336,9 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     summary = {"steps_done": step, "total": total, "best": best, "out": str(out), "checkpoint": str(ckpt_file),
                "elapsed_s": elapsed_before + time.perf_counter() - t_start, "stopped_early": stopped_early,
                "train_images": len(bank), "patches_per_s": (step - step0) * cfg.batch_size * world / max(1e-9, time.perf_counter() - t_run)}
+    if cascade is not None:  # the frozen network must be exactly what it was
+        summary["task_net_sha_before"] = cascade.hash_before
+        summary["task_net_sha_after"] = cascade.check_unchanged()
     emit({"event": "done", **summary})
     if distributed:
         import torch.distributed as dist

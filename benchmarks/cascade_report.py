@@ -1,0 +1,95 @@
+"""Write benchmarks/results/cascade/RESULTS.md from the measured JSON files:
+
+    ddn eval seg ../shared/data/camvid --json benchmarks/results/cascade/eval_seg.json --plot .../eval_seg.png
+    ddn eval cls ../shared/data/cifar10/train --json benchmarks/results/cascade/eval_cls.json --plot .../eval_cls.png
+    python benchmarks/cascade_sweep.py --task cls ...     # sweep_cls.json
+    python benchmarks/cascade_figures.py --sigma 60       # crop_*.png
+    python benchmarks/cascade_report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = ROOT / "benchmarks/results/cascade"
+
+
+def table(doc: dict) -> str:
+    sig = doc["sigmas"]
+    lines = ["| input | role | " + " | ".join(f"sigma {s}" for s in sig) + " |",
+             "|---|---|" + "---|" * len(sig)]
+    for v in doc["variants"]:
+        cells = []
+        for s in sig:
+            p = v["psnr"].get(s)
+            cells.append(f"{100 * v['metric'][s]:.2f}" + (f" ({p:.2f} dB)" if p is not None else ""))
+        lines.append(f"| {v['label']} | {v['role']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bars(doc: dict, task: str) -> list[str]:
+    by = {v["role"]: v for v in doc["variants"]}
+    out = []
+    for s in ("30", "60"):
+        if s not in doc["sigmas"] or not {"noisy", "reconstruction", "guided"} <= by.keys():
+            continue
+        n, r, g = (by[k]["metric"][s] for k in ("noisy", "reconstruction", "guided"))
+        ok = n < r < g
+        out.append(f"- sigma {s}: noisy {100 * n:.2f} < reconstruction-only {100 * r:.2f} < {task}-guided "
+                   f"{100 * g:.2f}: **{'met' if ok else 'not met'}**")
+        dp = by["guided"]["psnr"][s] - by["reconstruction"]["psnr"][s]
+        out.append(f"- sigma {s}: guided PSNR {by['guided']['psnr'][s]:.2f} dB vs {by['reconstruction']['psnr'][s]:.2f} "
+                   f"dB ({dp:+.2f} dB; bar: within 0.5 dB): **{'met' if dp > -0.5 else 'not met'}**")
+        if "cross-task" in by:
+            c = by["cross-task"]["metric"][s]
+            out.append(f"- sigma {s}: cross-task denoiser {100 * c:.2f} vs reconstruction-only {100 * r:.2f}: "
+                       f"**{'met' if c > r else 'not met'}**")
+    return out
+
+
+def main() -> None:
+    parts = ["# The cascade, measured", "",
+             "Denoisers in front of frozen high-level networks (Liu et al., TIP 2020). Every figure below is "
+             "produced by the commands in each section; raw numbers are in the JSON files beside this document. "
+             "Metric in percent, each denoiser's PSNR in brackets. Noise: the denoising protocol (seeded per image, "
+             "unclipped, the denoiser is told the true sigma); the high-level network always sees 8-bit images. "
+             "'reconstruction' = the shipped `ddn.color-sigma` (trained for reconstruction only, L1); "
+             "'guided' = fine-tuned through this task's frozen network; 'cross-task' = the other task's guided "
+             "denoiser.", ""]
+    for task, name, what in (("seg", "Segmentation: CamVid val (101 images, 360x480), mIoU of `resunet_s.camvid`",
+                              "ddn eval seg ../shared/data/camvid --sigma 0,15,30,60"),
+                             ("cls", "Classification: CIFAR-10 held-out 10% (5000 images), top-1 of `resnet9.cifar10`",
+                              "ddn eval cls ../shared/data/cifar10/train --sigma 0,15,30,60")):
+        f = RES / f"eval_{task}.json"
+        if not f.is_file():
+            parts += [f"## {name}", "", "Not measured yet.", ""]
+            continue
+        doc = json.loads(f.read_text())
+        parts += [f"## {name}", "", f"`{what} --json benchmarks/results/cascade/eval_{task}.json "
+                  f"--plot benchmarks/results/cascade/eval_{task}.png` ({doc['precision']}, {doc['seconds']:.0f} s)", "",
+                  table(doc), "", f"![{task}](eval_{task}.png)", "", "Bars:", "", *bars(doc, task), ""]
+        crop = RES / f"crop_{task}_sigma60.png"
+        if crop.is_file():
+            parts += [f"Side by side at sigma 60 (`python benchmarks/cascade_figures.py --sigma 60`):", "",
+                      f"![crop](crop_{task}_sigma60.png)", ""]
+    for task in ("cls", "seg"):
+        f = RES / f"sweep_{task}.json"
+        if f.is_file():
+            doc = json.loads(f.read_text())
+            parts += [f"## Choosing lambda ({task})", "", f"`{doc['command']}`: {doc['steps']} steps each from "
+                      f"`ddn.color-sigma`, batch {doc['batch']}, lr {doc['lr']}; scored on {doc['held_out']} "
+                      "(so the reported sets above are never used to choose).", "",
+                      f"| lambda | PSNR sigma 30 | PSNR sigma 60 | {doc['metric']} sigma 30 | {doc['metric']} sigma 60 |",
+                      "|---|---|---|---|---|"]
+            for r in doc["rows"]:
+                parts.append(f"| {r['lambda']:g} | {r['psnr']['30.0']:.2f} | {r['psnr']['60.0']:.2f} | "
+                             f"{100 * r['metric']['30.0']:.2f} | {100 * r['metric']['60.0']:.2f} |")
+            parts.append("")
+    (RES / "RESULTS.md").write_text("\n".join(parts) + "\n")
+    print("wrote", RES / "RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()

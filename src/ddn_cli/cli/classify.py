@@ -1,0 +1,76 @@
+"""``ddn classify``: denoise (classification-guided by default), then classify."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import EXIT_FAILED, err, handled, out
+
+
+def classify(
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders.")],
+    denoise: Annotated[bool, typer.Option("--denoise/--no-denoise", help="Denoise before classifying.")] = True,
+    denoiser: Annotated[str | None, typer.Option(help="Denoiser NAME|PATH (default: the classification-guided "
+                                                      "ddn.cls).")] = None,
+    classifier: Annotated[str | None, typer.Option(help="Classifier NAME|PATH or torchvision:<model> (default: "
+                                                        "the bundled CIFAR-10 ResNet-9).")] = None,
+    sigma: Annotated[str, typer.Option(help="auto or N (0-255 scale).")] = "auto",
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels to show per image.")] = 5,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_out: Annotated[str | None, typer.Option("--json", help="Write results as JSON to PATH or - .")] = None,
+) -> None:
+    """Top-k labels with probabilities for each image."""
+    from .denoise import _parse_sigma
+
+    sig = _parse_sigma(sigma)
+    with handled():
+        from ..classify import classify_files
+        from ..descriptor import Denoiser
+        from ..devices import resolve_device
+        from ..highlevel import load_highlevel
+        from ..io import discover
+        from ..registry import resolve_weights, task_denoiser
+
+        files, skipped = discover(paths, recursive)
+        dev = resolve_device(device)
+        clf = load_highlevel(classifier, "classifier", dev)
+        den = None
+        if denoise:
+            name = denoiser or task_denoiser("cls")
+            den = Denoiser.load(resolve_weights(name), name=name, device=device)
+        res = classify_files(files, denoiser=den, classifier=clf, sigma=sig, k=top_k)
+        report(res, json_out)
+        for p in skipped:
+            err.print(f"skipped (not a supported image): {p}")
+    if any(r.status == "failed" for r in res):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def report(res, json_out: str | None) -> None:
+    if json_out:
+        text = json.dumps([asdict(r) for r in res], indent=2)
+        if json_out == "-":
+            typer.echo(text)
+        else:
+            from ..io import write_atomic
+
+            write_atomic(Path(json_out), (text + "\n").encode())
+    if json_out != "-":
+        from rich.table import Table
+
+        t = Table(title="ddn classify")
+        for c in ("input", "top labels", "sigma"):
+            t.add_column(c)
+        for r in res:
+            labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top) if r.status == "ok" else f"failed: {r.error}"
+            t.add_row(Path(r.input).name, labels, "" if r.sigma is None else f"{r.sigma:.1f}")
+        out.print(t)
+    for r in res:
+        if r.status == "failed":
+            err.print(f"ddn: {r.error}")

@@ -1,0 +1,102 @@
+"""``ddn segment``: denoise (segmentation-guided by default), then segment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import EXIT_FAILED, err, fail, handled, out
+
+
+def segment(
+    paths: Annotated[list[Path], typer.Argument(help="Images or folders, then optionally an output folder "
+                                                     "(default: the current folder).", show_default=False)],
+    denoise: Annotated[bool, typer.Option("--denoise/--no-denoise", help="Denoise before segmenting.")] = True,
+    denoiser: Annotated[str | None, typer.Option(help="Denoiser NAME|PATH (default: the segmentation-guided "
+                                                      "ddn.seg).")] = None,
+    segmenter: Annotated[str | None, typer.Option(help="Segmenter NAME|PATH or torchvision:<model> (default: the "
+                                                       "bundled CamVid ResUNet-S).")] = None,
+    sigma: Annotated[str, typer.Option(help="auto or N (0-255 scale).")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (fp16: GPUs only).")] = "auto",
+    json_out: Annotated[str | None, typer.Option("--json", help="Write results as JSON to PATH or - .")] = None,
+) -> None:
+    """Per-pixel classes: writes NAME.mask.png (palette PNG, pixel value = class id) and
+    NAME.overlay.png, and prints each class's pixel coverage."""
+    from .denoise import _parse_sigma
+
+    sig = _parse_sigma(sigma)
+    with handled():
+        items, skipped = plan(paths)
+        res = run(items, denoise=denoise, denoiser=denoiser, segmenter=segmenter, sigma=sig, overwrite=overwrite,
+                  device=device, precision=precision, recursive=recursive)
+        report(res, json_out)
+        for p in skipped:
+            err.print(f"skipped (not a supported image): {p}")
+    if any(r.status == "failed" for r in res):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def plan(paths: list[Path]) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """[(input, output folder)]: with two or more arguments the last one is the output
+    folder unless it is an existing file; otherwise outputs go to the current folder."""
+    if not paths:
+        raise fail("no inputs given")
+    out_dir = Path(".")
+    if len(paths) > 1 and not paths[-1].is_file():
+        out_dir, paths = paths[-1], paths[:-1]
+    return [(p, out_dir) for p in paths], []
+
+
+def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, device: str, precision: str,
+        recursive: bool = True):
+    from ..descriptor import Denoiser
+    from ..devices import resolve_device, resolve_precision
+    from ..highlevel import load_highlevel
+    from ..io import discover
+    from ..registry import resolve_weights, task_denoiser
+    from ..segment import output_paths, segment_files
+
+    jobs = []
+    for p, out_dir in items:
+        files, _ = discover([p], recursive)
+        for f in files:
+            jobs.append((f, *output_paths(f, p if p.is_dir() else None, out_dir)))
+    dev = resolve_device(device)
+    seg = load_highlevel(segmenter, "segmenter", dev)
+    den = None
+    if denoise:
+        name = denoiser or task_denoiser("seg")
+        den = Denoiser.load(resolve_weights(name), name=name, device=device, precision=precision)
+    return segment_files(jobs, segmenter=seg, denoiser=den, sigma=sigma, overwrite=overwrite,
+                         precision=resolve_precision(precision, dev))
+
+
+def report(res, json_out: str | None) -> None:
+    if json_out:
+        text = json.dumps([asdict(r) for r in res], indent=2)
+        if json_out == "-":
+            typer.echo(text)
+        else:
+            from ..io import write_atomic
+
+            write_atomic(Path(json_out), (text + "\n").encode())
+    if json_out != "-":
+        from rich.table import Table
+
+        t = Table(title="ddn segment: pixel coverage")
+        for c in ("input", "status", "classes (share of pixels)", "mask"):
+            t.add_column(c)
+        for r in res:
+            cov = ", ".join(f"{k} {v:.1%}" for k, v in sorted(r.coverage.items(), key=lambda kv: -kv[1]) if v >= 0.001)
+            t.add_row(Path(r.input).name, r.status, cov if r.status == "ok" else (r.error or ""), r.mask or "")
+        out.print(t)
+    for r in res:
+        if r.status == "failed":
+            err.print(f"ddn: {r.error}")

@@ -1,0 +1,195 @@
+"""The cascade of Liu et al. (TIP 2020): noisy input -> denoiser (trained) -> frozen
+high-level network, with ``L = L_rec(denoised, clean) + lambda * L_task(net(denoised), labels)``.
+
+The high-level network is frozen for real: eval mode (BatchNorm uses its running
+statistics and never updates them), ``requires_grad`` off for every parameter, and not in
+the optimiser; the gradient of ``L_task`` flows *through* it into the denoiser only. Its
+state is hashed before and after training and the run fails loudly if it ever changed.
+
+Each task brings its data (clean crops + labels), its loss and its validation metric.
+Validation uses a slice held out from the *training* data (the high-level network saw
+those images, the denoiser did not), so the reported sets (CamVid val, the CIFAR-10
+held-out part) are never used to pick weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+
+# lambda defaults. The reconstruction loss is the MSE on [0, 1] intensities (about 1e-3 at
+# sigma 30 after denoising) while the task losses are cross entropies of order 0.1-1, so
+# lambda is small; the values were picked by a sweep (benchmarks/results/cascade/) as the
+# largest that keep the guided denoiser's PSNR within 0.5 dB of the MSE denoiser's.
+DEFAULT_LAMBDA = {"seg": 0.01, "cls": 0.01}
+CASCADE_SIGMA = "0-75"
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def load_task_net(path: str | Path, kind: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """A frozen high-level network from a safetensors file whose ``task`` is ``kind``."""
+    from ..models import ARCHS
+    from ..weightfile import load_weights
+
+    sd, meta = load_weights(path)
+    if meta.get("task") != kind or meta.get("arch") not in ARCHS:
+        raise UsageError(f"{path}: not a {kind} weight file (task {meta.get('task')!r})",
+                         f"pass --task-net with a {kind} (ddn models list)")
+    net = ARCHS[meta["arch"]](meta.get("config", {}))
+    net.load_state_dict(sd)
+    net.to(device).to(memory_format=torch.channels_last)
+    return freeze(net), meta
+
+
+def freeze(net: torch.nn.Module) -> torch.nn.Module:
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+class _CifarBank:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        from .classifier import augment
+
+        idx = torch.randint(0, len(self.x), (batch,), generator=gen)
+        return augment(self.x[idx], gen), self.y[idx]
+
+
+@dataclass
+class Cascade:
+    """Task plumbing for the loop: ``sample`` -> (clean uint8 batch, labels);
+    ``task_loss``; ``validate``."""
+
+    kind: str  # seg | cls
+    net: torch.nn.Module
+    net_meta: dict
+    net_path: str
+    bank: object
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    lam: float
+    hash_before: str
+    class_weights: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.bank)
+
+    def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.bank.sample(batch, gen)
+
+    def task_loss(self, denoised: torch.Tensor, labels: torch.Tensor, precision, device) -> torch.Tensor:
+        x = denoised
+        if precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precision.autocast(device):
+            logits = self.net(x)
+        if self.kind == "seg":
+            from ..models.segmenter import CAMVID_IGNORE
+
+            return F.cross_entropy(logits.float(), labels.to(device), weight=self.class_weights,
+                                   ignore_index=CAMVID_IGNORE)
+        return F.cross_entropy(logits.float(), labels.to(device))
+
+    @torch.no_grad()
+    def validate(self, model, sigmas, device, precision, noise_level: bool, seed: int = 0) -> dict:
+        """{sigma: {"psnr": dB, "metric": mIoU or top-1}} on the held-out slice."""
+        from ..evaluation.metrics import psnr
+
+        was = model.training
+        model.eval()
+        res = {}
+        for s in sigmas:
+            g = torch.Generator().manual_seed(seed * 1000 + int(s * 10))
+            preds, ps = [], []
+            bs = 4 if self.kind == "seg" else 500
+            for i in range(0, len(self.val_x), bs):
+                clean = self.val_x[i:i + bs].float() / 255
+                noisy = clean + torch.randn(clean.shape, generator=g) * (s / 255)
+                x = noisy.to(device)
+                if precision.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with precision.autocast(device):
+                    den = model(x, torch.full((len(x),), s / 255, device=device)) if noise_level else model(x)
+                den = den.float().clamp(0, 1)
+                den = (den * 255).round() / 255
+                for a, b in zip(den.cpu().numpy(), clean.numpy()):
+                    ps.append(psnr(np.transpose(a, (1, 2, 0)), np.transpose(b, (1, 2, 0)), peak=1.0))
+                xin = den.contiguous(memory_format=torch.channels_last) if precision.channels_last else den
+                with precision.autocast(device):
+                    preds.append(self.net(xin).float().argmax(1).cpu())
+            pred = torch.cat(preds)
+            if self.kind == "seg":
+                from .camvid import confusion, miou
+
+                metric = miou(confusion(pred, self.val_y, self.net.num_classes))[0]
+            else:
+                metric = float((pred == self.val_y).float().mean())
+            res[float(s)] = {"psnr": float(np.mean(ps)), "metric": metric}
+        model.train(was)
+        return res
+
+    def check_unchanged(self) -> str:
+        after = state_hash(self.net)
+        if after != self.hash_before:
+            raise RuntimeError("the frozen high-level network changed during training")
+        return after
+
+
+def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
+                  *, crop: int = 192, val_count: int = 0) -> Cascade:
+    """Load the frozen task network and the task's data. ``data``: the CamVid folder
+    (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
+    (width = 4/3 of it)."""
+    from ..registry import resolve_weights
+
+    net_kind = {"seg": "segmenter", "cls": "classifier"}[kind]
+    path = resolve_weights(task_net, net_kind)
+    net, meta = load_task_net(path, net_kind, device)
+    lam = DEFAULT_LAMBDA[kind] if lam is None else lam
+    if lam < 0:
+        raise UsageError(f"--lambda {lam}: must be >= 0")
+    cw = None
+    if kind == "seg":
+        from .camvid import SegBank, class_weights, load_camvid
+
+        x, y, _ = load_camvid(data, "train")
+        n_val = val_count or max(1, min(24, len(x) // 8))
+        if len(x) <= n_val:
+            raise UsageError(f"{data}: too few CamVid training images ({len(x)})", "use the full CamVid folder")
+        bank = SegBank(x[:-n_val], y[:-n_val], (crop, crop * 4 // 3 // 4 * 4))
+        val_x, val_y = x[-n_val:], y[-n_val:]
+        cw = class_weights(y[:-n_val], net.num_classes).to(device)
+    else:
+        from .classifier import load_split
+
+        x, y, _, _ = load_split(data, 0.1)  # the classifier's own training part
+        n_val = val_count or min(1000, max(1, len(x) // 10))
+        if len(x) <= n_val:
+            raise UsageError(f"{data}: too few CIFAR-10 training images ({len(x)})")
+        g = torch.Generator().manual_seed(1234)
+        perm = torch.randperm(len(x), generator=g)
+        tr, va = perm[:-n_val], perm[-n_val:]
+        bank = _CifarBank(x[tr], y[tr])
+        val_x, val_y = x[va], y[va]
+    return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw)

@@ -1,0 +1,181 @@
+"""The cascade: denoiser -> frozen segmenter / classifier, only the denoiser learns."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import smooth_image
+from ddn_cli.cli.app import app
+from ddn_cli.errors import UsageError
+from ddn_cli.models.classifier import CIFAR10_CLASSES, ResNet9
+from ddn_cli.models.segmenter import ResUNetS
+from ddn_cli.training.camvid import SegBank, confusion, miou
+from ddn_cli.training.cascade import build_cascade, state_hash
+from ddn_cli.training.checkpoint import load_checkpoint
+from ddn_cli.training.config import TrainConfig
+from ddn_cli.training.loop import train_denoiser
+from ddn_cli.weightfile import load_weights, save_weights
+
+runner = CliRunner()
+
+
+def tiny_camvid(root, n=10, h=40, w=56):
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for i in range(n if split == "train" else 3):
+            img = smooth_image(h, w, seed=i)
+            Image.fromarray(img).save(root / split / f"f{i:03d}.png")
+            mask = (img[..., 0] // 24).clip(0, 11).astype(np.uint8)
+            Image.fromarray(mask).save(root / f"{split}annot" / f"f{i:03d}.png")
+    return root
+
+
+def tiny_cifar(root, per_class=12):
+    for ci, name in enumerate(CIFAR10_CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(smooth_image(32, 32, seed=ci * 100 + i)).save(root / name / f"{i}.jpg")
+    return root
+
+
+def tiny_segmenter(path):
+    torch.manual_seed(0)
+    net = ResUNetS(width=4)
+    net.train()
+    with torch.no_grad():  # non-trivial BN statistics, so an accidental update would show
+        for _ in range(2):
+            net(torch.rand(2, 3, 32, 32))
+    save_weights(net.state_dict(), path, {"arch": "resunet_s", "task": "segmenter",
+                                          "config": {"width": 4, "num_classes": 11}})
+    return path
+
+
+def tiny_classifier(path):
+    torch.manual_seed(0)
+    net = ResNet9(width=4)
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(8, 3, 32, 32))
+    save_weights(net.state_dict(), path, {"arch": "resnet9", "task": "classifier", "config": {"width": 4},
+                                          "classes": list(CIFAR10_CLASSES)})
+    return path
+
+
+def run_cascade(task, data, net, out, **kw):
+    base = dict(task=task, data=(str(data),), out=str(out), steps=4, batch_size=2, patch=32, warmup=1,
+                precision="fp32", device="cpu", ema=0.0, ckpt_minutes=0.0, val_every=2, loss="mse",
+                val_sigmas=(30.0,), init="ddn.color-sigma", task_net=str(net), lam=0.5, lr=1e-3)
+    base.update(kw)
+    return train_denoiser(TrainConfig(**base))
+
+
+@pytest.mark.parametrize("task", ["seg", "cls"])
+def test_only_the_denoiser_learns(tmp_path, task, default_weights):
+    if task == "seg":
+        data, net = tiny_camvid(tmp_path / "camvid"), tiny_segmenter(tmp_path / "seg.safetensors")
+    else:
+        data, net = tiny_cifar(tmp_path / "cifar"), tiny_classifier(tmp_path / "cls.safetensors")
+    net_bytes = net.read_bytes()
+    before_sd, _ = load_weights(net)
+    res = run_cascade(task, data, net, tmp_path / "out.safetensors")
+    # the frozen network's in-memory state was hashed before and after training
+    assert res["task_net_sha_before"] == res["task_net_sha_after"]
+    ref = ResUNetS(width=4) if task == "seg" else ResNet9(width=4)
+    ref.load_state_dict(before_sd)
+    assert res["task_net_sha_before"] == state_hash(ref)
+    assert net.read_bytes() == net_bytes
+    # ... and the denoiser did change
+    sd, meta = load_weights(tmp_path / "out.safetensors")
+    init_sd, _ = load_weights(default_weights)
+    assert any(not torch.equal(sd[k], init_sd[k]) for k in init_sd)
+    assert meta["task"] == task and meta["cascade"]["lambda"] == 0.5
+    assert meta["cascade"]["task_net_sha"] == res["task_net_sha_before"]
+    assert set(meta["best"]["metric"]) == {"30.0"}
+
+
+def test_task_loss_reaches_the_denoiser_only(tmp_path):
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    c = build_cascade("cls", str(data), str(net), 1.0, torch.device("cpu"), val_count=4)
+    from ddn_cli.devices import resolve_precision
+    from ddn_cli.models import build_denoiser
+
+    den = build_denoiser({"noise_level": True, "width": 8, "mid": 16, "up_mid": 8, "fuse": 16})
+    x, y = c.sample(4, torch.Generator().manual_seed(0))
+    loss = c.task_loss(den(x.float() / 255, torch.full((4,), 0.1)), y, resolve_precision("fp32", torch.device("cpu")),
+                       torch.device("cpu"))
+    loss.backward()
+    assert all(p.grad is None for p in c.net.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in den.parameters())
+    assert not c.net.training
+
+
+def test_cascade_resume_and_wrong_task_net(tmp_path):
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    with pytest.raises(UsageError, match="not a segmenter"):
+        build_cascade("seg", str(data), str(net), None, torch.device("cpu"))
+    full = run_cascade("cls", data, net, tmp_path / "a.safetensors", steps=4)
+    run_cascade("cls", data, net, tmp_path / "b.safetensors", steps=4, time_budget=1e-6)
+    run_cascade("cls", data, net, tmp_path / "b.safetensors", steps=4, resume=True)
+    a, _ = load_weights(tmp_path / "a.safetensors")
+    b, _ = load_weights(tmp_path / "b.safetensors")
+    assert full["steps_done"] == 4
+    # the resumed run follows the same schedule and batches: same final weights
+    ca, cb = load_checkpoint(tmp_path / "a.ckpt"), load_checkpoint(tmp_path / "b.ckpt")
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    assert a.keys() == b.keys()
+
+
+def test_cli_train_cls(tmp_path):
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    out = tmp_path / "cls-guided.safetensors"
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out", str(out),
+                            "--steps", "2", "--batch-size", "2", "--patch", "32", "--warmup", "1", "--val-every", "2",
+                            "--precision", "fp32", "--device", "cpu", "--lambda", "0.05", "--quiet"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["task"] == "cls" and meta["training"]["loss"] == "mse" and meta["cascade"]["lambda"] == 0.05
+    assert meta["training"]["init"] == "ddn.color-sigma"
+    r = runner.invoke(app, ["train", "--task", "seg", "--data", str(data), "--task-net", str(net), "--out",
+                            str(tmp_path / "x.safetensors"), "--steps", "2", "--quiet"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+
+
+def test_segbank_and_miou():
+    imgs = torch.randint(0, 255, (3, 3, 40, 56), dtype=torch.uint8)
+    masks = torch.randint(0, 12, (3, 40, 56), dtype=torch.uint8)
+    x, y = SegBank(imgs, masks, (32, 40)).sample(5, torch.Generator().manual_seed(0))
+    assert x.shape == (5, 3, 32, 40) and x.dtype == torch.uint8 and y.shape == (5, 32, 40)
+    assert int(y.max()) <= 11
+    t = torch.tensor([[0, 1, 11], [1, 1, 0]])
+    p = torch.tensor([[0, 1, 0], [0, 1, 0]])
+    m, per, acc = miou(confusion(p, t, 11))
+    # class 0: inter 2 (two correct), union 3; class 1: inter 2, union 3
+    assert per[0] == pytest.approx(2 / 3) and per[1] == pytest.approx(2 / 3) and m == pytest.approx(2 / 3)
+    assert acc == pytest.approx(4 / 5)
+
+
+@pytest.mark.slow
+def test_cascade_ddp_two_cpu_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    out = tmp_path / "ddp.safetensors"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ddn_cli",
+           "train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out", str(out), "--steps", "3",
+           "--batch-size", "2", "--val-every", "3", "--precision", "fp32", "--device", "cpu", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ck = load_checkpoint(out.with_suffix(".ckpt"))
+    assert ck["step"] == 3 and len(ck["gens"]) == 2
+    events = [json.loads(line) for line in out.with_suffix(".log").read_text().splitlines()]
+    done = [e for e in events if e["event"] == "done"][0]
+    assert done["task_net_sha_before"] == done["task_net_sha_after"]
+    assert any(e["event"] == "data" and e["world_size"] == 2 for e in events)

@@ -1,0 +1,152 @@
+"""ddn segment / ddn classify / ddn denoise --then / ddn eval seg|cls, with tiny networks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import file_hash, no_partial_files, noisy, smooth_image
+from test_cascade import tiny_camvid, tiny_cifar, tiny_classifier, tiny_segmenter
+from ddn_cli.cli.app import app
+from ddn_cli.highlevel import load_highlevel
+from ddn_cli.registry import bundled_manifest
+from ddn_cli.segment import segment_array
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def seg_net(tmp_path):
+    return tiny_segmenter(tmp_path / "tiny-seg.safetensors")
+
+
+def test_segment_writes_mask_overlay_and_coverage(tmp_path, seg_net):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(noisy(smooth_image(45, 61), 25)).save(src / "a.png")
+    Image.fromarray(noisy(smooth_image(30, 40, seed=3), 25)).convert("L").save(src / "sub" / "g.png")
+    (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    before = {p: file_hash(p) for p in src.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["segment", str(src), str(out), "--segmenter", str(seg_net), "--sigma", "25",
+                            "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 1, r.output  # bad.png failed, the others were segmented
+    recs = {rec["input"].split("/")[-1]: rec for rec in json.loads((tmp_path / "r.json").read_text())}
+    assert recs["bad.png"]["status"] == "failed" and "bad.png" in recs["bad.png"]["error"]
+    for name, shape, mask in (("a.png", (45, 61), out / "a.mask.png"), ("g.png", (30, 40), out / "sub" / "g.mask.png")):
+        rec = recs[name]
+        assert rec["status"] == "ok" and rec["sigma"] == 25 and rec["mask"] == str(mask)
+        m = Image.open(mask)
+        assert m.mode == "P" and m.size == shape[::-1]
+        assert int(np.asarray(m).max()) < 11
+        assert abs(sum(rec["coverage"].values()) - 1) < 1e-3
+        assert Image.open(rec["overlay"]).size == shape[::-1]
+    assert {p: file_hash(p) for p in before} == before  # inputs untouched
+    assert no_partial_files(out)
+    # a rerun skips finished outputs; --no-denoise skips the denoiser
+    r = runner.invoke(app, ["segment", str(src / "a.png"), str(out), "--segmenter", str(seg_net), "--json", "-"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["status"] == "skipped"
+    r = runner.invoke(app, ["segment", str(src / "a.png"), str(out), "--segmenter", str(seg_net), "--no-denoise",
+                            "--overwrite", "--json", "-"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["sigma"] is None
+
+
+def test_segment_wrong_weights_is_one_clear_line(tmp_path, default_weights):
+    Image.fromarray(smooth_image(32, 32)).save(tmp_path / "a.png")
+    r = runner.invoke(app, ["segment", str(tmp_path / "a.png"), str(tmp_path / "o"), "--segmenter", str(default_weights)])
+    assert r.exit_code != 0 and "not a segmenter" in r.output and "Traceback" not in r.output
+
+
+def test_large_images_are_tiled_and_rescaled(seg_net):
+    net = load_highlevel(str(seg_net), "segmenter", torch.device("cpu"))
+    img = np.random.default_rng(0).random((70, 1300, 3), dtype=np.float32)
+    lab = segment_array(net, img, tile=256, overlap=32)  # 1 x 6 tiles
+    assert lab.shape == (70, 1300) and lab.dtype == np.uint8
+    whole = segment_array(net, img, tile=2048, overlap=32)
+    assert (lab == whole).mean() > 0.95  # blended tiles agree with the untiled result
+    net.input_size = (36, 48)  # trained at short side 36: a 72-px image is segmented at half scale
+    lab = segment_array(net, np.random.default_rng(1).random((72, 96, 3), dtype=np.float32))
+    assert lab.shape == (72, 96)
+    assert net.work_scale(72, 96) == 0.5 and net.work_scale(30, 40) == 1.0
+
+
+def test_classify_with_a_given_classifier(tmp_path):
+    clf = tiny_classifier(tmp_path / "tiny-cls.safetensors")
+    Image.fromarray(noisy(smooth_image(64, 48), 30)).save(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    r = runner.invoke(app, ["classify", str(tmp_path), "--classifier", str(clf), "--top-k", "3", "--json", "-"])
+    assert r.exit_code == 1
+    recs = {rec["input"].split("/")[-1]: rec for rec in json.loads(r.stdout)}
+    top = recs["a.png"]["top"]
+    assert len(top) == 3 and sum(p for _, p in top) <= 1 + 1e-6 and top[0][1] >= top[1][1] >= top[2][1]
+    assert recs["a.png"]["sigma"] > 10 and recs["bad.png"]["status"] == "failed"
+    r = runner.invoke(app, ["classify", str(tmp_path / "a.png"), "--classifier", str(clf), "--no-denoise", "--json", "-"])
+    assert r.exit_code == 0 and json.loads(r.stdout)[0]["sigma"] is None
+
+
+def test_torchvision_classifier_from_its_cache(tmp_path, monkeypatch):
+    """torchvision:<model> uses torchvision's weights and class names; here the cache is
+    pre-filled (no network), as an offline machine would have it."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    w = torchvision.models.get_model_weights("resnet18").DEFAULT
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints" / w.url.rsplit("/", 1)[1]
+    ckpt.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
+    monkeypatch.setenv("DDN_OFFLINE", "1")
+    Image.fromarray(smooth_image(300, 260)).save(tmp_path / "a.png")
+    r = runner.invoke(app, ["classify", str(tmp_path / "a.png"), "--classifier", "torchvision:resnet18", "--no-denoise",
+                            "--json", "-"])
+    assert r.exit_code == 0, r.output
+    top = json.loads(r.stdout)[0]["top"]
+    assert all(name in w.meta["categories"] for name, _ in top)
+    ckpt.unlink()
+    r = runner.invoke(app, ["classify", str(tmp_path / "a.png"), "--classifier", "torchvision:resnet18", "--no-denoise"])
+    assert r.exit_code != 0 and "DDN_OFFLINE" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["classify", str(tmp_path / "a.png"), "--classifier", "torchvision:no_such_net"])
+    assert r.exit_code != 0 and "no such model" in r.output
+
+
+def test_eval_seg_and_cls_tables_json_plot(tmp_path, seg_net, default_weights):
+    cam = tiny_camvid(tmp_path / "camvid")
+    r = runner.invoke(app, ["eval", "seg", str(cam), "--segmenter", str(seg_net), "--sigma", "0,30",
+                            "--denoiser", str(default_weights), "--json", str(tmp_path / "s.json"),
+                            "--plot", str(tmp_path / "s.png"), "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "s.json").read_text())
+    roles = [v["role"] for v in doc["variants"]]
+    assert roles == ["clean", "noisy", "reconstruction"] and doc["metric"] == "mIoU" and doc["images"] == 3
+    noisy_v, den_v = doc["variants"][1], doc["variants"][2]
+    assert noisy_v["psnr"]["0"] is None and den_v["psnr"]["30"] > noisy_v["psnr"]["30"] + 3
+    assert all(0 <= v["metric"][s] <= 1 for v in doc["variants"] for s in ("0", "30"))
+    assert Image.open(tmp_path / "s.png").size == (900, 560)
+    cif = tiny_cifar(tmp_path / "cifar", 10)
+    clf = tiny_classifier(tmp_path / "c.safetensors")
+    r = runner.invoke(app, ["eval", "cls", str(cif), "--classifier", str(clf), "--sigma", "15",
+                            "--denoiser", str(default_weights), "--json", str(tmp_path / "c.json"), "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert doc["images"] == 10 and doc["metric"] == "top-1"  # one held-out image per class
+
+
+@pytest.mark.skipif("segmenter" not in bundled_manifest().defaults, reason="no bundled segmenter")
+def test_denoise_then_segment(tmp_path):
+    Image.fromarray(noisy(smooth_image(40, 56), 20)).save(tmp_path / "a.png")
+    r = runner.invoke(app, ["denoise", str(tmp_path / "a.png"), str(tmp_path / "out"), "--then", "segment", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "a.mask.png").is_file()
+    r = runner.invoke(app, ["denoise", str(tmp_path / "a.png"), str(tmp_path / "o2"), "--then", "dance"])
+    assert r.exit_code == 2
+
+
+@pytest.mark.skipif("classifier" not in bundled_manifest().defaults, reason="no bundled classifier")
+def test_denoise_then_classify(tmp_path):
+    Image.fromarray(noisy(smooth_image(40, 56), 20)).save(tmp_path / "a.png")
+    r = runner.invoke(app, ["denoise", str(tmp_path / "a.png"), str(tmp_path / "out"), "--then", "classify", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "a.png" in r.output and (tmp_path / "out" / "a.png").is_file()
