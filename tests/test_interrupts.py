@@ -15,14 +15,17 @@ from PIL import Image
 from conftest import no_partial_files, noisy, smooth_image, tree_hashes
 
 DDN = [sys.executable, "-m", "ddn_cli"]
+N_FILES, SHAPE = 48, (192, 256, 3)
 
 
 @pytest.fixture
 def folder(tmp_path):
     root = tmp_path / "in"
     root.mkdir()
-    for i in range(12):
-        Image.fromarray(noisy(smooth_image(160, 200, seed=i), 20)).save(root / f"{i:02d}.png")
+    # enough work (about 2.4 MP in 64-px tiles) that a signal sent after the first output
+    # always lands mid-run, even on a fast idle machine
+    for i in range(N_FILES):
+        Image.fromarray(noisy(smooth_image(SHAPE[0], SHAPE[1], seed=i), 20)).save(root / f"{i:02d}.png")
     return root
 
 
@@ -48,16 +51,16 @@ def test_signal_mid_folder_leaves_no_partial_and_rerun_finishes(folder, tmp_path
     assert b"Traceback" not in err
     assert no_partial_files(out)
     done = sorted(x.name for x in out.glob("*.png"))
-    assert 0 < len(done) < 12
+    assert 0 < len(done) < N_FILES
     for f in done:  # every finished output is whole
-        assert np.asarray(Image.open(out / f)).shape == (160, 200, 3)
+        assert np.asarray(Image.open(out / f)).shape == SHAPE
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert rep["interrupted"] and rep["summary"]["ok"] == len(done)
     r = subprocess.run(DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--quiet", "--json", "-"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0
     rep = json.loads(r.stdout)
-    assert rep["summary"]["skipped"] == len(done) and rep["summary"]["ok"] == 12 - len(done)
+    assert rep["summary"]["skipped"] == len(done) and rep["summary"]["ok"] == N_FILES - len(done)
     assert tree_hashes(folder) == before
 
 
@@ -70,9 +73,9 @@ def test_two_runs_into_one_folder(folder, tmp_path):
         assert p.returncode == 0, p.stderr.read().decode()[-800:]
     ref = subprocess.run(DDN + ["denoise", str(folder / "03.png"), str(tmp_path / "ref.png"), "--sigma", "20", "-q"])
     assert ref.returncode == 0
-    assert no_partial_files(out) and len(list(out.glob("*.png"))) == 12
+    assert no_partial_files(out) and len(list(out.glob("*.png"))) == N_FILES
     for f in out.glob("*.png"):
-        assert np.asarray(Image.open(f)).shape == (160, 200, 3)
+        assert np.asarray(Image.open(f)).shape == SHAPE
     assert np.array_equal(np.asarray(Image.open(out / "03.png")), np.asarray(Image.open(tmp_path / "ref.png")))
 
 
