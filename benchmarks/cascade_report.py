@@ -42,6 +42,11 @@ def bars(doc: dict, task: str) -> list[str]:
         dp = by["guided"]["psnr"][s] - by["reconstruction"]["psnr"][s]
         out.append(f"- sigma {s}: guided PSNR {by['guided']['psnr'][s]:.2f} dB vs {by['reconstruction']['psnr'][s]:.2f} "
                    f"dB ({dp:+.2f} dB; bar: within 0.5 dB): **{'met' if dp > -0.5 else 'not met'}**")
+        if "control" in by:
+            c = by["control"]
+            out.append(f"- sigma {s}: against the lambda-0 control (same fine-tune, MSE only): {task}-guided "
+                       f"{100 * g:.2f} vs {100 * c['metric'][s]:.2f}, PSNR {by['guided']['psnr'][s]:.2f} vs "
+                       f"{c['psnr'][s]:.2f} dB")
         if "cross-task" in by:
             c = by["cross-task"]["metric"][s]
             out.append(f"- sigma {s}: cross-task denoiser {100 * c:.2f} vs reconstruction-only {100 * r:.2f}: "
@@ -59,9 +64,9 @@ def main() -> None:
              "'guided' = fine-tuned through this task's frozen network; 'cross-task' = the other task's guided "
              "denoiser.", ""]
     for task, name, what in (("seg", "Segmentation: CamVid val (101 images, 360x480), mIoU of `resunet_s.camvid`",
-                              "ddn eval seg ../shared/data/camvid --sigma 0,15,30,60"),
+                              "ddn eval seg ../shared/data/camvid --sigma 0,15,30,60 -m ddn.color-sigma -m ddn.seg -m ddn.cls -m runs/sweep/seg_lambda0.safetensors"),
                              ("cls", "Classification: CIFAR-10 held-out 10% (5000 images), top-1 of `resnet9.cifar10`",
-                              "ddn eval cls ../shared/data/cifar10/train --sigma 0,15,30,60")):
+                              "OMP_NUM_THREADS=1 ddn eval cls ../shared/data/cifar10/train --sigma 0,15,30,60 -m ddn.color-sigma -m ddn.cls -m ddn.seg -m runs/sweep/cls_lambda0.safetensors")):
         f = RES / f"eval_{task}.json"
         if not f.is_file():
             parts += [f"## {name}", "", "Not measured yet.", ""]
@@ -87,6 +92,17 @@ def main() -> None:
                 parts.append(f"| {r['lambda']:g} | {r['psnr']['30.0']:.2f} | {r['psnr']['60.0']:.2f} | "
                              f"{100 * r['metric']['30.0']:.2f} | {100 * r['metric']['60.0']:.2f} |")
             parts.append("")
+    parts += ["## Where this stands", "",
+              "- Classification reproduces the paper: every bar is met, and the gain over the lambda-0 control "
+              "shows it comes from the task loss, not from fine-tuning on CIFAR images.",
+              "- Segmentation does not yet. The bundled segmenter loses little behind the reconstruction-only "
+              "denoiser (62.1 of 62.9 mIoU at sigma 30), and the cascade's task loss, computed on CamVid *train* "
+              "images that the segmenter fits far better than unseen ones, lowered val mIoU slightly while the "
+              "lambda-0 control did not. `ddn.seg` is shipped and measured but is not the default. Next things to "
+              "try: a segmenter trained with stronger regularisation (so its training-set gradients resemble "
+              "unseen images'), longer cascade runs with larger batches, and the unweighted cross entropy.",
+              "- The lambda-0 controls (`runs/sweep/*_lambda0.safetensors`) are not shipped; rerun "
+              "`benchmarks/cascade_sweep.py` to rebuild them.", ""]
     (RES / "RESULTS.md").write_text("\n".join(parts) + "\n")
     print("wrote", RES / "RESULTS.md")
 

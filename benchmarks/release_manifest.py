@@ -141,6 +141,16 @@ def guided_entry(task: str) -> dict | None:
     }
 
 
+def beats_reconstruction(task: str) -> bool:
+    """A guided denoiser becomes its task's default only if it measured better than the
+    reconstruction-only denoiser on the task at sigma 30 and 60 (ddn eval JSON)."""
+    ev = RES / "cascade" / f"eval_{task}.json"
+    if not ev.is_file():
+        return False
+    by = {v["role"]: v for v in json.loads(ev.read_text())["variants"]}
+    return all(by["guided"]["metric"][s] > by["reconstruction"]["metric"][s] for s in ("30", "60"))
+
+
 def main() -> None:
     from ddn_cli.weightfile import load_weights
 
@@ -193,6 +203,8 @@ def main() -> None:
                     ("classifier", classifier_entry())):
         if e:
             entries.append(e)
+            if kind in ("seg", "cls") and not beats_reconstruction(kind):
+                continue  # shipped and listed, but not the default while it measures worse
             defaults[kind] = e["name"]
     man = {"schema": 1, "defaults": defaults, "weights": entries}
     (ROOT / "weights" / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")

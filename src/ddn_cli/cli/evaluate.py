@@ -104,8 +104,11 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
         dens = []
         for name in denoiser:
             path = resolve_weights(name)
-            task = load_weights(path)[1].get("task", "denoise")
+            meta = load_weights(path)[1]
+            task = meta.get("task", "denoise")
             role = {"denoise": "reconstruction", kind: "guided", other: "cross-task"}.get(task, task)
+            if task in ("seg", "cls") and meta.get("cascade", {}).get("lambda") == 0:
+                role = "control"  # fine-tuned on the task's images with the MSE alone (lambda 0)
             dens.append((name, role, Denoiser.load(path, name=name, device=device, precision=precision)))
         td = load_task_data(kind, data, split, limit)
         err.print(f"{len(td.images)} images; high-level net {net.name}; denoisers: "
