@@ -1,0 +1,83 @@
+"""Folder throughput: does `ddn denoise DIR OUT` keep the model busy on many small images?
+
+Compares (a) the pure compute rate - the same images already decoded in memory, denoised
+one after another with the same settings, no decoding or encoding - with (b) a real
+`ddn denoise` folder run (PNG decode + encode overlapped by the reader/writer threads),
+timed by its own JSON report (model loading excluded) and as a whole process.
+
+    python benchmarks/folder_throughput.py --n 120 --size 256x320
+Writes benchmarks/results/folder_throughput.json. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=120)
+    ap.add_argument("--size", default="256x320")
+    ap.add_argument("--sigma", type=float, default=25)
+    a = ap.parse_args()
+    h, w = (int(v) for v in a.size.split("x"))
+    from ddn_cli.descriptor import Denoiser
+    from ddn_cli.io import read_image
+    from ddn_cli.pipeline import auto_tile, denoise_image
+    from ddn_cli.registry import resolve_weights
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        kodak = sorted((ROOT.parent / "shared/data/kodak24").glob("*.png"))
+        rng = np.random.default_rng(0)
+        for i in range(a.n):
+            if kodak:
+                base = np.asarray(Image.open(kodak[i % len(kodak)]).convert("RGB"))
+                y, x = rng.integers(0, base.shape[0] - h), rng.integers(0, base.shape[1] - w)
+                img = base[y:y + h, x:x + w].astype(np.float32)
+            else:
+                img = rng.uniform(0, 255, (h, w, 3)).astype(np.float32)
+            noisy = np.clip(np.round(img + rng.normal(0, a.sigma, img.shape)), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(src / f"{i:04d}.png")
+        mp = a.n * h * w / 1e6
+
+        den = Denoiser.load(resolve_weights(None), name="default")
+        images = [read_image(p) for p in sorted(src.glob("*.png"))]
+        tile, batch = auto_tile(den.device.type)
+        denoise_image(images[0], den, sigma=a.sigma, tile=tile, overlap=den.overlap, batch_size=batch)  # warm-up
+        t0 = time.perf_counter()
+        for im in images:
+            denoise_image(im, den, sigma=a.sigma, tile=tile, overlap=den.overlap, batch_size=batch)
+        pure = mp / (time.perf_counter() - t0)
+        del den
+
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "ddn_cli", "denoise", str(src), str(Path(tmp) / "out"), "--sigma",
+                            f"{a.sigma:g}", "--quiet", "--json", "-"], capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - t0
+        rep = json.loads(r.stdout)
+    folder = rep["summary"]["megapixels"] / rep["seconds"]
+    res = {"images": a.n, "size": [h, w], "megapixels": round(mp, 3), "sigma": a.sigma,
+           "precision": rep["precision"], "pure_compute_mp_s": round(pure, 4), "folder_run_mp_s": round(folder, 4),
+           "ratio": round(folder / pure, 4), "whole_process_s": round(wall, 2),
+           "whole_process_mp_s": round(mp / wall, 4), "command": " ".join(sys.argv)}
+    out = ROOT / "benchmarks/results/folder_throughput.json"
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
