@@ -130,6 +130,8 @@ def guided_entry(task: str) -> dict | None:
         "config": meta["config"],
         "training": {"init": t["init"], "data": t["data"][0].replace(str(ROOT.parent) + "/", "../"),
                      "task_net": c["task_net"], "task_net_sha256_of_state": c["task_net_sha"], "lambda": c["lambda"],
+                     "task_target": c.get("target", "labels") + (" (the frozen network's argmax on the clean image)"
+                                                                  if c.get("target") == "clean" else " (ground truth)"),
                      "loss": t["loss"], "sigma": t["sigma"], "clip_fraction": t["clip_fraction"],
                      "steps": meta["best"]["step"], "batch": t["batch_size"], "patch": t["patch"], "lr": t["lr"],
                      "selection": f"best mean task metric at sigma {t['val_sigmas']} on {c['held_out']} images held "

@@ -179,3 +179,24 @@ def test_cascade_ddp_two_cpu_processes(tmp_path):
     done = [e for e in events if e["event"] == "done"][0]
     assert done["task_net_sha_before"] == done["task_net_sha_after"]
     assert any(e["event"] == "data" and e["world_size"] == 2 for e in events)
+
+
+def test_clean_target_fits_the_networks_own_clean_prediction(tmp_path):
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    from ddn_cli.devices import resolve_precision
+
+    prec, cpu = resolve_precision("fp32", torch.device("cpu")), torch.device("cpu")
+    c = build_cascade("cls", str(data), str(net), 1.0, cpu, val_count=4, target="clean")
+    x, y = c.sample(6, torch.Generator().manual_seed(0))
+    clean = x.float() / 255
+    own = c.net(clean).argmax(1)
+    wrong = (own + 1) % 10  # labels the network never predicts on these images
+    assert torch.allclose(c.task_loss(clean, wrong, prec, cpu, clean),
+                          torch.nn.functional.cross_entropy(c.net(clean), own))
+    with pytest.raises(ValueError):
+        c.task_loss(clean, wrong, prec, cpu)
+    with pytest.raises(UsageError, match="task-target"):
+        build_cascade("cls", str(data), str(net), 1.0, cpu, val_count=4, target="nope")
+    res = run_cascade("cls", data, net, tmp_path / "o.safetensors", task_target="clean", steps=2)
+    assert res["task_net_sha_before"] == res["task_net_sha_after"]
+    assert load_weights(tmp_path / "o.safetensors")[1]["cascade"]["target"] == "clean"

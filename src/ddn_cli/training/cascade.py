@@ -91,6 +91,8 @@ class Cascade:
     lam: float
     hash_before: str
     class_weights: torch.Tensor | None = None
+    target: str = "labels"  # labels | clean: the network's own prediction on the clean image
+
 
     def __len__(self) -> int:
         return len(self.bank)
@@ -98,7 +100,17 @@ class Cascade:
     def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.bank.sample(batch, gen)
 
-    def task_loss(self, denoised: torch.Tensor, labels: torch.Tensor, precision, device) -> torch.Tensor:
+    def task_loss(self, denoised: torch.Tensor, labels: torch.Tensor, precision, device,
+                  clean: torch.Tensor | None = None) -> torch.Tensor:
+        if self.target == "clean":
+            # ask the network to see the denoised image as it sees the clean one, instead
+            # of fitting the labels where even the clean image is misclassified
+            if clean is None:
+                raise ValueError("target 'clean' needs the clean batch")
+            with torch.no_grad():
+                xc = clean.contiguous(memory_format=torch.channels_last) if precision.channels_last else clean
+                with precision.autocast(device):
+                    labels = self.net(xc).float().argmax(1)
         x = denoised
         if precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -157,7 +169,7 @@ class Cascade:
 
 
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
-                  *, crop: int = 192, val_count: int = 0) -> Cascade:
+                  *, crop: int = 192, val_count: int = 0, target: str = "labels") -> Cascade:
     """Load the frozen task network and the task's data. ``data``: the CamVid folder
     (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
     (width = 4/3 of it)."""
@@ -192,4 +204,6 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
         tr, va = perm[:-n_val], perm[-n_val:]
         bank = _CifarBank(x[tr], y[tr])
         val_x, val_y = x[va], y[va]
-    return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw)
+    if target not in ("labels", "clean"):
+        raise UsageError(f"--task-target {target!r}: use labels or clean")
+    return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target)

@@ -43,6 +43,7 @@ class TrainConfig:
     log: str | None = None
     lam: float | None = None  # cascade tasks: weight of the task loss (None = the task's default)
     task_net: str | None = None  # cascade tasks: the frozen high-level network (None = bundled)
+    task_target: str = "labels"  # cascade tasks: labels, or clean = the network's prediction on the clean image
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

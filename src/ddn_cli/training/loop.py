@@ -114,7 +114,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         # the schedule-defining fields come from the checkpoint
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
-            "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net")}, "resume": True})
+            "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target")}, "resume": True})
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
@@ -139,7 +139,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     if cfg.task in ("seg", "cls"):
         from .cascade import build_cascade
 
-        cascade = build_cascade(cfg.task, cfg.data[0], cfg.task_net, cfg.lam, device, crop=cfg.patch)
+        cascade = build_cascade(cfg.task, cfg.data[0], cfg.task_net, cfg.lam, device, crop=cfg.patch,
+                                target=cfg.task_target)
         bank = cascade
         emit({"event": "cascade", "task_net": cascade.net_path, "lambda": cascade.lam,
               "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
@@ -198,7 +199,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             pred = m(noisy, (sig / 255.0).to(device)) if noise_level else m(noisy)
         loss = reconstruction_loss(cfg.loss, pred.float(), clean)
         if cascade is not None and cascade.lam > 0:
-            loss = loss + cascade.lam * cascade.task_loss(pred.float(), labels, precision, device)
+            loss = loss + cascade.lam * cascade.task_loss(pred.float(), labels, precision, device, clean)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -238,7 +239,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             return {}
         return {"cascade": {"task_net": Path(cascade.net_path).name, "task_net_meta": {
             k: cascade.net_meta.get(k) for k in ("arch", "task", "classes", "val_acc", "val")},
-            "lambda": cascade.lam, "task_net_sha": cascade.hash_before, "held_out": len(cascade.val_x)}}
+            "lambda": cascade.lam, "target": cascade.target, "task_net_sha": cascade.hash_before, "held_out": len(cascade.val_x)}}
 
     def snapshot_best(psnrs: dict[float, float], which: str, m: torch.nn.Module, metric: dict | None = None) -> None:
         score = float(np.mean(list((metric or psnrs).values())))
