@@ -42,18 +42,12 @@ def to_rgb01(color: np.ndarray) -> np.ndarray:
 def classify_files(paths: list[Path], *, denoiser=None, classifier: HighLevelNet, sigma: float | None = None,
                    k: int = 5, max_pixels: int = 200_000_000) -> list[Classification]:
     from .errors import DdnError
-    from .io import read_image
-    from .pipeline import auto_tile, denoise_image
+    from .pipeline import read_denoised
 
     out = []
     for p in paths:
         try:
-            img = read_image(p, max_pixels)
-            used = None
-            if denoiser is not None:
-                tile, batch = auto_tile(denoiser.device.type)
-                img, used = denoise_image(img, denoiser, sigma=sigma, tile=tile, overlap=denoiser.overlap,
-                                          batch_size=batch)
+            img, used = read_denoised(p, denoiser, sigma=sigma, max_pixels=max_pixels)
             out.append(Classification(str(p), "ok", top_k(classifier, to_rgb01(img.color), k),
                                       None if used is None else round(used, 3), getattr(denoiser, "name", None),
                                       classifier.name))

@@ -87,6 +87,16 @@ def denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overla
     return res, float(sigma)
 
 
+def read_denoised(path, den, *, sigma: float | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[ImageData, float | None]:
+    """Read ``path`` and, when ``den`` is given, denoise it with the device's default tiling.
+    Returns (image, sigma used or None) - the front half of ``ddn segment``/``ddn classify``."""
+    img = read_image(path, max_pixels)
+    if den is None:
+        return img, None
+    tile, batch = auto_tile(den.device.type)
+    return denoise_image(img, den, sigma=sigma, tile=tile, overlap=den.overlap, batch_size=batch)
+
+
 def process(jobs: Sequence[Job], den, opts: DenoiseOptions, on_event: Event | None = None,
             sink: list[Result] | None = None) -> Iterator[Result]:
     """Denoise every job; yields one ``Result`` per job, in order. A failing input is

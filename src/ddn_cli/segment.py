@@ -122,8 +122,8 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
 
     from .classify import to_rgb01
     from .errors import DdnError
-    from .io import read_image, write_atomic
-    from .pipeline import auto_tile, denoise_image
+    from .io import write_atomic
+    from .pipeline import read_denoised
 
     res = []
     resolved_inputs = {p.resolve() for p, _, _ in items}
@@ -136,12 +136,7 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
             res.append(Segmentation(str(src), "skipped", str(mpath), str(opath)))
             continue
         try:
-            img = read_image(src, max_pixels)
-            used = None
-            if denoiser is not None:
-                tile, batch = auto_tile(denoiser.device.type)
-                img, used = denoise_image(img, denoiser, sigma=sigma, tile=tile, overlap=denoiser.overlap,
-                                          batch_size=batch)
+            img, used = read_denoised(src, denoiser, sigma=sigma, max_pixels=max_pixels)
             rgb = to_rgb01(img.color)
             labels = segment_array(segmenter, rgb, precision=precision)
             rgb8 = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)

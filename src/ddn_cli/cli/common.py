@@ -53,3 +53,20 @@ def _escape(s: str) -> str:
 
 def show_progress(quiet: bool) -> bool:
     return not quiet and err.is_terminal and sys.stderr.isatty()
+
+
+def write_records(records: list, json_out: str | None) -> None:
+    """``--json PATH|-``: dataclass records as a JSON list, to stdout or atomically to PATH."""
+    if not json_out:
+        return
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    text = json.dumps([asdict(r) for r in records], indent=2)
+    if json_out == "-":
+        typer.echo(text)
+    else:
+        from ..io import write_atomic
+
+        write_atomic(Path(json_out), (text + "\n").encode())

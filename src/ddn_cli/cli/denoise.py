@@ -93,16 +93,10 @@ def denoise(
 def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwrite: bool) -> int:
     """Run the high-level task on denoised outputs (no second denoising)."""
     if then == "segment":
-        from ..devices import resolve_device, resolve_precision
-        from ..highlevel import load_highlevel
-        from ..segment import output_paths, segment_files
-        from .segment import report
+        from .segment import report, run
 
-        dev = resolve_device(device)
-        seg = load_highlevel(None, "segmenter", dev)
-        jobs = [(p, *output_paths(p, None, p.parent)) for p in outputs]
-        res = segment_files(jobs, segmenter=seg, denoiser=None, overwrite=overwrite,
-                            precision=resolve_precision(precision, dev))
+        res = run([(p, p.parent) for p in outputs], denoise=False, denoiser=None, segmenter=None, sigma=None,
+                  overwrite=overwrite, device=device, precision=precision)
         report(res, None)
     else:
         from ..classify import classify_files

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .common import EXIT_FAILED, err, fail, handled, out
+from .common import EXIT_FAILED, err, fail, handled, out, write_records
 
 
 def segment(
@@ -80,14 +78,7 @@ def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, de
 
 
 def report(res, json_out: str | None) -> None:
-    if json_out:
-        text = json.dumps([asdict(r) for r in res], indent=2)
-        if json_out == "-":
-            typer.echo(text)
-        else:
-            from ..io import write_atomic
-
-            write_atomic(Path(json_out), (text + "\n").encode())
+    write_records(res, json_out)
     if json_out != "-":
         from rich.table import Table
 
