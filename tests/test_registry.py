@@ -89,6 +89,24 @@ def test_pickle_files_are_refused(tmp_path):
         load_weights(q)
 
 
+def test_safetensors_whose_header_length_looks_like_pickle_still_load(tmp_path):
+    # a header length of 0x..80 starts the file with pickle's opening byte; one such
+    # file came back from a real training run and was refused before this was fixed
+    p = tmp_path / "w.safetensors"
+    for pad in range(300):
+        save_weights({"a": torch.arange(3.0)}, p, {"arch": "ddn", "note": "x" * pad})
+        if p.read_bytes()[:1] == b"\x80":
+            break
+    assert p.read_bytes()[:1] == b"\x80"
+    sd, meta = load_weights(p)
+    assert torch.equal(sd["a"], torch.arange(3.0)) and meta["note"].startswith("x")
+    legacy = tmp_path / "legacy.safetensors"  # old non-zip torch.save: raw pickle, starts 0x80
+    torch.save({"a": torch.zeros(1)}, legacy, _use_new_zipfile_serialization=False)
+    assert legacy.read_bytes()[:1] == b"\x80"
+    with pytest.raises(UnsafeWeights):
+        load_weights(legacy)
+
+
 def test_save_and_load_roundtrip(tmp_path):
     p = tmp_path / "w.safetensors"
     save_weights({"a": torch.arange(3.0)}, p, {"arch": "ddn", "config": {"k": 1}})

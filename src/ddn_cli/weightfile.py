@@ -38,6 +38,16 @@ def save_weights(state_dict: dict, path: str | Path, metadata: dict[str, str | d
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
+def _looks_like_safetensors(data: bytes) -> bool:
+    """A safetensors file starts with its JSON header's length (u64, little-endian) and
+    then ``{``. That length's first byte can be 0x80 (pickle's opening byte) or the
+    bytes can spell ``PK``, so the pickle sniffing must not run on such files."""
+    if len(data) < 10:
+        return False
+    n = int.from_bytes(data[:8], "little")
+    return 8 + n <= len(data) and data[8:9] == b"{"
+
+
 def load_weights(path: str | Path) -> tuple[dict, dict]:
     """Load a safetensors file -> (state_dict, metadata with JSON values decoded).
     Raises ``UnsafeWeights`` for pickle-based files and ``WeightsNotFound`` if missing."""
@@ -48,7 +58,8 @@ def load_weights(path: str | Path) -> tuple[dict, dict]:
     if not path.is_file():
         raise WeightsNotFound(f"{path}: weight file not found")
     data = path.read_bytes()
-    if path.suffix.lower() in PICKLE_SUFFIXES or data[:2] == b"PK" or data[:1] == b"\x80":
+    if path.suffix.lower() in PICKLE_SUFFIXES or (not _looks_like_safetensors(data)
+                                                   and (data[:2] == b"PK" or data[:1] == b"\x80")):
         raise UnsafeWeights(
             f"{path}: pickle-based weights are refused (they can run code when loaded)",
             "convert trusted weights with `ddn models import-pth FILE OUT.safetensors`",
