@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--init", default=None)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--name", default="ddn_color_sigma")
+    ap.add_argument("--loss", default="l1", choices=("l1", "mse", "charbonnier"))
+    ap.add_argument("--no-bench", action="store_true", help="skip the forward-throughput table")
     args = ap.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,7 @@ def main() -> None:
         data_root=str(dd), val_sigmas=(15.0, 25.0, 50.0),
         out=str(out / f"{args.name}.safetensors"), init=args.init, steps=args.steps, time_budget=args.budget,
         batch_size=args.batch, patch=args.patch, lr=args.lr, warmup=args.warmup, val_every=1000, ckpt_minutes=1.0,
-        sigma="0-75", clip_fraction=0.5, loss="l1", ema=0.999, device="auto", precision="bf16", seed=0,
+        sigma="0-75", clip_fraction=0.5, loss=args.loss, ema=0.999, device="auto", precision="bf16", seed=0,
     )
     t0 = time.time()
 
@@ -60,7 +62,7 @@ def main() -> None:
             print(line, flush=True)
 
     train_denoiser(cfg, on_event)
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not args.no_bench:
         bench(out)
 
 
