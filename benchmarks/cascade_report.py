@@ -60,7 +60,9 @@ def main() -> None:
              "produced by the commands in each section; raw numbers are in the JSON files beside this document. "
              "Metric in percent, each denoiser's PSNR in brackets. Noise: the denoising protocol (seeded per image, "
              "unclipped, the denoiser is told the true sigma); the high-level network always sees 8-bit images. "
-             "'reconstruction' = the shipped `ddn.color-sigma` (trained for reconstruction only, L1); "
+             "'reconstruction' = `ddn.color-sigma` v1 (trained for reconstruction only, L1; the default until "
+             "2026-11-26 and the starting point of both guided denoisers, sha256 460de281..., in git history); "
+             "the v2 default is measured in its own section below; "
              "'guided' = fine-tuned through this task's frozen network; 'cross-task' = the other task's guided "
              "denoiser.", ""]
     for task, name, what in (("seg", "Segmentation: CamVid val (101 images, 360x480), mIoU of `resunet_s.camvid`",
@@ -79,6 +81,18 @@ def main() -> None:
         if crop.is_file():
             parts += [f"Side by side at sigma 60 (`python benchmarks/cascade_figures.py --sigma 60`):", "",
                       f"![crop](crop_{task}_sigma60.png)", ""]
+    v2 = [(t, RES / f"eval_{t}_v2.json") for t in ("seg", "cls")]
+    if any(f.is_file() for _, f in v2):
+        parts += ["## The v2 reconstruction default", "",
+                  "`ddn.color-sigma` v2 (two more reconstruction-only fine-tuning stages, +0.01-0.02 dB on CBSD68) "
+                  "in front of the same frozen networks, so the guided denoisers can be compared with the "
+                  "current default too:", ""]
+        for t, f in v2:
+            if f.is_file():
+                doc = json.loads(f.read_text())
+                parts += [f"`ddn eval {t} {doc['data']} --sigma 30,60 -m ddn.color-sigma --json "
+                          f"benchmarks/results/cascade/eval_{t}_v2.json` ({doc['precision']}, {doc['seconds']:.0f} s)",
+                          "", table(doc), ""]
     extra = RES / "eval_seg_clean_target.json"
     if extra.is_file():
         doc = json.loads(extra.read_text())

@@ -3,7 +3,7 @@
     python benchmarks/release_manifest.py   # rewrites weights/manifest.json for ddn.color-sigma
 
 Metrics come from the `ddn eval denoise --json` files in benchmarks/results/; the
-training record from the H200 logs in benchmarks/results/training/. Nothing here is
+training record from the H200/H100 logs in benchmarks/results/training/. Nothing here is
 typed in by hand except the description of the recipe.
 """
 
@@ -125,7 +125,7 @@ def guided_entry(task: str) -> dict | None:
         "name": name, "arch": "ddn", "task": task, "file": wpath.name,
         "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "license": "MIT",
         "description": ("segmentation" if task == "seg" else "classification") + "-guided denoiser: ddn.color-sigma "
-                       "fine-tuned through the frozen " + ("CamVid segmenter" if task == "seg" else "CIFAR-10 classifier")
+                       "v1 (stages 1-2, sha256 460de281...) fine-tuned through the frozen " + ("CamVid segmenter" if task == "seg" else "CIFAR-10 classifier")
                        + " with L = MSE + lambda * cross entropy (Liu et al. 2020)",
         "config": meta["config"],
         "training": {"init": t["init"], "data": t["data"][0].replace(str(ROOT.parent) + "/", "../"),
@@ -162,6 +162,10 @@ def main() -> None:
     _, meta = load_weights(wpath)
     s1 = done(RES / "training" / "stage1_h200_log.jsonl")
     s2 = done(RES / "training" / "stage2_h200_log.jsonl")
+    s3 = done(RES / "training" / "stage3_h100_log.jsonl")
+    s3_alt = done(RES / "training" / "stage3_h100_alt_lr1e-4_log.jsonl")
+    s4c = done(RES / "training" / "stage4_h100_mse_lr5e-5_log.jsonl")
+    s4d = done(RES / "training" / "stage4_h100_mse_lr2e-5_log.jsonl")
     metrics = {}
     for ds, key in (("CBSD68", "cbsd68"), ("Kodak24", "kodak24")):
         metrics[ds] = {}
@@ -178,19 +182,35 @@ def main() -> None:
                 "never CBSD68 or Kodak24",
         "validation": "16 held-out ImageNet samples (benchmarks/splits/denoise_val.txt), sigma 15/25/50",
         "noise": "sigma ~ U(0, 75) per patch; 50% of patches clipped to [0,255] and quantised to 8 bits",
-        "loss": "L1", "optimizer": "AdamW(betas 0.9/0.99, wd 0), warmup + cosine, grad clip 1.0, EMA 0.999 "
-                                   "(EMA weights were not better on validation; raw weights selected)",
+        "loss": "L1 (stages 1-3), then MSE (stage 4)",
+        "optimizer": "AdamW(betas 0.9/0.99, wd 0), warmup + cosine, grad clip 1.0, EMA 0.999 "
+                     "(validated alongside the raw weights; the better one kept)",
         "precision": "bf16 autocast + channels_last",
-        "hardware": "1x NVIDIA H200 (lent device), benchmarks/gpu_train.py",
+        "hardware": "stages 1-2: 1x NVIDIA H200; stages 3-4: 1x NVIDIA H100 80GB HBM3 (lent devices), "
+                    "benchmarks/gpu_train.py via benchmarks/device_run.sh and device_run2.sh",
+        "selection": "every choice (checkpoint, variant, averaging) by PSNR on the 16 validation images; "
+                     "CBSD68 and Kodak24 only measured afterwards",
         "stages": [
             {"steps": s1["steps_done"], "batch": 64, "patch": 128, "lr": 1e-3, "wall_s": round(s1["elapsed_s"], 1),
              "patches_per_s": round(s1["patches_per_s"], 1), "val_psnr": s1["best"]["psnr"]},
             {"init": "stage 1", "steps": s2["steps_done"], "scheduled_steps": s2["total"], "batch": 32, "patch": 192,
              "lr": 2e-4, "wall_s": round(s2["elapsed_s"], 1), "patches_per_s": round(s2["patches_per_s"], 1),
              "stopped": "time budget", "val_psnr": s2["best"]["psnr"]},
+            {"init": "stage 2", "steps": s3["steps_done"], "batch": 64, "patch": 256, "lr": 5e-5, "loss": "L1",
+             "wall_s": round(s3["elapsed_s"], 1), "patches_per_s": round(s3["patches_per_s"], 1),
+             "kept_step": s3["best"]["step"], "val_psnr": s3["best"]["psnr"],
+             "note": "run side by side with a batch-32/patch-192/lr-1e-4 variant "
+                     f"(val {s3_alt['best']['psnr']}), which validated lower"},
+            {"init": "stage 3", "loss": "MSE", "batch": 64, "patch": 256,
+             "runs": [{"lr": 5e-5, "steps": s4c["steps_done"], "kept_step": s4c["best"]["step"],
+                       "val_psnr": s4c["best"]["psnr"], "wall_s": round(s4c["elapsed_s"], 1)},
+                      {"lr": 2e-5, "steps": s4d["steps_done"], "kept_step": s4d["best"]["step"],
+                       "val_psnr": s4d["best"]["psnr"], "wall_s": round(s4d["elapsed_s"], 1)}],
+             "result": "the two runs' weights averaged (validated best, ddn eval fp32)"},
         ],
-        "steps": s1["steps_done"] + s2["steps_done"],
-        "wall_s": round(s1["elapsed_s"] + s2["elapsed_s"], 1),
+        # steps behind the shipped weights (each stage continued from the kept step of the last)
+        "steps": s1["steps_done"] + s2["steps_done"] + s3["best"]["step"] + s4c["best"]["step"],
+        "wall_s": round(s1["elapsed_s"] + s2["elapsed_s"] + s3["elapsed_s"] + s4c["elapsed_s"], 1),
     }
     entry = {
         "name": name, "arch": "ddn", "task": "denoise", "file": file,
