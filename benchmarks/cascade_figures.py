@@ -19,13 +19,13 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ddn_cli.classify import top_k  # noqa: E402
-from ddn_cli.descriptor import Denoiser  # noqa: E402
-from ddn_cli.evaluation.protocol import make_noisy, to_uint8  # noqa: E402
-from ddn_cli.evaluation.task_eval import load_task_data  # noqa: E402
-from ddn_cli.highlevel import load_highlevel  # noqa: E402
-from ddn_cli.registry import resolve_weights  # noqa: E402
-from ddn_cli.segment import segment_array  # noqa: E402
+from ddn_cli.classify import top_k
+from ddn_cli.descriptor import Denoiser
+from ddn_cli.evaluation.protocol import make_noisy, to_uint8
+from ddn_cli.evaluation.task_eval import load_task_data
+from ddn_cli.highlevel import load_highlevel
+from ddn_cli.registry import resolve_weights
+from ddn_cli.segment import segment_array
 
 OUT = ROOT / "benchmarks/results/cascade"
 

@@ -79,7 +79,7 @@ def main() -> None:
                   table(doc), "", f"![{task}](eval_{task}.png)", "", "Bars:", "", *bars(doc, task), ""]
         crop = RES / f"crop_{task}_sigma60.png"
         if crop.is_file():
-            parts += [f"Side by side at sigma 60 (`python benchmarks/cascade_figures.py --sigma 60`):", "",
+            parts += ["Side by side at sigma 60 (`python benchmarks/cascade_figures.py --sigma 60`):", "",
                       f"![crop](crop_{task}_sigma60.png)", ""]
     v2 = [(t, RES / f"eval_{t}_v2.json") for t in ("seg", "cls")]
     if any(f.is_file() for _, f in v2):

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ddn_cli.training.config import TrainConfig  # noqa: E402
-from ddn_cli.training.loop import train_denoiser  # noqa: E402
+from ddn_cli.training.config import TrainConfig
+from ddn_cli.training.loop import train_denoiser
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def main() -> None:
     from ddn_cli.descriptor import Denoiser
     from ddn_cli.registry import resolve_weights
 
-    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     x = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(0)).contiguous(
         memory_format=torch.channels_last)
     res: dict = {"tile": "1x3x512x512", "torch": torch.__version__, "rows": []}

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from ddn_cli.evaluation.protocol import make_noisy  # noqa: E402
-from ddn_cli.noise import estimate_sigma  # noqa: E402
-from ddn_cli.training.data import decode_rgb8, list_training_images  # noqa: E402
+from ddn_cli.evaluation.protocol import make_noisy
+from ddn_cli.noise import estimate_sigma
+from ddn_cli.training.data import decode_rgb8, list_training_images
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter  # noqa: E402
+from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter
 
 
 def main() -> None:

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_image
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import smooth_image
 from ddn_cli.cli.app import app
 from ddn_cli.errors import UsageError
 from ddn_cli.models.classifier import CIFAR10_CLASSES, ResNet9

@@ -6,10 +6,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import no_partial_files, noisy, smooth_image, tree_hashes
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import no_partial_files, noisy, smooth_image, tree_hashes
 from ddn_cli.cli.app import app
 from ddn_cli.evaluation.metrics import psnr
 

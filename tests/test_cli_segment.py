@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import file_hash, no_partial_files, noisy, smooth_image
 from PIL import Image
+from test_cascade import tiny_camvid, tiny_cifar, tiny_classifier, tiny_segmenter
 from typer.testing import CliRunner
 
-from conftest import file_hash, no_partial_files, noisy, smooth_image
-from test_cascade import tiny_camvid, tiny_cifar, tiny_classifier, tiny_segmenter
 from ddn_cli.cli.app import app
 from ddn_cli.highlevel import load_highlevel
 from ddn_cli.registry import bundled_manifest

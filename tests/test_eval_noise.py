@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
+from conftest import noisy, smooth_image
 from typer.testing import CliRunner
 
-from conftest import noisy, smooth_image
 from ddn_cli.cli.app import app
 from ddn_cli.evaluation.metrics import psnr, ssim
-from ddn_cli.evaluation.protocol import make_noisy, to_uint8
+from ddn_cli.evaluation.protocol import make_noisy
 from ddn_cli.noise import estimate_sigma
 
 

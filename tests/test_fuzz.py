@@ -8,11 +8,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from conftest import smooth_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import smooth_image
 from ddn_cli.errors import DdnError
 from ddn_cli.io import read_image
 

@@ -7,16 +7,15 @@ import io
 import json
 import os
 import struct
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import no_partial_files, noisy, smooth_image, tree_hashes
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import no_partial_files, noisy, smooth_image, tree_hashes
 from ddn_cli.cli.app import app
 
 runner = CliRunner()

@@ -5,10 +5,8 @@ import http.server
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ddn_cli import hub
@@ -128,7 +126,7 @@ def test_wrong_hash_deletes_temp_and_leaves_cache(server, payload):
 def test_truncated_body_is_not_cached(server, payload):
     server.files["/w.safetensors"] = payload[:100]
     dest = hub.weights_dir() / "w.safetensors"
-    with pytest.raises(Exception):
+    with pytest.raises(hub.DownloadError):  # a clean, user-facing error, not a crash
         hub.download([server.url + "/w.safetensors"], dest, sha(payload), len(payload), **fast())
     assert not dest.exists()
 

@@ -1,18 +1,15 @@
 """Interrupts and concurrency, with real processes and real signals."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import no_partial_files, noisy, smooth_image, tree_hashes
+from PIL import Image
 
 DDN = [sys.executable, "-m", "ddn_cli"]
 N_FILES, SHAPE = 48, (192, 256, 3)

@@ -1,12 +1,11 @@
 import io
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import smooth_image
 from PIL import Image
 
-from conftest import smooth_image
 from ddn_cli.errors import ImageTooLarge, UnsupportedImage, UsageError
 from ddn_cli.io import ImageData, encode_image, plan_jobs, read_image, write_atomic, write_image
 

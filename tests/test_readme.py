@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def quick_start_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```(?:sh|bash)\n(.+?)\n```", section, re.S)
+    return re.findall(r"```(?:sh|bash)\n(.+?)\n```", section, re.DOTALL)
 
 
 def test_exactly_two_quick_start_commands():

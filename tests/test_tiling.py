@@ -38,9 +38,8 @@ def test_tiled_equals_untiled_with_the_shipped_model(default_weights):
     """The shipped model, tiled with the default overlap, matches a single pass within 1/255."""
     from conftest import noisy, smooth_image
 
-    from ddn_cli.descriptor import Denoiser
-
     from ddn_cli.demo import sample_path
+    from ddn_cli.descriptor import Denoiser
 
     den = Denoiser.load(default_weights, device="cpu", precision="fp32")
     from ddn_cli.pipeline import auto_tile

@@ -2,15 +2,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import smooth_image
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import smooth_image
 from ddn_cli.cli.app import app
 from ddn_cli.errors import UsageError
 from ddn_cli.training.checkpoint import load_checkpoint

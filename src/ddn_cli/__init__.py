@@ -10,4 +10,4 @@ __version__ = "0.1.0"
 
 from .errors import DdnError
 
-__all__ = ["__version__", "DdnError"]
+__all__ = ["DdnError", "__version__"]

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import ssl
 import time
 import urllib.error
@@ -205,7 +204,7 @@ def download(
                 except _Permanent as e:
                     last_err = e
                     break
-                except (urllib.error.URLError, OSError, socket.timeout, _Retry) as e:
+                except (TimeoutError, urllib.error.URLError, OSError, _Retry) as e:
                     last_err = e
                     time.sleep(backoff * (2**attempt))
             else:

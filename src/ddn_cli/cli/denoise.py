@@ -111,7 +111,14 @@ def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwr
 
 def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, precision, fmt, quality, overwrite,
          quiet, json_out, max_pixels, offline) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from ..descriptor import Denoiser
     from ..pipeline import DenoiseOptions, Result, process

@@ -15,4 +15,4 @@ def build_resunet_s(config: dict | None = None) -> ResUNetS:
 
 ARCHS = {"ddn": build_denoiser, "resnet9": build_resnet9, "resunet_s": build_resunet_s}
 
-__all__ = ["DDNDenoiser", "DenoiserConfig", "build_denoiser", "ResNet9", "build_resnet9", "ResUNetS", "build_resunet_s", "ARCHS"]
+__all__ = ["ARCHS", "DDNDenoiser", "DenoiserConfig", "ResNet9", "ResUNetS", "build_denoiser", "build_resnet9", "build_resunet_s"]

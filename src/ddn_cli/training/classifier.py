@@ -184,4 +184,4 @@ def train_classifier(cfg: ClassifierConfig, on_event: Callable[[dict], None] | N
     return res
 
 
-__all__ = ["ClassifierConfig", "train_classifier", "load_split", "augment", "accuracy", "math"]
+__all__ = ["ClassifierConfig", "accuracy", "augment", "load_split", "math", "train_classifier"]

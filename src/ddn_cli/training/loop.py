@@ -86,7 +86,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     world, rank, local = _dist_info()
     distributed = world > 1
     if rank != 0:  # one voice: only rank 0 reports
-        emit = lambda e: None  # noqa: E731
+        emit = lambda e: None
     device = resolve_device(cfg.device)
     if distributed:
         import torch.distributed as dist
