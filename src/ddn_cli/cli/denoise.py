@@ -45,7 +45,7 @@ def denoise(
                                                 show_default=False)],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (see `ddn models list`) or a .safetensors path. Default: the manifest's default.")] = None,
     sigma: Annotated[str, typer.Option(help="Noise level: auto (estimated per image) or N on the 0-255 scale.")] = "auto",
-    tile: Annotated[str, typer.Option(help="Tile size in pixels, or auto (512 on CPU, 1024 on GPU).")] = "auto",
+    tile: Annotated[str, typer.Option(help="Tile size in pixels, or auto (512; on a GPU in batches of 16).")] = "auto",
     overlap: Annotated[int, typer.Option(min=0, help="Tile overlap in pixels (blended with a smooth window; 48 keeps tiled output within 1/255 of untiled).")] = 48,
     batch_size: Annotated[int, typer.Option(min=0, help="Tiles per batch (0 = auto).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
