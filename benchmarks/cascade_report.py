@@ -54,6 +54,15 @@ def bars(doc: dict, task: str) -> list[str]:
     return out
 
 
+def json_section(name: str, heading: str, intro, after: str = "") -> list[str]:
+    """A section for an optional result file: heading, ``intro(doc)``, its table, ``after``."""
+    f = RES / name
+    if not f.is_file():
+        return []
+    doc = json.loads(f.read_text())
+    return [f"## {heading}", "", intro(doc), "", table(doc), "", *([after, ""] if after else [])]
+
+
 def main() -> None:
     parts = ["# The cascade, measured", "",
              "Denoisers in front of frozen high-level networks (Liu et al., TIP 2020). Every figure below is "
@@ -93,28 +102,23 @@ def main() -> None:
                 parts += [f"`ddn eval {t} {doc['data']} --sigma 30,60 -m ddn.color-sigma --json "
                           f"benchmarks/results/cascade/eval_{t}_v2.json` ({doc['precision']}, {doc['seconds']:.0f} s)",
                           "", table(doc), ""]
-    sw = RES / "eval_seg_v2_sweep.json"
-    if sw.is_file():
-        doc = json.loads(sw.read_text())
-        parts += ["## Segmentation from v2: small lambdas and the control", "",
-                  "`python benchmarks/cascade_sweep.py --task seg --lambdas 0.001,0.003,0 --steps 1000 --tag v2` "
-                  "(from `ddn.color-sigma` v2, batch 4, patch 192, lr 2e-4), then `ddn eval seg ../shared/data/camvid "
-                  "--sigma 30,60 -m ddn.color-sigma -m runs/sweep/seg_lambda0.001_v2.safetensors -m "
-                  "runs/sweep/seg_lambda0.003_v2.safetensors -m runs/sweep/seg_lambda0_v2.safetensors --json "
-                  "benchmarks/results/cascade/eval_seg_v2_sweep.json`:", "", table(doc), "",
-                  "The same fine-tune without the task loss (control) gains on CamVid val, and every run with it, "
-                  "even at lambda 0.001, loses: the segmenter's cross entropy on its own training images pulls "
-                  "the denoiser the wrong way for unseen images.", ""]
-    extra = RES / "eval_seg_clean_target.json"
-    if extra.is_file():
-        doc = json.loads(extra.read_text())
-        parts += ["## Variant: the task loss against the segmenter's clean prediction (seg)", "",
-                  "`ddn train --task seg --task-target clean`: instead of the CamVid labels, the cross entropy "
-                  "targets the frozen segmenter's own argmax on the clean crop, so the denoiser is asked to make "
-                  "the segmenter see the denoised image as it sees the clean one rather than to fix the "
-                  "segmenter's mistakes on its training images. Same lambda (0.01), steps and data as `ddn.seg`. "
-                  f"`{doc.get('command', 'ddn eval seg ../shared/data/camvid --sigma 30,60')}`:", "",
-                  table(doc), ""]
+    parts += json_section(
+        "eval_seg_v2_sweep.json", "Segmentation from v2: small lambdas and the control",
+        lambda doc: "`python benchmarks/cascade_sweep.py --task seg --lambdas 0.001,0.003,0 --steps 1000 --tag v2` "
+                    "(from `ddn.color-sigma` v2, batch 4, patch 192, lr 2e-4), then `ddn eval seg ../shared/data/camvid "
+                    "--sigma 30,60 -m ddn.color-sigma -m runs/sweep/seg_lambda0.001_v2.safetensors -m "
+                    "runs/sweep/seg_lambda0.003_v2.safetensors -m runs/sweep/seg_lambda0_v2.safetensors --json "
+                    "benchmarks/results/cascade/eval_seg_v2_sweep.json`:",
+        after="The same fine-tune without the task loss (control) gains on CamVid val, and every run with it, "
+              "even at lambda 0.001, loses: the segmenter's cross entropy on its own training images pulls "
+              "the denoiser the wrong way for unseen images.")
+    parts += json_section(
+        "eval_seg_clean_target.json", "Variant: the task loss against the segmenter's clean prediction (seg)",
+        lambda doc: "`ddn train --task seg --task-target clean`: instead of the CamVid labels, the cross entropy "
+                    "targets the frozen segmenter's own argmax on the clean crop, so the denoiser is asked to make "
+                    "the segmenter see the denoised image as it sees the clean one rather than to fix the "
+                    "segmenter's mistakes on its training images. Same lambda (0.01), steps and data as `ddn.seg`. "
+                    f"`{doc.get('command', 'ddn eval seg ../shared/data/camvid --sigma 30,60')}`:")
     for task in ("cls", "seg", "seg_clean", "seg_v2"):
         f = RES / f"sweep_{task}.json"
         if f.is_file():

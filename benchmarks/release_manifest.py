@@ -33,22 +33,30 @@ def done(log: Path) -> dict:
     raise SystemExit(f"{log}: no done event")
 
 
-def classifier_entry() -> dict | None:
-    """The bundled CIFAR-10 classifier, if it has been trained and copied into weights/."""
+def shipped(file: str) -> tuple[dict, dict] | None:
+    """(file facts for the manifest: file, sha256, size; the weight file's metadata), or None
+    if ``weights/<file>`` is not there yet."""
     from ddn_cli.weightfile import load_weights
 
-    wpath = ROOT / "weights" / "resnet9.cifar10.safetensors"
+    wpath = ROOT / "weights" / file
     if not wpath.is_file():
         return None
     data = wpath.read_bytes()
     _, meta = load_weights(wpath)
+    return {"file": wpath.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}, meta
+
+
+def classifier_entry() -> dict | None:
+    """The bundled CIFAR-10 classifier, if it has been trained and copied into weights/."""
+    if (got := shipped("resnet9.cifar10.safetensors")) is None:
+        return None
+    facts, meta = got
     log = RES / "training" / "classifier_cpu_log.jsonl"
     evs = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")] if log.is_file() else []
     vals = list({e["step"]: e for e in evs if e.get("event") == "val"}.values())  # a resume repeats one
     t = meta["training"]
     return {
-        "name": "resnet9.cifar10", "arch": "resnet9", "task": "classifier", "file": wpath.name,
-        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "license": "MIT",
+        "name": "resnet9.cifar10", "arch": "resnet9", "task": "classifier", **facts, "license": "MIT",
         "description": "half-width ResNet-9 CIFAR-10 classifier with flip test-time augmentation: the frozen "
                        "high-level network of the cls cascade",
         "config": meta["config"], "classes": meta["classes"], "input_size": meta["input_size"],
@@ -69,18 +77,14 @@ def classifier_entry() -> dict | None:
 
 def segmenter_entry() -> dict | None:
     """The bundled CamVid segmenter, if trained and copied into weights/."""
-    from ddn_cli.weightfile import load_weights
-
-    wpath = ROOT / "weights" / "resunet_s.camvid.safetensors"
-    if not wpath.is_file():
+    if (got := shipped("resunet_s.camvid.safetensors")) is None:
         return None
-    data = wpath.read_bytes()
-    _, meta = load_weights(wpath)
+    facts, meta = got
     t = meta["training"]
     v = meta["val"]
     return {
-        "name": "resunet_s.camvid", "arch": "resunet_s", "task": "segmenter", "file": wpath.name,
-        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "license": "MIT (weights; CamVid data CC BY-NC 4.0)",
+        "name": "resunet_s.camvid", "arch": "resunet_s", "task": "segmenter", **facts,
+        "license": "MIT (weights; CamVid data CC BY-NC 4.0)",
         "description": "compact residual U-Net CamVid segmenter (11 classes): the frozen high-level network of the seg cascade",
         "config": meta["config"], "classes": meta["classes"], "input_size": meta["input_size"],
         "ignore_index": meta["ignore_index"], "palette": meta["palette"], "normalisation": meta["normalisation"],
@@ -101,14 +105,10 @@ def segmenter_entry() -> dict | None:
 
 def guided_entry(task: str) -> dict | None:
     """A task-guided denoiser (ddn.seg / ddn.cls), if trained and copied into weights/."""
-    from ddn_cli.weightfile import load_weights
-
     name = f"ddn.{task}"
-    wpath = ROOT / "weights" / f"{name}.safetensors"
-    if not wpath.is_file():
+    if (got := shipped(f"{name}.safetensors")) is None:
         return None
-    data = wpath.read_bytes()
-    _, meta = load_weights(wpath)
+    facts, meta = got
     t = meta["training"]
     c = meta["cascade"]
     metrics = {}
@@ -122,8 +122,7 @@ def guided_entry(task: str) -> dict | None:
         metrics["on"] = ("CamVid val (101 images, 360x480)" if task == "seg" else
                          "CIFAR-10 held-out 10% (5000 images)") + ", unclipped noise, known sigma"
     return {
-        "name": name, "arch": "ddn", "task": task, "file": wpath.name,
-        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "license": "MIT",
+        "name": name, "arch": "ddn", "task": task, **facts, "license": "MIT",
         "description": ("segmentation" if task == "seg" else "classification") + "-guided denoiser: ddn.color-sigma "
                        "v1 (stages 1-2, sha256 460de281...) fine-tuned through the frozen " + ("CamVid segmenter" if task == "seg" else "CIFAR-10 classifier")
                        + " with L = MSE + lambda * cross entropy (Liu et al. 2020)",
@@ -154,12 +153,8 @@ def beats_reconstruction(task: str) -> bool:
 
 
 def main() -> None:
-    from ddn_cli.weightfile import load_weights
-
-    name, file = "ddn.color-sigma", "ddn.color-sigma.safetensors"
-    wpath = ROOT / "weights" / file
-    data = wpath.read_bytes()
-    _, meta = load_weights(wpath)
+    name = "ddn.color-sigma"
+    facts, meta = shipped(f"{name}.safetensors")
     s1 = done(RES / "training" / "stage1_h200_log.jsonl")
     s2 = done(RES / "training" / "stage2_h200_log.jsonl")
     s3 = done(RES / "training" / "stage3_h100_log.jsonl")
@@ -213,8 +208,7 @@ def main() -> None:
         "wall_s": round(s1["elapsed_s"] + s2["elapsed_s"] + s3["elapsed_s"] + s4c["elapsed_s"], 1),
     }
     entry = {
-        "name": name, "arch": "ddn", "task": "denoise", "file": file,
-        "sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "license": "MIT",
+        "name": name, "arch": "ddn", "task": "denoise", **facts, "license": "MIT",
         "description": "Liu et al. (TIP 2020) multi-scale denoiser with a noise-level input; one model for sigma 0-75",
         "config": meta["config"], "training": training, "metrics": metrics,
         "urls": [],  # not served anywhere yet: bundled with the package; DDN_MIRROR can host it

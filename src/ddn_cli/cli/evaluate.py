@@ -138,19 +138,27 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
             write_atomic(plot, plot_png(res, "CamVid" if kind == "seg" else "CIFAR-10"))
 
 
+# options the two task evaluations share, word for word
+SigmasOpt = Annotated[str, typer.Option("--sigma", help="Comma-separated noise levels (0-255 scale).")]
+ClipOpt = Annotated[bool, typer.Option("--clip/--no-clip", help="Clip and quantise the noisy input like a real file.")]
+DeviceOpt = Annotated[str, typer.Option("--device")]
+PrecisionOpt = Annotated[str, typer.Option("--precision")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")]
+
+
 @app.command("seg", no_args_is_help=True)
 def eval_seg(
     data: Annotated[str, typer.Argument(help="CamVid folder (with val/ and valannot/).")],
-    sigma: Annotated[str, typer.Option(help="Comma-separated noise levels (0-255 scale).")] = "0,15,30,60",
+    sigma: SigmasOpt = "0,15,30,60",
     denoiser: Annotated[list[str], typer.Option("--denoiser", "-m", help="Denoiser NAME|PATH, repeatable (default: "
                                                 "the default denoiser, ddn.seg and ddn.cls).")] = [],  # noqa: B006
     segmenter: Annotated[str | None, typer.Option(help="Segmenter NAME|PATH (default: bundled).")] = None,
     split: Annotated[str, typer.Option(help="CamVid split folder.")] = "val",
     limit: Annotated[int, typer.Option(min=0, help="First N images only (0 = all).")] = 0,
-    clip: Annotated[bool, typer.Option("--clip/--no-clip", help="Clip and quantise the noisy input like a real file.")] = False,
-    device: Annotated[str, typer.Option()] = "auto",
-    precision: Annotated[str, typer.Option()] = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    clip: ClipOpt = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    json_out: JsonOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG plot of mIoU vs sigma.")] = None,
 ) -> None:
     """mIoU of the segmenter on clean, noisy and denoised CamVid images at each sigma."""
@@ -160,15 +168,15 @@ def eval_seg(
 @app.command("cls", no_args_is_help=True)
 def eval_cls(
     data: Annotated[str, typer.Argument(help="CIFAR-10 class folders (the held-out 10% of each class is used).")],
-    sigma: Annotated[str, typer.Option(help="Comma-separated noise levels (0-255 scale).")] = "0,15,30,60",
+    sigma: SigmasOpt = "0,15,30,60",
     denoiser: Annotated[list[str], typer.Option("--denoiser", "-m", help="Denoiser NAME|PATH, repeatable (default: "
                                                 "the default denoiser, ddn.cls and ddn.seg).")] = [],  # noqa: B006
     classifier: Annotated[str | None, typer.Option(help="Classifier NAME|PATH (default: bundled).")] = None,
     limit: Annotated[int, typer.Option(min=0, help="A class-balanced subset of N images (0 = all).")] = 0,
-    clip: Annotated[bool, typer.Option("--clip/--no-clip", help="Clip and quantise the noisy input like a real file.")] = False,
-    device: Annotated[str, typer.Option()] = "auto",
-    precision: Annotated[str, typer.Option()] = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    clip: ClipOpt = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    json_out: JsonOpt = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG plot of top-1 vs sigma.")] = None,
 ) -> None:
     """Top-1 accuracy of the classifier on clean, noisy and denoised CIFAR-10 images at each sigma."""
