@@ -32,8 +32,9 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=0)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--out", default="runs/sweep")
-    ap.add_argument("--target", default="labels", choices=("labels", "clean"))
+    ap.add_argument("--target", default="labels", choices=("labels", "clean", "soft"))
     ap.add_argument("--sigma", default="0-75")
+    ap.add_argument("--subset", default="", help="seg: comma-separated CamVid sequence ids to train on")
     ap.add_argument("--tag", default="", help="suffix for the weights and the JSON, to keep earlier sweeps")
     a = ap.parse_args()
     data = a.data or str(ROOT.parent / "shared/data" / ("camvid" if a.task == "seg" else "cifar10/train"))
@@ -41,11 +42,11 @@ def main() -> None:
     patch = a.patch or (192 if a.task == "seg" else 32)
     rows = []
     for lam in (float(v) for v in a.lambdas.split(",")):
-        out = Path(a.out) / f"{a.task}_lambda{lam:g}{'' if a.target == 'labels' else '_clean'}{a.tag and '_' + a.tag}.safetensors"
+        out = Path(a.out) / f"{a.task}_lambda{lam:g}{'' if a.target == 'labels' else '_' + a.target}{a.tag and '_' + a.tag}.safetensors"
         out.parent.mkdir(parents=True, exist_ok=True)
         cfg = TrainConfig(task=a.task, data=(data,), out=str(out), steps=a.steps, batch_size=batch, patch=patch,
                           lr=a.lr, warmup=min(100, a.steps // 10), loss="mse", lam=lam, task_net=a.task_net,
-                          task_target=a.target, sigma=a.sigma,
+                          task_target=a.target, sigma=a.sigma, subset=tuple(v for v in a.subset.split(",") if v),
                           init="ddn.color-sigma", val_sigmas=(30.0, 60.0), val_every=a.steps, ema=0.0,
                           ckpt_minutes=60, device="cpu")
         t0 = time.time()
@@ -62,7 +63,7 @@ def write(a, data: str, batch: int, patch: int, rows: list[dict]) -> None:
     doc = {"task": a.task, "data": data, "steps": a.steps, "batch": batch, "patch": patch, "lr": a.lr,
            "held_out": "cascade validation slice of the training data", "metric": "mIoU" if a.task == "seg" else "top-1",
            "rows": rows, "command": " ".join(sys.argv)}
-    dst = ROOT / "benchmarks/results/cascade" / f"sweep_{a.task}{'' if a.target == 'labels' else '_clean'}{a.tag and '_' + a.tag}.json"
+    dst = ROOT / "benchmarks/results/cascade" / f"sweep_{a.task}{'' if a.target == 'labels' else '_' + a.target}{a.tag and '_' + a.tag}.json"
     dst.write_text(json.dumps(doc, indent=2) + "\n")
 
 

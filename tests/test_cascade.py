@@ -13,7 +13,7 @@ from ddn_cli.cli.app import app
 from ddn_cli.errors import UsageError
 from ddn_cli.models.classifier import CIFAR10_CLASSES, ResNet9
 from ddn_cli.models.segmenter import ResUNetS
-from ddn_cli.training.camvid import SegBank, confusion, miou
+from ddn_cli.training.camvid import SegBank, confusion, load_camvid, miou
 from ddn_cli.training.cascade import build_cascade, state_hash
 from ddn_cli.training.checkpoint import load_checkpoint
 from ddn_cli.training.config import TrainConfig
@@ -145,6 +145,23 @@ def test_cli_train_cls(tmp_path):
     assert r.exit_code != 0 and "Traceback" not in r.output
 
 
+def test_camvid_subset_keeps_only_the_named_sequences(tmp_path):
+    data = tiny_camvid(tmp_path / "camvid", n=6)
+    for i, f in enumerate(sorted((data / "train").glob("*.png"))):  # two "sequences": A... and B...
+        for d in ("train", "trainannot"):
+            (data / d / f.name).rename(data / d / f"{'AB'[i % 2]}{f.name}")
+    x, y, names = load_camvid(data, "train", subset=("A",))
+    assert len(names) == 3 and all(n.startswith("A") for n in names) and x.shape[0] == y.shape[0] == 3
+    assert len(load_camvid(data, "train")[2]) == 6
+    with pytest.raises(UsageError, match="no image names start with Z"):
+        load_camvid(data, "train", subset=("Z",))
+    net = tiny_segmenter(tmp_path / "seg.safetensors")
+    c = build_cascade("seg", str(data), str(net), 0.01, torch.device("cpu"), crop=32, subset=("B",), val_count=1)
+    assert len(c) == 2 and len(c.val_x) == 1  # 3 B images: 2 to train on, 1 held out
+    with pytest.raises(UsageError, match="--subset applies to --task seg only"):
+        TrainConfig(task="cls", data=("x",), subset=("A",))
+
+
 def test_segbank_and_miou():
     imgs = torch.randint(0, 255, (3, 3, 40, 56), dtype=torch.uint8)
     masks = torch.randint(0, 12, (3, 40, 56), dtype=torch.uint8)
@@ -200,3 +217,47 @@ def test_clean_target_fits_the_networks_own_clean_prediction(tmp_path):
     res = run_cascade("cls", data, net, tmp_path / "o.safetensors", task_target="clean", steps=2)
     assert res["task_net_sha_before"] == res["task_net_sha_after"]
     assert load_weights(tmp_path / "o.safetensors")[1]["cascade"]["target"] == "clean"
+
+
+def test_soft_target_is_the_kl_to_the_clean_prediction_and_zero_when_perfect(tmp_path):
+    data, net = tiny_camvid(tmp_path / "camvid", 6), tiny_segmenter(tmp_path / "seg.safetensors")
+    from ddn_cli.devices import resolve_precision
+
+    prec, cpu = resolve_precision("fp32", torch.device("cpu")), torch.device("cpu")
+    c = build_cascade("seg", str(data), str(net), 1.0, cpu, crop=32, val_count=1, target="soft")
+    x, y = c.sample(3, torch.Generator().manual_seed(0))
+    clean = x.float() / 255
+    assert float(c.task_loss(clean, y, prec, cpu, clean)) == pytest.approx(0.0, abs=1e-6)
+    den = (clean + 0.2 * torch.randn_like(clean)).requires_grad_(True)
+    loss = c.task_loss(den, y, prec, cpu, clean)
+    p, q = torch.softmax(c.net(den), 1), torch.softmax(c.net(clean), 1)
+    assert float(loss.detach()) > 0 and torch.allclose(loss, (q * (q.log() - p.log())).sum(1).mean(), atol=1e-5)
+    loss.backward()
+    assert den.grad is not None and float(den.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in c.net.parameters())  # the network itself gets no gradient
+    res = run_cascade("seg", data, net, tmp_path / "o.safetensors", task_target="soft", steps=2)
+    assert res["task_net_sha_before"] == res["task_net_sha_after"]
+
+
+def test_segmenter_training_on_a_sequence_subset_and_resume(tmp_path):
+    from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter
+
+    data = tiny_camvid(tmp_path / "camvid", n=6)
+    for i, f in enumerate(sorted((data / "train").glob("*.png"))):
+        for d in ("train", "trainannot"):
+            (data / d / f.name).rename(data / d / f"{'AB'[i % 2]}{f.name}")
+    out = tmp_path / "seg.safetensors"
+    events = []
+    cfg = SegmenterConfig(data=str(data), out=str(out), steps=2, batch_size=2, crop=(32, 40), width=4,
+                          warmup=1, val_every=2, precision="fp32", subset=("A",))
+    train_segmenter(cfg, events.append)
+    assert events[0]["event"] == "data" and events[0]["train"] == 3
+    sd, meta = load_weights(out)
+    assert meta["task"] == "segmenter" and meta["training"]["subset"] == ["A"] and meta["step"] == 2
+    first = {k: v.clone() for k, v in sd.items()}
+    # resuming a finished run with more steps continues from its checkpoint, not from scratch
+    events.clear()
+    train_segmenter(SegmenterConfig(**{**cfg.__dict__, "steps": 3, "resume": True}), events.append)
+    assert any(e["event"] == "resumed" and e["step"] == 2 for e in events)
+    sd2, meta2 = load_weights(out)
+    assert meta2["step"] == 3 and any(not torch.equal(first[k], sd2[k]) for k in first)

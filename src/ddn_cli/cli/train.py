@@ -22,7 +22,10 @@ def train(
     task_net: Annotated[str | None, typer.Option(help="Cascade: the frozen high-level network, NAME or PATH "
                                                       "(default: the bundled segmenter / classifier).")] = None,
     task_target: Annotated[str, typer.Option(help="Cascade: what the task loss fits: labels (the paper), or clean "
-                                                  "(the frozen network's own prediction on the clean image).")] = "labels",
+                                                  "(the frozen network's argmax on the clean image) or soft (KL divergence to its softmax "
+                                                  "on the clean image).")] = "labels",
+    subset: Annotated[list[str], typer.Option("--subset", help="seg: train only on CamVid images of these sequences "
+                                                                "(name prefixes such as 0001TP; repeatable).")] = [],  # noqa: B006
     val_sigma: Annotated[str | None, typer.Option(help="Validation noise levels (default 15,25,50; cascade 30,60).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Root for relative entries in list files (default: the list file's folder).")] = None,
     val: Annotated[list[str], typer.Option("--val", help="Validation folder(s) or list file(s); repeatable.")] = [],  # noqa: B006
@@ -62,7 +65,7 @@ def train(
             raise fail(f"--val-sigma {val_sigma!r}: expected numbers like 30,60") from None
         if cascade and init is None and not resume:
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
-        cfg = TrainConfig(lam=lam, task_net=task_net, task_target=task_target, val_sigmas=vs,task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
+        cfg = TrainConfig(lam=lam, task_net=task_net, task_target=task_target, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,
                           clip_fraction=clip_fraction, noise_level=noise_level, loss=loss, ema=ema, seed=seed,

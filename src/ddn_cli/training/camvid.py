@@ -19,12 +19,20 @@ from ..errors import UsageError
 from ..models.segmenter import CAMVID_IGNORE
 
 
-def load_camvid(root: str | Path, split: str, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(images uint8 (N,3,H,W), masks uint8 (N,H,W), names)."""
+def load_camvid(root: str | Path, split: str, limit: int = 0,
+                subset: tuple[str, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(images uint8 (N,3,H,W), masks uint8 (N,H,W), names). ``subset``: keep only the
+    files whose names start with one of these prefixes (CamVid's sequence ids, e.g.
+    ``0016E5``), so two models can be trained on disjoint sequences."""
     from PIL import Image
 
     root = Path(root)
     files = sorted((root / split).glob("*.jpg")) + sorted((root / split).glob("*.png"))
+    if subset and files:
+        files = [f for f in files if f.name.startswith(tuple(subset))]
+        if not files:
+            raise UsageError(f"{root / split}: no image names start with {', '.join(subset)}",
+                             "pass CamVid sequence ids such as 0001TP, 0006R0, 0016E5")
     if limit:
         files = files[:limit]
     if not files:

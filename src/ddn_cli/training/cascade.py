@@ -30,6 +30,10 @@ from ..errors import UsageError
 # largest that keep the guided denoiser's PSNR within 0.5 dB of the MSE denoiser's.
 DEFAULT_LAMBDA = {"seg": 0.01, "cls": 0.01}
 CASCADE_SIGMA = "0-75"
+# what the task loss fits: labels = cross entropy with the ground truth (the paper); clean =
+# cross entropy with the frozen network's argmax on the clean image; soft = KL divergence
+# from the network's softmax on the clean image to its softmax on the denoised one
+TARGETS = ("labels", "clean", "soft")
 
 
 def state_hash(module: torch.nn.Module) -> str:
@@ -91,7 +95,7 @@ class Cascade:
     lam: float
     hash_before: str
     class_weights: torch.Tensor | None = None
-    target: str = "labels"  # labels | clean: the network's own prediction on the clean image
+    target: str = "labels"  # labels | clean | soft (see TARGETS)
 
 
     def __len__(self) -> int:
@@ -102,20 +106,28 @@ class Cascade:
 
     def task_loss(self, denoised: torch.Tensor, labels: torch.Tensor, precision, device,
                   clean: torch.Tensor | None = None) -> torch.Tensor:
-        if self.target == "clean":
+        clean_logits = None
+        if self.target in ("clean", "soft"):
             # ask the network to see the denoised image as it sees the clean one, instead
             # of fitting the labels where even the clean image is misclassified
             if clean is None:
-                raise ValueError("target 'clean' needs the clean batch")
+                raise ValueError(f"target {self.target!r} needs the clean batch")
             with torch.no_grad():
                 xc = clean.contiguous(memory_format=torch.channels_last) if precision.channels_last else clean
                 with precision.autocast(device):
-                    labels = self.net(xc).float().argmax(1)
+                    clean_logits = self.net(xc).float()
+            labels = clean_logits.argmax(1)
         x = denoised
         if precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with precision.autocast(device):
             logits = self.net(x)
+        if self.target == "soft":
+            # KL(net(clean) || net(denoised)) per pixel / image: zero for a perfect denoiser,
+            # so it never pulls against the reconstruction loss the way label CE can
+            logp = F.log_softmax(logits.float(), dim=1)
+            q = F.softmax(clean_logits, dim=1)
+            return (q * (torch.log(q.clamp_min(1e-8)) - logp)).sum(1).mean()
         if self.kind == "seg":
             from ..models.segmenter import CAMVID_IGNORE
 
@@ -169,10 +181,12 @@ class Cascade:
 
 
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
-                  *, crop: int = 192, val_count: int = 0, target: str = "labels") -> Cascade:
+                  *, crop: int = 192, val_count: int = 0, target: str = "labels",
+                  subset: tuple[str, ...] = ()) -> Cascade:
     """Load the frozen task network and the task's data. ``data``: the CamVid folder
     (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
-    (width = 4/3 of it)."""
+    (width = 4/3 of it). ``subset``: CamVid sequence ids to draw the training images from
+    (e.g. the ones the task network was *not* trained on)."""
     from ..registry import resolve_weights
 
     net_kind = {"seg": "segmenter", "cls": "classifier"}[kind]
@@ -185,7 +199,7 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
     if kind == "seg":
         from .camvid import SegBank, class_weights, load_camvid
 
-        x, y, _ = load_camvid(data, "train")
+        x, y, _ = load_camvid(data, "train", subset=tuple(subset))
         n_val = val_count or max(1, min(24, len(x) // 8))
         if len(x) <= n_val:
             raise UsageError(f"{data}: too few CamVid training images ({len(x)})", "use the full CamVid folder")
@@ -204,6 +218,6 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
         tr, va = perm[:-n_val], perm[-n_val:]
         bank = _CifarBank(x[tr], y[tr])
         val_x, val_y = x[va], y[va]
-    if target not in ("labels", "clean"):
-        raise UsageError(f"--task-target {target!r}: use labels or clean")
+    if target not in TARGETS:
+        raise UsageError(f"--task-target {target!r}: use {', '.join(TARGETS)}")
     return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target)

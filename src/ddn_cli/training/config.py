@@ -44,6 +44,7 @@ class TrainConfig:
     lam: float | None = None  # cascade tasks: weight of the task loss (None = the task's default)
     task_net: str | None = None  # cascade tasks: the frozen high-level network (None = bundled)
     task_target: str = "labels"  # cascade tasks: labels, or clean = the network's prediction on the clean image
+    subset: tuple[str, ...] = ()  # seg cascade: only CamVid training images whose names start with these
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +67,8 @@ class TrainConfig:
         if self.task != "denoise" and len(self.data) != 1:
             raise UsageError(f"--task {self.task}: pass exactly one --data folder",
                              "the CamVid folder for seg, the CIFAR-10 class folders for cls")
+        if self.subset and self.task != "seg":
+            raise UsageError("--subset applies to --task seg only", "drop --subset")
         if not (0 <= self.ema < 1):
             raise UsageError("--ema must be in [0, 1)")
 
@@ -74,12 +77,13 @@ class TrainConfig:
         d["data"] = list(self.data)
         d["val"] = list(self.val)
         d["val_sigmas"] = list(self.val_sigmas)
+        d["subset"] = list(self.subset)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        for k in ("data", "val", "val_sigmas"):
+        for k in ("data", "val", "val_sigmas", "subset"):
             if k in d:
                 d[k] = tuple(d[k])
         known = {f for f in cls.__dataclass_fields__}

@@ -43,6 +43,7 @@ class SegmenterConfig:
     val_every: int = 500
     ckpt_minutes: float = 3.0
     resume: bool = False
+    subset: tuple[str, ...] = ()  # training images: only these CamVid sequences (name prefixes)
 
 
 def evaluate_segmenter(net, x: torch.Tensor, y: torch.Tensor, device, precision, batch: int = 4) -> dict:
@@ -59,7 +60,7 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device, training=True)
     torch.manual_seed(cfg.seed)
-    x_tr, y_tr, _ = load_camvid(cfg.data, "train")
+    x_tr, y_tr, _ = load_camvid(cfg.data, "train", subset=tuple(cfg.subset))
     x_va, y_va, _ = load_camvid(cfg.data, "val")
     nc = len(CAMVID_CLASSES)
     cw = class_weights(y_tr, nc).to(device)
