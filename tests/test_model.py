@@ -97,3 +97,38 @@ def test_fast_inference_form_is_equivalent():
             a = m(x, 0.1) if nl else m(x)
             b = f(x, 0.1) if nl else f(x)
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_sigma_gain_interpolates_and_equals_feeding_the_scaled_sigma():
+    import json
+
+    from ddn_cli.models.denoiser import calibrated_sigma
+    from ddn_cli.models.fast import FastDenoiser
+
+    knots = ((10.0, 0.9), (30.0, 1.0), (50.0, 1.1))
+    s = torch.tensor([0.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 75.0]) / 255
+    got = calibrated_sigma(s, knots) * 255
+    want = torch.tensor([0.0, 4.5, 9.0, 19.0, 30.0, 42.0, 55.0, 82.5])  # constant gain beyond the ends
+    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.equal(calibrated_sigma(s, ()), s)
+    assert torch.allclose(calibrated_sigma(s, ((25.0, 0.5),)), s * 0.5)
+
+    torch.manual_seed(0)
+    plain = build_denoiser().eval()
+    cfg = DenoiserConfig(**json.loads(json.dumps(DenoiserConfig(sigma_gain=knots).to_dict())))  # JSON round trip
+    assert cfg.sigma_gain == knots
+    cal = build_denoiser(cfg).eval()
+    cal.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 20, 24)
+    sig = torch.tensor([20.0, 40.0]) / 255
+    with torch.no_grad():
+        want = plain(x, sig * torch.tensor([0.95, 1.05]))
+        assert torch.allclose(cal(x, sig), want, atol=1e-5)
+        assert not torch.allclose(cal(x, sig), plain(x, sig), atol=1e-4)
+        assert torch.allclose(FastDenoiser(cal)(x, sig), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("knots", [((10.0, 0.0),), ((20.0, 1.0), (10.0, 1.0)), ((10.0, 1.0), (10.0, 1.1))])
+def test_bad_sigma_gain_is_refused(knots):
+    with pytest.raises(ValueError, match="sigma_gain"):
+        DenoiserConfig(sigma_gain=knots)

@@ -8,11 +8,18 @@ residual and returns ``input + residual``. About 1.03M parameters.
 Optional noise-level input: with ``noise_level=True`` a constant ``sigma/255`` map is
 concatenated to the input (as FFDNet and DRUNet do), so one model serves every sigma.
 With ``noise_level=False`` it is the paper's per-sigma form.
+
+``sigma_gain``: an optional calibration of that input, knots ``(sigma, gain)`` on the
+0-255 scale: the map receives ``sigma * gain(sigma)`` (gain interpolated linearly between
+knots, constant beyond them). Fitted after training on validation photos
+(``benchmarks/sigma_calibration.py``); it is part of the model, so every path that runs
+it (denoise, eval, cascade training) sees the same calibrated map.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +38,46 @@ class DenoiserConfig:
     up_mid: int = 32  # transposed conv 1/4 -> 1/2 output channels
     fuse: int = 256  # 1/2 scale after the skip
     noise_level: bool = True
+    sigma_gain: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        knots = tuple((float(a), float(b)) for a, b in self.sigma_gain)  # JSON gives lists
+        if any(b <= 0 for _, b in knots) or any(x1[0] <= x0[0] for x0, x1 in pairwise(knots)):
+            raise ValueError(f"sigma_gain {knots}: gains must be > 0 and sigmas increasing")
+        object.__setattr__(self, "sigma_gain", knots)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["sigma_gain"] = [list(k) for k in self.sigma_gain]
+        return d
+
+
+def calibrated_sigma(s: torch.Tensor, knots: tuple[tuple[float, float], ...]) -> torch.Tensor:
+    """``s * gain(s)`` for sigmas ``s`` on the 0-1 scale (see ``sigma_gain``)."""
+    if not knots:
+        return s
+    gs = torch.tensor([g for _, g in knots], dtype=s.dtype, device=s.device)
+    if len(knots) == 1:
+        return s * gs[0]
+    xs = torch.tensor([a / 255.0 for a, _ in knots], dtype=s.dtype, device=s.device)
+    sc = s.clamp(xs[0], xs[-1])
+    i = torch.searchsorted(xs, sc.contiguous()).clamp(1, len(xs) - 1)
+    t = (sc - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return s * (gs[i - 1] + t * (gs[i] - gs[i - 1]))
+
+
+def with_noise_map(xp: torch.Tensor, sigma: float | torch.Tensor | None, config: DenoiserConfig) -> torch.Tensor:
+    """The network's input: the padded image, plus the (calibrated) constant sigma map
+    when the model takes a noise level."""
+    if not config.noise_level:
+        return xp
+    if sigma is None:
+        raise ValueError("this denoiser needs a noise level (sigma on the 0-1 scale)")
+    n = xp.shape[0]
+    s = torch.as_tensor(sigma, dtype=xp.dtype, device=xp.device).reshape(-1)
+    s = calibrated_sigma(s, config.sigma_gain).reshape(-1, 1, 1, 1)
+    s = s.expand(n, 1, xp.shape[2], xp.shape[3])
+    return torch.cat([xp, s.to(memory_format=torch.contiguous_format)], dim=1)
 
 
 class Bottleneck(nn.Module):
@@ -90,16 +134,9 @@ class DDNDenoiser(nn.Module):
         self.tail = nn.Conv2d(2 * c.width, c.in_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
-        n, _, h, w = x.shape
+        h, w = x.shape[-2:]
         xp = pad_to_multiple(x, SIZE_MULTIPLE)
-        inp = xp
-        if self.config.noise_level:
-            if sigma is None:
-                raise ValueError("this denoiser needs a noise level (sigma on the 0-1 scale)")
-            s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-            s = s.expand(n, 1, xp.shape[2], xp.shape[3])
-            inp = torch.cat([xp, s.to(memory_format=torch.contiguous_format)], dim=1)
-        f1 = self.head(inp)
+        f1 = self.head(with_noise_map(xp, sigma, self.config))
         f2 = self.res1(self.down1(f1))
         f3 = self.res2(self.down2(f2))
         u1 = torch.cat([self.up1(f3), f2], dim=1)

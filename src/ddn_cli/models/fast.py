@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .denoiser import SIZE_MULTIPLE, DDNDenoiser, pad_to_multiple
+from .denoiser import SIZE_MULTIPLE, DDNDenoiser, pad_to_multiple, with_noise_map
 from .fold import fold_batchnorm
 
 
@@ -72,15 +72,9 @@ class FastDenoiser(nn.Module):
         self.tail_skip.weight.data = w[:, c_up:].contiguous()
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
-        n, _, h, w = x.shape
+        h, w = x.shape[-2:]
         xp = pad_to_multiple(x, SIZE_MULTIPLE)
-        inp = xp
-        if self.config.noise_level:
-            if sigma is None:
-                raise ValueError("this denoiser needs a noise level (sigma on the 0-1 scale)")
-            s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-            inp = torch.cat([xp, s.expand(n, 1, xp.shape[2], xp.shape[3])], dim=1)
-        f1 = self.head(inp)
+        f1 = self.head(with_noise_map(xp, sigma, self.config))
         f2 = self.res1(self.down1(f1))
         f3 = self.res2(self.down2(f2))
         u1 = torch.cat([self.up1(f3), f2], dim=1)
