@@ -104,6 +104,24 @@ def test_fine_tune_from_init(data_dir, tmp_path, default_weights):
     assert any(not torch.equal(sd[k], base[k]) for k in sd if sd[k].is_floating_point())
 
 
+def test_fine_tuning_keeps_batchnorm_statistics_unless_told(data_dir, tmp_path, default_weights):
+    base, _ = load_weights(default_weights)
+    stats = [k for k in base if "running_" in k]
+    assert stats
+    out = tmp_path / "frozen.safetensors"
+    res = train_denoiser(cfg(data_dir, out, init=str(default_weights), steps=3, ema=0.0, val=(str(data_dir),),
+                             val_every=2))  # validation flips train/eval: BN must stay frozen after it
+    assert TrainConfig(data=("x",), init="a").freeze_bn and not TrainConfig(data=("x",)).freeze_bn
+    sd, meta = load_weights(out)
+    assert all(torch.equal(sd[k], base[k]) for k in stats)
+    assert any(not torch.equal(sd[k], base[k]) for k in sd if k.endswith(".weight"))  # it still learned
+    assert meta["training"]["freeze_bn"] is True and res["steps_done"] == 3
+    out2 = tmp_path / "trained_bn.safetensors"
+    train_denoiser(cfg(data_dir, out2, init=str(default_weights), steps=3, ema=0.0, freeze_bn=False))
+    sd2, _ = load_weights(out2)
+    assert any(not torch.equal(sd2[k], base[k]) for k in stats if k.endswith("running_var"))
+
+
 def test_cli_train_and_log(data_dir, tmp_path):
     out = tmp_path / "cli.safetensors"
     r = CliRunner().invoke(app, ["train", "--data", str(data_dir), "--out", str(out), "--steps", "3", "--batch-size",

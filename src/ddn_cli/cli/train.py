@@ -44,6 +44,9 @@ def train(
     clip_fraction: Annotated[float, typer.Option(help="Fraction of samples clipped to [0,255] and quantised, like real files.")] = 0.5,
     noise_level: Annotated[bool, typer.Option("--noise-level/--no-noise-level", help="Give the network a sigma map input (one model for all sigmas).")] = True,
     loss: Annotated[str | None, typer.Option(help="l1, mse or charbonnier (default l1; mse for the cascade).")] = None,
+    freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--train-bn", help="Keep BatchNorm on its running "
+                                                   "statistics (default: yes when fine-tuning with --init or a cascade, "
+                                                   "whose small batches would re-estimate them badly).")] = None,
     ema: Annotated[float, typer.Option(help="EMA decay of the weights (0 = off).")] = 0.999,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
@@ -68,7 +71,7 @@ def train(
         cfg = TrainConfig(lam=lam, task_net=task_net, task_target=task_target, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,
-                          clip_fraction=clip_fraction, noise_level=noise_level, loss=loss, ema=ema, seed=seed,
+                          clip_fraction=clip_fraction, noise_level=noise_level, loss=loss, ema=ema, freeze_bn=freeze_bn, seed=seed,
                           device=device, precision=precision, val_every=val_every, ckpt_minutes=ckpt_minutes,
                           log=str(out.with_suffix(".log")))
         from ..training.loop import train_denoiser

@@ -45,9 +45,13 @@ class TrainConfig:
     task_net: str | None = None  # cascade tasks: the frozen high-level network (None = bundled)
     task_target: str = "labels"  # cascade tasks: labels, or clean = the network's prediction on the clean image
     subset: tuple[str, ...] = ()  # seg cascade: only CamVid training images whose names start with these
+    # BatchNorm on its running statistics (only its affine weights learn); None = when fine-tuning (init)
+    freeze_bn: bool | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.freeze_bn is None:  # resolved here, so a checkpoint records what the run did
+            object.__setattr__(self, "freeze_bn", self.init is not None)
         if self.task not in TASKS:
             raise UsageError(f"--task {self.task!r} is unknown", f"use one of {', '.join(TASKS)}")
         if self.loss not in LOSSES:
