@@ -71,7 +71,8 @@ def main() -> None:
              "unclipped, the denoiser is told the true sigma); the high-level network always sees 8-bit images. "
              "'reconstruction' = `ddn.color-sigma` v1 (trained for reconstruction only, L1; the default until "
              "2026-11-26 and the starting point of both guided denoisers, sha256 460de281..., in git history); "
-             "the v2 default is measured in its own section below; "
+             "v2 (sha256 cfe5ce04..., the default from 2026-11-26 until v3 the same day) is measured in its own "
+             "sections below, and every `-m ddn.color-sigma` there meant v2; "
              "'guided' = fine-tuned through this task's frozen network; 'cross-task' = the other task's guided "
              "denoiser.", ""]
     for task, name, what in (("seg", "Segmentation: CamVid val (101 images, 360x480), mIoU of `resunet_s.camvid`",
@@ -90,17 +91,20 @@ def main() -> None:
         if crop.is_file():
             parts += ["Side by side at sigma 60 (`python benchmarks/cascade_figures.py --sigma 60`):", "",
                       f"![crop](crop_{task}_sigma60.png)", ""]
-    v2 = [(t, RES / f"eval_{t}_v2.json") for t in ("seg", "cls")]
-    if any(f.is_file() for _, f in v2):
-        parts += ["## The v2 reconstruction default", "",
-                  "`ddn.color-sigma` v2 (two more reconstruction-only fine-tuning stages, +0.01-0.02 dB on CBSD68) "
-                  "in front of the same frozen networks, so the guided denoisers can be compared with the "
-                  "current default too:", ""]
-        for t, f in v2:
+    for ver, what in (("v2", "`ddn.color-sigma` v2 (two more reconstruction-only fine-tuning stages, +0.01-0.02 dB on "
+                              "CBSD68; measured while it was the default)"),
+                      ("v3", "`ddn.color-sigma` v3, the current default (v2 + a 7-minute MSE fine-tune on the CPU with "
+                              "BatchNorm frozen)")):
+        evs = [(t, RES / f"eval_{t}_{ver}.json") for t in ("seg", "cls")]
+        if not any(f.is_file() for _, f in evs):
+            continue
+        parts += [f"## The {ver} reconstruction default", "",
+                  f"{what} in front of the same frozen networks, so the guided denoisers can be compared with it:", ""]
+        for t, f in evs:
             if f.is_file():
                 doc = json.loads(f.read_text())
                 parts += [f"`ddn eval {t} {doc['data']} --sigma 30,60 -m ddn.color-sigma --json "
-                          f"benchmarks/results/cascade/eval_{t}_v2.json` ({doc['precision']}, {doc['seconds']:.0f} s)",
+                          f"benchmarks/results/cascade/eval_{t}_{ver}.json` ({doc['precision']}, {doc['seconds']:.0f} s)",
                           "", table(doc), ""]
     parts += json_section(
         "eval_seg_v2_sweep.json", "Segmentation from v2: small lambdas and the control",
@@ -150,7 +154,19 @@ def main() -> None:
                     "-m runs/sweep/seg_lambda0_v2.safetensors --json benchmarks/results/cascade/eval_seg_soft_v2.json`:",
         after="Closer than the label cross entropy at sigma 60 (58.7 against 58.75) but still below the "
               "reconstruction-only default at both sigmas, and below the lambda-0 control.")
-    for task in ("cls", "seg", "seg_clean", "seg_v2", "seg_proxy", "seg_soft_v2"):
+    parts += json_section(
+        "eval_seg_frozen_bn.json", "Variant: BatchNorm frozen during the cascade (seg)",
+        lambda doc: "Every cascade above re-estimated the denoiser's BatchNorm statistics from batches of 4 "
+                    "crops, which on its own costs PSNR at low sigma (see the README, stage 5). With the "
+                    "statistics frozen (now the default when fine-tuning): `python benchmarks/cascade_sweep.py "
+                    "--task seg --lambdas 0.01 --steps 1000 --tag v2frozen`, then `ddn eval seg "
+                    "../shared/data/camvid --sigma 30,60 -m ddn.color-sigma -m "
+                    "runs/sweep/seg_lambda0.01_v2frozen.safetensors --json "
+                    "benchmarks/results/cascade/eval_seg_frozen_bn.json` (ddn.color-sigma was v2 then):",
+        after="PSNR is kept (30.30 dB on the held-out slice, the best of all runs) but mIoU on CamVid val "
+              "is still lower than the reconstruction-only denoiser's: BatchNorm was not what made the "
+              "segmentation task loss mislead.")
+    for task in ("cls", "seg", "seg_clean", "seg_v2", "seg_proxy", "seg_soft_v2", "seg_v2frozen"):
         f = RES / f"sweep_{task}.json"
         if f.is_file():
             doc = json.loads(f.read_text())
@@ -174,7 +190,7 @@ def main() -> None:
               "lambdas of 0.001 and 0.003 from v2 (61.3 / 58.4 against v2's 61.9 / 58.8, while v2's lambda-0 "
               "control reached 62.2 / 59.3). Two tests of the memorisation explanation failed too: a cascade "
               "through a segmenter that never saw its images (59.5 / 54.2) and a KL loss to the segmenter's "
-              "clean softmax (61.4-61.5 / 58.7). `ddn.seg` "
+              "clean softmax (61.4-61.5 / 58.7), and neither did freezing the denoiser's BatchNorm (61.2 / 57.9). `ddn.seg` "
               "is shipped and measured but is not the default. Left to try: longer cascade runs with larger "
               "batches (GPU), the unweighted cross entropy, and a segmenter trained on noisy and denoised "
               "images so that its gradients carry less high-frequency sensitivity.",
