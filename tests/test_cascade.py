@@ -35,6 +35,14 @@ def tiny_camvid(root, n=10, h=40, w=56):
     return root
 
 
+def two_sequences(root):
+    """Rename a tiny CamVid's training files into two "sequences", A... and B..., alternately."""
+    for i, f in enumerate(sorted((root / "train").glob("*.png"))):
+        for d in ("train", "trainannot"):
+            (root / d / f.name).rename(root / d / f"{'AB'[i % 2]}{f.name}")
+    return root
+
+
 def tiny_cifar(root, per_class=12):
     for ci, name in enumerate(CIFAR10_CLASSES):
         (root / name).mkdir(parents=True)
@@ -146,10 +154,7 @@ def test_cli_train_cls(tmp_path):
 
 
 def test_camvid_subset_keeps_only_the_named_sequences(tmp_path):
-    data = tiny_camvid(tmp_path / "camvid", n=6)
-    for i, f in enumerate(sorted((data / "train").glob("*.png"))):  # two "sequences": A... and B...
-        for d in ("train", "trainannot"):
-            (data / d / f.name).rename(data / d / f"{'AB'[i % 2]}{f.name}")
+    data = two_sequences(tiny_camvid(tmp_path / "camvid", n=6))
     x, y, names = load_camvid(data, "train", subset=("A",))
     assert len(names) == 3 and all(n.startswith("A") for n in names) and x.shape[0] == y.shape[0] == 3
     assert len(load_camvid(data, "train")[2]) == 6
@@ -242,10 +247,7 @@ def test_soft_target_is_the_kl_to_the_clean_prediction_and_zero_when_perfect(tmp
 def test_segmenter_training_on_a_sequence_subset_and_resume(tmp_path):
     from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter
 
-    data = tiny_camvid(tmp_path / "camvid", n=6)
-    for i, f in enumerate(sorted((data / "train").glob("*.png"))):
-        for d in ("train", "trainannot"):
-            (data / d / f.name).rename(data / d / f"{'AB'[i % 2]}{f.name}")
+    data = two_sequences(tiny_camvid(tmp_path / "camvid", n=6))
     out = tmp_path / "seg.safetensors"
     events = []
     cfg = SegmenterConfig(data=str(data), out=str(out), steps=2, batch_size=2, crop=(32, 40), width=4,

@@ -116,7 +116,8 @@ class Cascade:
                 xc = clean.contiguous(memory_format=torch.channels_last) if precision.channels_last else clean
                 with precision.autocast(device):
                     clean_logits = self.net(xc).float()
-            labels = clean_logits.argmax(1)
+            if self.target == "clean":
+                labels = clean_logits.argmax(1)
         x = denoised
         if precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -125,9 +126,9 @@ class Cascade:
         if self.target == "soft":
             # KL(net(clean) || net(denoised)) per pixel / image: zero for a perfect denoiser,
             # so it never pulls against the reconstruction loss the way label CE can
-            logp = F.log_softmax(logits.float(), dim=1)
-            q = F.softmax(clean_logits, dim=1)
-            return (q * (torch.log(q.clamp_min(1e-8)) - logp)).sum(1).mean()
+            kl = F.kl_div(F.log_softmax(logits.float(), dim=1), F.log_softmax(clean_logits, dim=1),
+                          reduction="none", log_target=True)
+            return kl.sum(1).mean()
         if self.kind == "seg":
             from ..models.segmenter import CAMVID_IGNORE
 
