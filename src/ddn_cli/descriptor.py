@@ -17,6 +17,12 @@ from .models.denoiser import SIZE_MULTIPLE
 from .weightfile import load_weights
 
 
+# Smallest tile side given to the network. oneDNN's bf16 stride-2 convolution (torch 2.14.1,
+# this project's CPU) returns garbage, even NaN, for inputs 1-2 px wide, which images up to
+# 4 px wide reach at the 1/4 scale; smaller tiles are edge-padded to this and cropped back.
+MIN_SIDE = 16
+
+
 class OutOfMemory(DdnError):
     pass
 
@@ -65,6 +71,9 @@ class Denoiser:
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected (N, h, w, 3), got {batch.shape}")
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+        h, w = x.shape[-2:]
+        if h < MIN_SIDE or w < MIN_SIDE:
+            x = torch.nn.functional.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
@@ -77,5 +86,5 @@ class Denoiser:
         except torch.OutOfMemoryError:
             raise OutOfMemory(f"out of memory on {self.device} with {tuple(batch.shape)} tiles",
                               "use a smaller --tile or --batch-size") from None
-        y = y.float().clamp_(0, 1).permute(0, 2, 3, 1)
+        y = y[:, :, :h, :w].float().clamp_(0, 1).permute(0, 2, 3, 1)
         return y.cpu().numpy()
