@@ -99,6 +99,29 @@ def test_fast_inference_form_is_equivalent():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_composed_upsampling_and_output_convolution_match_the_original():
+    from ddn_cli.models.fast import FastDenoiser, compose_up_tail
+
+    torch.manual_seed(1)
+    up = torch.nn.ConvTranspose2d(6, 5, 4, 2, 1)
+    tail = torch.nn.Conv2d(5, 3, 3, padding=1)
+    x = torch.randn(2, 6, 7, 9)
+    with torch.no_grad():
+        ref = tail(up(x))
+        got = torch.nn.functional.pixel_shuffle(compose_up_tail(up, tail)(x), 2)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    assert torch.allclose(ref[inner], got[inner], atol=1e-5)
+    # the bare composition is wrong on the outer ring (the original zero-pads up(x) there) ...
+    assert not torch.allclose(ref, got, atol=1e-3)
+    # ... which the inference form recomputes, down to the smallest inputs
+    m = build_denoiser().eval()
+    f = FastDenoiser(m).eval()
+    for h, w in ((1, 1), (3, 5), (4, 4), (8, 6), (29, 31)):
+        x = torch.rand(1, 3, h, w)
+        with torch.no_grad():
+            assert torch.allclose(m(x, 0.1), f(x, 0.1), atol=1e-5), (h, w)
+
+
 def test_sigma_gain_interpolates_and_equals_feeding_the_scaled_sigma():
     import json
 
@@ -132,3 +155,23 @@ def test_sigma_gain_interpolates_and_equals_feeding_the_scaled_sigma():
 def test_bad_sigma_gain_is_refused(knots):
     with pytest.raises(ValueError, match="sigma_gain"):
         DenoiserConfig(sigma_gain=knots)
+
+
+def test_bf16_inference_matches_fp32_at_every_tile_shape(default_weights):
+    """The shipped model under bf16 autocast (the CPU's auto precision) stays close to fp32,
+    also for narrow and tiny tiles: oneDNN's bf16 stride-2 convolution returns garbage for
+    inputs 1-2 px wide, so the descriptor pads small tiles (this failed with NaN before)."""
+    import numpy as np
+
+    from conftest import noisy, smooth_image
+
+    from ddn_cli.descriptor import Denoiser
+
+    fp32 = Denoiser.load(default_weights, device="cpu", precision="fp32")
+    bf16 = Denoiser.load(default_weights, device="cpu", precision="bf16")
+    for h, w in ((40, 3), (64, 4), (3, 40), (1, 1), (5, 17), (64, 8), (96, 130)):
+        img = noisy(smooth_image(h, w, seed=h * w), 25).astype(np.float32)[None] / 255
+        a, b = fp32(img, 25.0), bf16(img, 25.0)
+        assert np.isfinite(b).all(), (h, w)
+        assert np.abs(a - b).max() <= 4 / 255, (h, w, float(np.abs(a - b).max() * 255))
+        assert np.abs(a - b).mean() <= 0.5 / 255, (h, w)
