@@ -93,8 +93,11 @@ def main() -> None:
                       f"![crop](crop_{task}_sigma60.png)", ""]
     for ver, what in (("v2", "`ddn.color-sigma` v2 (two more reconstruction-only fine-tuning stages, +0.01-0.02 dB on "
                               "CBSD68; measured while it was the default)"),
-                      ("v3", "`ddn.color-sigma` v3, the current default (v2 + a 7-minute MSE fine-tune on the CPU with "
-                              "BatchNorm frozen)")):
+                      ("v3", "`ddn.color-sigma` v3 (v2 + a 7-minute MSE fine-tune on the CPU with BatchNorm "
+                              "frozen; the default from 2026-11-26 to 2026-11-30)"),
+                      ("v4", "`ddn.color-sigma` v4, the current default (v3 + a 25-minute MSE fine-tune on the CPU "
+                              "with BatchNorm frozen; measured with the composed inference form, so its bf16 "
+                              "rounding differs slightly from the rows above)")):
         evs = [(t, RES / f"eval_{t}_{ver}.json") for t in ("seg", "cls")]
         if not any(f.is_file() for _, f in evs):
             continue

@@ -162,7 +162,8 @@ def main() -> None:
     s4c = done(RES / "training" / "stage4_h100_mse_lr5e-5_log.jsonl")
     s4d = done(RES / "training" / "stage4_h100_mse_lr2e-5_log.jsonl")
     s5 = done(RES / "training" / "stage5_cpu_mse_frozenbn_log.jsonl")
-    t5 = meta["training"]  # the shipped file is stage 5's output: its own training record
+    s6 = done(RES / "training" / "stage6_cpu_mse_frozenbn_log.jsonl")
+    t6 = meta["training"]  # the shipped file is stage 6's output: its own training record
     metrics = {}
     for ds, key in (("CBSD68", "cbsd68"), ("Kodak24", "kodak24")):
         metrics[ds] = {}
@@ -179,12 +180,12 @@ def main() -> None:
                 "never CBSD68 or Kodak24",
         "validation": "16 held-out ImageNet samples (benchmarks/splits/denoise_val.txt), sigma 15/25/50",
         "noise": "sigma ~ U(0, 75) per patch; 50% of patches clipped to [0,255] and quantised to 8 bits",
-        "loss": "L1 (stages 1-3), then MSE (stages 4-5)",
+        "loss": "L1 (stages 1-3), then MSE (stages 4-6)",
         "optimizer": "AdamW(betas 0.9/0.99, wd 0), warmup + cosine, grad clip 1.0, EMA 0.999 "
                      "(validated alongside the raw weights; the better one kept)",
         "precision": "bf16 autocast + channels_last",
         "hardware": "stages 1-2: 1x NVIDIA H200; stages 3-4: 1x NVIDIA H100 80GB HBM3 (lent devices), "
-                    "benchmarks/gpu_train.py via benchmarks/device_run.sh and device_run2.sh; stage 5: this "
+                    "benchmarks/gpu_train.py via benchmarks/device_run.sh and device_run2.sh; stages 5-6: this "
                     "project's 2-core Sapphire Rapids CPU, ddn train",
         "selection": "every choice (checkpoint, variant, averaging) by PSNR on the 16 validation images; "
                      "CBSD68 and Kodak24 only measured afterwards",
@@ -205,20 +206,30 @@ def main() -> None:
                       {"lr": 2e-5, "steps": s4d["steps_done"], "kept_step": s4d["best"]["step"],
                        "val_psnr": s4d["best"]["psnr"], "wall_s": round(s4d["elapsed_s"], 1)}],
              "result": "the two runs' weights averaged (validated best, ddn eval fp32)"},
-            {"init": "stage 4 (v2)", "loss": t5["loss"].upper(), "batch": t5["batch_size"], "patch": t5["patch"],
-             "lr": t5["lr"], "warmup": t5["warmup"],
-             "batchnorm": "frozen (running statistics kept; only weights learn)" if t5["freeze_bn"] else "trained",
-             "ema": int(t5["ema"]) if t5["ema"] == 0 else t5["ema"],
+            {"init": "stage 4 (v2)", "loss": "MSE", "batch": 16, "patch": 128, "lr": 2e-5, "warmup": 50,
+             "batchnorm": "frozen (running statistics kept; only weights learn)", "ema": 0,
              "steps": s5["steps_done"], "wall_s": round(s5["elapsed_s"], 1),
-             "patches_per_s": round(s5["patches_per_s"], 1), "val_psnr": s5["best"]["psnr"],
+             "patches_per_s": round(s5["patches_per_s"], 1), "val_psnr": s5["best"]["psnr"], "result": "v3",
              "command": "ddn train --data benchmarks/splits/denoise_train.txt --val benchmarks/splits/denoise_val.txt "
                         "--data-root ../shared/data --init ddn.color-sigma --loss mse --lr 2e-5 --warmup 50 --steps 0 "
                         "--time-budget 420 --batch-size 16 --patch 128 --val-every 100000 --ema 0 --device cpu "
                         "--out runs/cpu_mse2/ft.safetensors"},
+            {"init": "stage 5 (v3)", "loss": t6["loss"].upper(), "batch": t6["batch_size"], "patch": t6["patch"],
+             "lr": t6["lr"], "warmup": t6["warmup"],
+             "batchnorm": "frozen (running statistics kept; only weights learn)" if t6["freeze_bn"] else "trained",
+             "ema": int(t6["ema"]) if t6["ema"] == 0 else t6["ema"],
+             "steps": s6["steps_done"], "wall_s": round(s6["elapsed_s"], 1),
+             "patches_per_s": round(s6["patches_per_s"], 1), "val_psnr": s6["best"]["psnr"], "result": "v4",
+             "command": "ddn train --data benchmarks/splits/denoise_train.txt --val benchmarks/splits/denoise_val.txt "
+                        "--data-root ../shared/data --init ddn.color-sigma --loss mse --lr 2e-5 --warmup 50 --steps 0 "
+                        "--time-budget 1500 --batch-size 16 --patch 128 --val-every 100000 --ema 0 --device cpu "
+                        "--out runs/cpu_mse3/ft.safetensors"},
         ],
         # steps behind the shipped weights (each stage continued from the kept step of the last)
-        "steps": s1["steps_done"] + s2["steps_done"] + s3["best"]["step"] + s4c["best"]["step"] + s5["steps_done"],
-        "wall_s": round(s1["elapsed_s"] + s2["elapsed_s"] + s3["elapsed_s"] + s4c["elapsed_s"] + s5["elapsed_s"], 1),
+        "steps": (s1["steps_done"] + s2["steps_done"] + s3["best"]["step"] + s4c["best"]["step"] + s5["steps_done"]
+                  + s6["steps_done"]),
+        "wall_s": round(s1["elapsed_s"] + s2["elapsed_s"] + s3["elapsed_s"] + s4c["elapsed_s"] + s5["elapsed_s"]
+                        + s6["elapsed_s"], 1),
     }
     entry = {
         "name": name, "arch": "ddn", "task": "denoise", **facts, "license": "MIT",

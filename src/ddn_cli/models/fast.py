@@ -184,7 +184,11 @@ class FastDenoiser(nn.Module):
     def _residual(self, u: torch.Tensor, xin: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
         """``tail(cat(up2(u), head(xin)))``: the composed convolutions, with the outermost ring
         of output pixels recomputed the original way from strips 4 (half-res) / 8 px thick."""
-        out = F.pixel_shuffle(self.up_tail(u) + self.skip_in(xs), 2)
+        # the skip convolution feeds the output directly, and in bf16 its rounding (and the
+        # input's) cost 0.015 dB on CBSD68 at sigma 15; it is small, so it runs in full precision
+        with torch.autocast(xs.device.type, enabled=False):
+            skip_in = self.skip_in(xs.to(self.skip_in.weight.dtype))
+        out = F.pixel_shuffle(self.up_tail(u) + skip_in, 2)
         up, tail, skip, head = self.up2, self.tail_up, self.tail_skip, self.head
         out[:, :, :1] = (tail(up(u[:, :, :4])[:, :, :4]) + skip(head(xin[:, :, :8])[:, :, :4]))[:, :, :1]
         out[:, :, -1:] = (tail(up(u[:, :, -4:])[:, :, -4:]) + skip(head(xin[:, :, -8:])[:, :, -4:]))[:, :, -1:]
