@@ -152,6 +152,20 @@ def beats_reconstruction(task: str) -> bool:
     return all(by["guided"]["metric"][s] > by["reconstruction"]["metric"][s] for s in ("30", "60"))
 
 
+def cpu_stage(init: str, t: dict, s: dict, result: str, budget: int, out: str) -> dict:
+    """A frozen-BatchNorm CPU fine-tuning stage: its settings ``t``, its log's summary ``s``."""
+    return {"init": init, "loss": t["loss"].upper(), "batch": t["batch_size"], "patch": t["patch"], "lr": t["lr"],
+            "warmup": t["warmup"],
+            "batchnorm": "frozen (running statistics kept; only weights learn)" if t["freeze_bn"] else "trained",
+            "ema": int(t["ema"]) if t["ema"] == 0 else t["ema"], "steps": s["steps_done"],
+            "wall_s": round(s["elapsed_s"], 1), "patches_per_s": round(s["patches_per_s"], 1),
+            "val_psnr": s["best"]["psnr"], "result": result,
+            "command": "ddn train --data benchmarks/splits/denoise_train.txt --val benchmarks/splits/denoise_val.txt "
+                       "--data-root ../shared/data --init ddn.color-sigma --loss mse --lr 2e-5 --warmup 50 --steps 0 "
+                       f"--time-budget {budget} --batch-size 16 --patch 128 --val-every 100000 --ema 0 --device cpu "
+                       f"--out runs/{out}/ft.safetensors"}
+
+
 def main() -> None:
     name = "ddn.color-sigma"
     facts, meta = shipped(f"{name}.safetensors")
@@ -206,24 +220,9 @@ def main() -> None:
                       {"lr": 2e-5, "steps": s4d["steps_done"], "kept_step": s4d["best"]["step"],
                        "val_psnr": s4d["best"]["psnr"], "wall_s": round(s4d["elapsed_s"], 1)}],
              "result": "the two runs' weights averaged (validated best, ddn eval fp32)"},
-            {"init": "stage 4 (v2)", "loss": "MSE", "batch": 16, "patch": 128, "lr": 2e-5, "warmup": 50,
-             "batchnorm": "frozen (running statistics kept; only weights learn)", "ema": 0,
-             "steps": s5["steps_done"], "wall_s": round(s5["elapsed_s"], 1),
-             "patches_per_s": round(s5["patches_per_s"], 1), "val_psnr": s5["best"]["psnr"], "result": "v3",
-             "command": "ddn train --data benchmarks/splits/denoise_train.txt --val benchmarks/splits/denoise_val.txt "
-                        "--data-root ../shared/data --init ddn.color-sigma --loss mse --lr 2e-5 --warmup 50 --steps 0 "
-                        "--time-budget 420 --batch-size 16 --patch 128 --val-every 100000 --ema 0 --device cpu "
-                        "--out runs/cpu_mse2/ft.safetensors"},
-            {"init": "stage 5 (v3)", "loss": t6["loss"].upper(), "batch": t6["batch_size"], "patch": t6["patch"],
-             "lr": t6["lr"], "warmup": t6["warmup"],
-             "batchnorm": "frozen (running statistics kept; only weights learn)" if t6["freeze_bn"] else "trained",
-             "ema": int(t6["ema"]) if t6["ema"] == 0 else t6["ema"],
-             "steps": s6["steps_done"], "wall_s": round(s6["elapsed_s"], 1),
-             "patches_per_s": round(s6["patches_per_s"], 1), "val_psnr": s6["best"]["psnr"], "result": "v4",
-             "command": "ddn train --data benchmarks/splits/denoise_train.txt --val benchmarks/splits/denoise_val.txt "
-                        "--data-root ../shared/data --init ddn.color-sigma --loss mse --lr 2e-5 --warmup 50 --steps 0 "
-                        "--time-budget 1500 --batch-size 16 --patch 128 --val-every 100000 --ema 0 --device cpu "
-                        "--out runs/cpu_mse3/ft.safetensors"},
+            cpu_stage("stage 4 (v2)", {"loss": "mse", "batch_size": 16, "patch": 128, "lr": 2e-5, "warmup": 50,
+                                        "freeze_bn": True, "ema": 0.0}, s5, "v3", 420, "cpu_mse2"),
+            cpu_stage("stage 5 (v3)", t6, s6, "v4", 1500, "cpu_mse3"),
         ],
         # steps behind the shipped weights (each stage continued from the kept step of the last)
         "steps": (s1["steps_done"] + s2["steps_done"] + s3["best"]["step"] + s4c["best"]["step"] + s5["steps_done"]
