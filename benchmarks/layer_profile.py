@@ -28,6 +28,10 @@ def conv_macs(mod: torch.nn.Module, out: torch.Tensor, inp: torch.Tensor) -> int
         return out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
     if isinstance(mod, torch.nn.ConvTranspose2d):  # every input pixel scatters a k x k x cout block
         return inp.numel() * mod.out_channels * mod.kernel_size[0] * mod.kernel_size[1]
+    if type(mod).__name__ == "FusedConv":  # models/onednn.py
+        return out.numel() * mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+    if type(mod).__name__ == "FusedBottleneck":  # its last 1x1 convolution runs inside forward
+        return out.numel() * mod.c3.weight.shape[1]
     return 0
 
 

@@ -4,7 +4,8 @@ from one minute to the next; interleaving puts every method under the same drift
 
     python benchmarks/tile_speed.py [--tile 512] [--reps 25] [--precisions bf16,fp32] [--json PATH]
 
-Methods: ddn's default model in its inference form (what `ddn denoise` runs) and in its
+Methods: ddn's default model in its inference form (what `ddn denoise` runs: composed
+layers, oneDNN-fused convolutions), the same without the oneDNN fusion, and in its
 training form (BatchNorm unfolded, no composed layers), and FFDNet and CDnCNN-B from
 ../shared/anchors when present. Each timed on one random tile, channels_last, after two
 warm-up passes; the median of ``reps`` interleaved passes is quoted, with megapixels/s
@@ -33,14 +34,15 @@ def models() -> dict[str, torch.nn.Module]:
     from ddn_cli.registry import resolve_weights
 
     w = resolve_weights(None)
-    out = {"ddn (inference form)": Denoiser.load(w, device="cpu", precision="fp32").model,
+    out = {"ddn (inference form)": None,  # per precision: its oneDNN-fused convolutions compute in that dtype
+           "ddn (not fused)": Denoiser.load(w, device="cpu", precision="fp32", fuse=False).model,
            "ddn (training form)": Denoiser.load(w, device="cpu", precision="fp32", fast=False).model}
     if (ROOT.parent / "shared" / "anchors").is_dir():
         from anchors import load_anchor
 
         out["ffdnet"] = load_anchor("ffdnet")
         out["cdncnn-b"] = load_anchor("cdncnn-b")
-    return {k: m.eval().to(memory_format=torch.channels_last) for k, m in out.items()}
+    return {k: m.eval().to(memory_format=torch.channels_last) if m is not None else None for k, m in out.items()}
 
 
 def main() -> None:
@@ -55,7 +57,11 @@ def main() -> None:
     x = torch.rand(1, 3, a.tile, a.tile).contiguous(memory_format=torch.channels_last)
     mp = a.tile * a.tile / 1e6
     rows = []
+    from ddn_cli.descriptor import Denoiser
+    from ddn_cli.registry import resolve_weights
+
     for prec in a.precisions.split(","):
+        ms["ddn (inference form)"] = Denoiser.load(resolve_weights(None), device="cpu", precision=prec).model
         reps = a.reps if prec == "bf16" else max(3, a.reps // 4)
         times: dict[str, list[float]] = {k: [] for k in ms}
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):

@@ -175,3 +175,46 @@ def test_bf16_inference_matches_fp32_at_every_tile_shape(default_weights):
         assert np.isfinite(b).all(), (h, w)
         assert np.abs(a - b).max() <= 4 / 255, (h, w, float(np.abs(a - b).max() * 255))
         assert np.abs(a - b).mean() <= 0.5 / 255, (h, w)
+
+
+@pytest.mark.skipif(not __import__("ddn_cli.models.onednn", fromlist=["x"]).available(), reason="no oneDNN fused ops")
+def test_onednn_fused_form_is_the_same_function():
+    """ReLUs and residual adds fused into the oneDNN convolutions: in fp32 the same output as
+    the plain inference form (random BatchNorm statistics, odd and tiny sizes), in bf16 close
+    to fp32; the input is never written to, and repeated calls agree."""
+    from ddn_cli.models.fast import FastDenoiser
+    from ddn_cli.models.onednn import FusedBottleneck, onednn_form
+
+    torch.manual_seed(3)
+    m = build_denoiser().eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.3, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+    plain = FastDenoiser(m).eval()
+    fused = onednn_form(FastDenoiser(m).eval(), torch.float32)
+    assert isinstance(fused.res3, FusedBottleneck) and not isinstance(plain.res3, FusedBottleneck)
+    fused_bf16 = onednn_form(FastDenoiser(m).eval(), torch.bfloat16)
+    with torch.inference_mode():
+        for h, w in ((16, 16), (29, 31), (64, 48), (131, 97)):
+            x = torch.rand(1, 3, h, w).contiguous(memory_format=torch.channels_last)
+            keep = x.clone()
+            want = plain(x, 0.1)
+            got = fused(x, 0.1)
+            assert torch.equal(x, keep)
+            assert torch.allclose(want, got, atol=1e-5), (h, w)
+            assert torch.equal(got, fused(x, 0.1))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                b = fused_bf16(x, 0.1).float()
+            assert (b - want).abs().max() <= 0.05 and (b - want).abs().mean() <= 2e-3, (h, w)
+
+
+def test_the_cpu_denoiser_uses_the_fused_form_unless_asked_not_to(default_weights):
+    from ddn_cli.descriptor import Denoiser
+    from ddn_cli.models import onednn
+
+    fused = Denoiser.load(default_weights, device="cpu", precision="fp32")
+    plain = Denoiser.load(default_weights, device="cpu", precision="fp32", fuse=False)
+    assert isinstance(fused.model.res1, onednn.FusedBottleneck) == onednn.available()
+    assert not isinstance(plain.model.res1, onednn.FusedBottleneck)

@@ -40,7 +40,9 @@ class Denoiser:
 
     @classmethod
     def load(cls, weights: str | Path, *, name: str | None = None, device: str = "auto",
-             precision: str = "auto", fast: bool = True) -> Denoiser:
+             precision: str = "auto", fast: bool = True, fuse: bool = True) -> Denoiser:
+        """``fast``: the composed inference form (models/fast.py); ``fuse``: on the CPU, with
+        its ReLUs and residual adds fused into oneDNN convolutions (models/onednn.py)."""
         sd, meta = load_weights(weights)
         arch = meta.get("arch")
         if arch != "ddn" or meta.get("task", "denoise") not in ("denoise", "seg", "cls"):
@@ -58,6 +60,11 @@ class Denoiser:
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
         model.to(dev)
+        if fast and fuse and dev.type == "cpu" and prec.dtype in (None, torch.bfloat16):
+            from .models import onednn
+
+            if onednn.available():
+                model = onednn.onednn_form(model, prec.dtype or torch.float32)
         if prec.channels_last:
             model = model.to(memory_format=torch.channels_last)
         for p in model.parameters():
