@@ -190,12 +190,29 @@ def main() -> None:
               "denoiser fails across tasks. It is a candidate for `ddn.cls` v2 (at sigma 0 / 15: top-1 90.7 / "
               "89.1, 44.8 / 31.7 dB); not shipped this session, which had no time left to rerun the full "
               "sigma 0-60 evaluations that the manifest and the tables above are built from.")
-    for task in ("cls", "seg", "seg_clean", "seg_v2", "seg_proxy", "seg_soft_v2", "seg_v2frozen", "cls_v3frozen"):
+    parts += json_section(
+        "eval_seg_v4_sweep.json", "Segmentation from v4: a ten times smaller lambda, and the control",
+        lambda doc: "With the MSE on [0, 1] intensities at about 1e-3 and the segmenter's cross entropy of order "
+                    "0.1-1, even lambda 0.001 weighs the task loss about as much as the reconstruction, and every "
+                    "lambda from 0.001 to 0.01 lost about the same (0.9-1.0 mIoU at sigma 30) against its control. So lambda 1e-4, from v4 "
+                    "(BatchNorm frozen), against the same fine-tune without the task loss: `python "
+                    "benchmarks/cascade_sweep.py --task seg --lambdas 0.0001 --steps 1000 --tag v4` and the same "
+                    "with `--lambdas 0` (983 s and 864 s on the CPU), then `ddn eval seg ../shared/data/camvid "
+                    "--sigma 30,60 -m ddn.color-sigma -m runs/sweep/seg_lambda0.0001_v4.safetensors -m "
+                    "runs/sweep/seg_lambda0_v4.safetensors --json benchmarks/results/cascade/eval_seg_v4_sweep.json` "
+                    "(ddn.color-sigma is v4):",
+        after="For the first time a segmentation-guided denoiser is above the reconstruction-only default at "
+              "both sigmas (62.0 / 59.5 against 61.9 / 58.9 mIoU; at sigma 30 by 0.04, on one noise seed) with PSNR kept (+0.02 / +0.03 dB). But the control, the same 1000 steps on "
+              "CamVid crops with the MSE alone, is better still (62.6 / 59.9): the gain over the default comes "
+              "from fine-tuning on street scenes, and the task loss, even at 1e-4, costs 0.6 / 0.5 mIoU against "
+              "it. Not shipped as `ddn.seg`: it would meet the bar's letter without showing what the bar is for.")
+    for task in ("cls", "seg", "seg_clean", "seg_v2", "seg_proxy", "seg_soft_v2", "seg_v2frozen", "cls_v3frozen",
+                 "seg_v4"):
         f = RES / f"sweep_{task}.json"
         if f.is_file():
             doc = json.loads(f.read_text())
             parts += [f"## Choosing lambda ({task})", "", f"`{doc['command']}`: {doc['steps']} steps each from "
-                      f"`ddn.color-sigma` {'v1' if task in ('cls', 'seg', 'seg_clean') else 'v3' if 'v3' in task else 'v2'}, batch {doc['batch']}, lr {doc['lr']}; scored on {doc['held_out']} "
+                      f"`ddn.color-sigma` {'v1' if task in ('cls', 'seg', 'seg_clean') else 'v3' if 'v3' in task else 'v4' if 'v4' in task else 'v2'}, batch {doc['batch']}, lr {doc['lr']}; scored on {doc['held_out']} "
                       "(so the reported sets above are never used to choose).", "",
                       f"| lambda | PSNR sigma 30 | PSNR sigma 60 | {doc['metric']} sigma 30 | {doc['metric']} sigma 60 |",
                       "|---|---|---|---|---|"]
@@ -216,7 +233,9 @@ def main() -> None:
               "through a segmenter that never saw its images (59.5 / 54.2) and a KL loss to the segmenter's "
               "clean softmax (61.4-61.5 / 58.7), and neither did freezing the denoiser's BatchNorm (61.2 / 57.9). "
               "The cross-task bar fails too: the classification-guided denoiser costs CamVid 2 / 8 mIoU, and "
-              "rerunning its cascade from v3 with BatchNorm frozen only narrowed that to 1.8 / 6.3. `ddn.seg` "
+              "rerunning its cascade from v3 with BatchNorm frozen only narrowed that to 1.8 / 6.3. Lambda 1e-4 from "
+              "v4 puts a guided denoiser above the default (62.0 / 59.5 against 61.9 / 58.9), but only because "
+              "its CamVid fine-tune helps: the same fine-tune without the task loss reaches 62.6 / 59.9. `ddn.seg` "
               "is shipped and measured but is not the default. Left to try: longer cascade runs with larger "
               "batches (GPU), the unweighted cross entropy, and a segmenter trained on noisy and denoised "
               "images so that its gradients carry less high-frequency sensitivity.",
