@@ -181,3 +181,23 @@ def test_encode_jpeg_drops_alpha(tmp_path):
     d = ImageData(color=smooth_image(4, 4), alpha=np.full((4, 4), 7, np.uint8), bits=8, format="png")
     data = encode_image(d, "jpeg")
     assert Image.open(io.BytesIO(data)).mode == "RGB"
+
+
+def test_images_are_encoded_straight_into_the_file(tmp_path):
+    """write_image streams the encoder's output into the temp file (no in-memory copy of
+    the encoded file): the result equals encode_image's bytes for 8- and 16-bit PNG, 16-bit
+    TIFF and JPEG, and an encoder failing half-way leaves neither output nor temp file."""
+    rgb8 = ImageData(color=smooth_image(40, 56, seed=3), alpha=None, bits=8, format="png")
+    rgb16 = ImageData(color=smooth_image(40, 56, seed=4).astype(np.uint16) * 257, alpha=None, bits=16, format="png")
+    for img, fmt, name in ((rgb8, "png", "a.png"), (rgb16, "png", "b.png"), (rgb16, "tiff", "c.tif"),
+                           (rgb8, "jpeg", "d.jpg")):
+        write_image(tmp_path / name, img, fmt)
+        assert (tmp_path / name).read_bytes() == encode_image(img, fmt), name
+
+    def half_then_fail(f):
+        f.write(b"\x89PNG partial")
+        raise RuntimeError("encoder crashed")
+
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        write_atomic(tmp_path / "e.png", half_then_fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.tif", "d.jpg"]
