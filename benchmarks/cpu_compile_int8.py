@@ -9,6 +9,9 @@ default model (what `ddn denoise` runs per tile on a CPU):
   training photos), compiled with freezing. Needs `pip install torchao` (not a ddn dependency).
 
     python benchmarks/cpu_compile_int8.py --json benchmarks/results/cpu_compile_int8.json
+
+The model is loaded without the oneDNN post-op fusion (``fuse=False``): inductor and the
+quantizer work on plain aten convolutions, and the recorded figures predate the fusion.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def main() -> None:
         res["rows"].append(r)
         print(r, flush=True)
 
-    den = Denoiser.load(resolve_weights(None), device="cpu", precision="bf16")
+    den = Denoiser.load(resolve_weights(None), device="cpu", precision="bf16", fuse=False)
     m = den.model
     eager = per_tile(m, x, 0.1, bf16)
     row("eager bf16", eager)
@@ -91,7 +94,7 @@ def main() -> None:
         for comp in (False, True):
             torch._dynamo.reset()
             ic.freezing = comp
-            d = Denoiser.load(resolve_weights(None), device="cpu", precision="bf16")
+            d = Denoiser.load(resolve_weights(None), device="cpu", precision="bf16", fuse=False)
             if comp:
                 d.model = torch.compile(d.model, dynamic=False)
             times = []
@@ -118,7 +121,7 @@ def main() -> None:
 
         from ddn_cli.training.data import decode_rgb8, list_training_images
 
-        fp = Denoiser.load(resolve_weights(None), device="cpu", precision="fp32").model.eval()
+        fp = Denoiser.load(resolve_weights(None), device="cpu", precision="fp32", fuse=False).model.eval()
 
         class Wrap(torch.nn.Module):
             def __init__(self, net):

@@ -201,3 +201,15 @@ def test_images_are_encoded_straight_into_the_file(tmp_path):
     with pytest.raises(RuntimeError, match="encoder crashed"):
         write_atomic(tmp_path / "e.png", half_then_fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.tif", "d.jpg"]
+
+
+def test_an_encoder_failure_is_reported_as_such_and_leaves_no_file(tmp_path):
+    from ddn_cli.errors import OutputError
+
+    def encoder_error(f):
+        f.write(b"\x89PNG partial")
+        raise OSError("encoder error -2 when writing image file")  # Pillow's kind: no errno
+
+    with pytest.raises(OutputError, match="image encoder failed"):
+        write_atomic(tmp_path / "x.png", encoder_error)
+    assert list(tmp_path.iterdir()) == []

@@ -207,7 +207,25 @@ def test_onednn_fused_form_is_the_same_function():
             assert torch.equal(got, fused(x, 0.1))
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 b = fused_bf16(x, 0.1).float()
-            assert (b - want).abs().max() <= 0.05 and (b - want).abs().mean() <= 2e-3, (h, w)
+            # measured 1.5e-3 / 1.6e-4; dropping one block's residual branch gives 0.02-0.07 / 0.01+
+            assert (b - want).abs().max() <= 6e-3 and (b - want).abs().mean() <= 5e-4, (h, w)
+        # a batch gives what its images give one by one (the border strips are batched in pairs)
+        xb = torch.rand(3, 3, 29, 35).contiguous(memory_format=torch.channels_last)
+        sig = torch.tensor([0.05, 0.1, 0.2])
+        whole = fused(xb, sig)
+        for i in range(3):
+            assert torch.allclose(whole[i:i + 1], fused(xb[i:i + 1], sig[i:i + 1]), atol=1e-5), i
+            assert torch.allclose(whole[i:i + 1], plain(xb[i:i + 1], sig[i:i + 1]), atol=1e-5), i
+
+
+def test_onednn_fusion_is_skipped_where_the_cpu_cannot_run_it(monkeypatch):
+    from ddn_cli.models import onednn
+
+    def refuse(self, x):
+        raise RuntimeError("mkldnn_convolution: bf16 path needs the cpu support avx_ne_convert or avx512bw")
+
+    monkeypatch.setattr(onednn.FusedConv, "forward", refuse)
+    assert onednn.available.__wrapped__(torch.bfloat16) is False
 
 
 def test_the_cpu_denoiser_uses_the_fused_form_unless_asked_not_to(default_weights):

@@ -63,8 +63,9 @@ class Denoiser:
         if fast and fuse and dev.type == "cpu" and prec.dtype in (None, torch.bfloat16):
             from .models import onednn
 
-            if onednn.available():
-                model = onednn.onednn_form(model, prec.dtype or torch.float32)
+            dtype = prec.dtype or torch.float32
+            if onednn.available(dtype):
+                model = onednn.onednn_form(model, dtype)
         if prec.channels_last:
             model = model.to(memory_format=torch.channels_last)
         for p in model.parameters():

@@ -420,7 +420,14 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
-                data(f)
+                try:
+                    data(f)
+                except OSError as e:
+                    if e.errno is not None:  # a real write error: reported below
+                        raise
+                    # an encoder's own failure (Pillow raises OSError without an errno)
+                    raise OutputError(f"{path}: the image encoder failed ({e})",
+                                      "try another output format (--format)") from None
             else:
                 f.write(data)
             f.flush()

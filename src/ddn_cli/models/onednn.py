@@ -18,19 +18,29 @@ exists in this PyTorch build; callers keep the plain form when it does not.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
 from .fast import FastDenoiser, _FastBottleneck
 
 
-def available() -> bool:
-    """oneDNN is built in and exposes the fused convolution ops."""
+@functools.cache
+def available(dtype: torch.dtype = torch.float32) -> bool:
+    """oneDNN is built in, exposes the fused convolution ops, and runs them in ``dtype`` on
+    this CPU (oneDNN refuses bf16 on CPUs without AVX-512 / AVX-NE-CONVERT, where the plain
+    autocast path quietly falls back): checked once by running a tiny fused convolution."""
     mk = getattr(torch.ops, "mkldnn", None)
     try:
-        return bool(torch.backends.mkldnn.is_available() and mk is not None
-                    and hasattr(mk, "_convolution_pointwise") and hasattr(mk, "_convolution_pointwise_"))
-    except (AttributeError, RuntimeError):
+        if not (torch.backends.mkldnn.is_available() and mk is not None
+                and hasattr(mk, "_convolution_pointwise") and hasattr(mk, "_convolution_pointwise_")):
+            return False
+        conv = FusedConv(nn.Conv2d(8, 8, 3, padding=1), True, dtype)
+        with torch.inference_mode():
+            y = conv(torch.rand(1, 8, 16, 16))
+        return bool(torch.isfinite(y).all())
+    except (AttributeError, RuntimeError, NotImplementedError):
         return False
 
 
@@ -40,11 +50,14 @@ class FusedConv(nn.Module):
     def __init__(self, conv: nn.Conv2d, relu: bool, dtype: torch.dtype) -> None:
         super().__init__()
         assert isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros"
-        self.dtype = dtype
         self.register_buffer("weight", conv.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last))
         self.register_buffer("bias", conv.bias.detach().to(dtype) if conv.bias is not None else None)
         self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
         self.attr = "relu" if relu else "none"
+
+    @property
+    def dtype(self) -> torch.dtype:  # follows the weights if the module is cast later
+        return self.weight.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
