@@ -75,6 +75,15 @@ def test_fold_batchnorm_is_equivalent():
         assert torch.allclose(m(x, 0.1), f(x, 0.1), atol=1e-5)
 
 
+def random_bn_statistics(m: torch.nn.Module) -> None:
+    """Non-trivial BatchNorm running statistics, so that folding and composing are tested."""
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.3, 0.3)
+                mod.running_var.uniform_(0.5, 2.0)
+
+
 def test_fast_inference_form_is_equivalent():
     from ddn_cli.models.fast import FastDenoiser, subpixel_from_transposed
 
@@ -86,11 +95,7 @@ def test_fast_inference_form_is_equivalent():
     assert torch.allclose(ref, got, atol=1e-5)
     for nl in (True, False):
         m = build_denoiser(DenoiserConfig(noise_level=nl)).eval()
-        with torch.no_grad():
-            for mod in m.modules():
-                if isinstance(mod, torch.nn.BatchNorm2d):
-                    mod.running_mean.uniform_(-0.3, 0.3)
-                    mod.running_var.uniform_(0.5, 2.0)
+        random_bn_statistics(m)
         f = FastDenoiser(m).eval()
         x = torch.rand(2, 3, 37, 42)
         with torch.no_grad():
@@ -187,11 +192,7 @@ def test_onednn_fused_form_is_the_same_function():
 
     torch.manual_seed(3)
     m = build_denoiser().eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.3, 0.3)
-                mod.running_var.uniform_(0.5, 2.0)
+    random_bn_statistics(m)
     plain = FastDenoiser(m).eval()
     fused = onednn_form(FastDenoiser(m).eval(), torch.float32)
     assert isinstance(fused.res3, FusedBottleneck) and not isinstance(plain.res3, FusedBottleneck)
