@@ -39,9 +39,7 @@ def main() -> None:
     import cv2
     import torch
 
-    from suite import SIGMA, make_photo, method_fn
-
-    from ddn_cli.tiling import run_tiled
+    from suite import SIGMA, denoise_tiled, make_photo, method_fn
 
     if not (ROOT.parent / "shared" / "anchors").is_dir():
         raise SystemExit("../shared/anchors is absent: nothing to compare with")
@@ -59,14 +57,12 @@ def main() -> None:
     def run(fn) -> float:
         flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
-        run_tiled(big, lambda b: fn(b, SIGMA), tile=512, overlap=32, batch_size=1,
-                  to_float=lambda x: x.astype(np.float32) / 255,
-                  from_float=lambda f: np.clip(np.rint(f * 255), 0, 255).astype(np.uint8))
+        denoise_tiled(big, fn)
         dt = time.perf_counter() - t
         faults.setdefault(fn, []).append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt) / mp)
         return mp / dt
 
-    for fn in fns.values():  # warm-up: one tile row's worth is enough to create every primitive
+    for fn in fns.values():  # warm-up: one 512 px tile (other tile shapes' set-up lands in round 0)
         fn(big[None, :512, :512].astype(np.float32) / 255, SIGMA)
     speeds: dict[str, list[float]] = {n: [] for n in names}
     for r in range(a.rounds):
