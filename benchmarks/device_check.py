@@ -42,7 +42,20 @@ def main() -> None:
     from ddn_cli.registry import resolve_weights
 
     dev_name = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu"
-    images = load_eval_images([a.data], a.limit)
+    data = a.data
+    tmpdir = tempfile.TemporaryDirectory()
+    if data == "skimage" or not Path(data).exists():
+        # no ../shared on a lent machine: scikit-image's sample photos (colour, 300-512 px)
+        from skimage import data as skd
+        from PIL import Image
+
+        for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "colorwheel"):
+            im = getattr(skd, name, None)
+            if im is not None:
+                Image.fromarray(im()[..., :3]).save(Path(tmpdir.name) / f"{name}.png")
+        data = tmpdir.name
+        a.data = "scikit-image sample photos"
+    images = load_eval_images([data], a.limit)
     res: dict = {"device": dev_name, "images": len(images), "data": a.data, "precisions": {}}
     for prec in a.precisions.split(","):
         if a.device == "cpu" and prec == "fp16":
@@ -60,6 +73,21 @@ def main() -> None:
         for p, v in res["precisions"].items():
             if "psnr" in v:
                 v["delta_vs_fp32"] = {k: round(v["psnr"][k] - base[k], 4) for k in base}
+    # device-side blending (tiling_torch, the GPU default) against host blending: same bytes?
+    from ddn_cli.io import ImageData
+    from ddn_cli.pipeline import auto_tile, denoise_image
+
+    rng0 = np.random.default_rng(5)
+    base = np.tile(images[0][1], (4, 4, 1))[:1000, :1500]
+    test = np.clip(base + rng0.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+    den = Denoiser.load(resolve_weights(None), name="default", device=a.device, precision="auto")
+    tile, batch = auto_tile(den.device.type)
+    outs = [denoise_image(ImageData(test, None, 8, "png"), den, sigma=25, tile=tile, overlap=den.overlap,
+                          batch_size=batch, device_blend=b)[0].color.astype(np.int16) for b in (True, False)]
+    diff = np.abs(outs[0] - outs[1])
+    res["blend_parity"] = {"shape": list(test.shape), "precision": den.precision.name, "max_abs_diff": int(diff.max()),
+                           "frac_differing": float((diff > 0).mean())}
+    print("blend_parity", res["blend_parity"], flush=True)
     # the whole CLI on a 12 MP photo (decode, tiles, device copies, encode), per precision
     from PIL import Image
 

@@ -1,6 +1,7 @@
-"""Where the time of one 12 MP `ddn denoise` goes on a GPU, in one process: the host-only
-part of the pipeline (tiling, blending, 8-bit conversion with an identity "model"), then the
-real denoiser per tile size and precision, first call (CUDA/cuDNN warm-up) and steady state.
+"""Where the time of one 12 MP `ddn denoise` goes on a GPU, in one process: the pipeline
+without the model (tiling, blending, 8-bit conversion with an identity "model"), then the
+real denoiser per tile size, precision and blending place (device: `tiling_torch`, host:
+numpy), first call (CUDA/cuDNN warm-up) and steady state.
 
     PYTHONPATH=src python3 benchmarks/gpu_pipeline_probe.py --out $OUT
     python benchmarks/gpu_pipeline_probe.py --device cpu --tiles 512 --precisions bf16 --reps 1  # dry run
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--tiles", default="512,1024,2048")
     ap.add_argument("--precisions", default="bf16,fp16")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--blend", default="device,host", help="where tiles are blended: device (tiling_torch), host (numpy)")
     ap.add_argument("--out", default=".")
     a = ap.parse_args()
     import torch
@@ -47,29 +49,40 @@ def main() -> None:
 
     class Identity:
         size_multiple = 4
+        device = torch.device(a.device)
 
         def __call__(self, b, s):
             return b
 
+        def run_tensor(self, x, s):
+            return x
+
     res: dict = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu",
                  "image": list(noisy.shape), "auto_tile_batch": list(auto_tile(a.device.split(":")[0])), "runs": []}
-    for tile in [int(t) for t in a.tiles.split(",")]:
-        t0 = time.perf_counter()
-        denoise_image(img, Identity(), sigma=25, tile=tile, overlap=48, batch_size=4)
-        res["runs"].append({"what": "host_only", "tile": tile, "s": round(time.perf_counter() - t0, 3)})
-        print(res["runs"][-1], flush=True)
+    blends = a.blend.split(",")
+    for blend in blends:
+        for tile in [int(t) for t in a.tiles.split(",")]:
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                denoise_image(img, Identity(), sigma=25, tile=tile, overlap=48, batch_size=4,
+                              device_blend=blend == "device")
+                times.append(time.perf_counter() - t0)
+            res["runs"].append({"what": "identity_model", "blend": blend, "tile": tile, "s": round(min(times), 3)})
+            print(res["runs"][-1], flush=True)
     for prec in a.precisions.split(","):
         den = Denoiser.load(resolve_weights(None), device=a.device, precision=prec)
-        for tile in [int(t) for t in a.tiles.split(",")]:
+        for tile, blend in [(int(t), b) for t in a.tiles.split(",") for b in blends]:
             batch = max(1, (1024 // tile) ** 2 * 4)
             times = []
             for _ in range(a.reps):
                 t0 = time.perf_counter()
-                denoise_image(img, den, sigma=25, tile=tile, overlap=den.overlap, batch_size=batch)
+                denoise_image(img, den, sigma=25, tile=tile, overlap=den.overlap, batch_size=batch,
+                              device_blend=blend == "device")
                 if a.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
-            rec = {"what": "denoise", "precision": prec, "tile": tile, "batch": batch,
+            rec = {"what": "denoise", "precision": prec, "tile": tile, "batch": batch, "blend": blend,
                    "first_s": round(times[0], 3), "steady_s": round(statistics.median(times[1:] or times), 3),
                    "steady_mp_s": round(mp / statistics.median(times[1:] or times), 2)}
             if a.device.startswith("cuda"):

@@ -79,20 +79,28 @@ class Denoiser:
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected (N, h, w, 3), got {batch.shape}")
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
-        h, w = x.shape[-2:]
-        if h < MIN_SIDE or w < MIN_SIDE:
-            x = torch.nn.functional.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
             x = x.to(self.device)
+        y = self.run_tensor(x, sigma255)
+        return y.permute(0, 2, 3, 1).cpu().numpy()
+
+    @torch.inference_mode()
+    def run_tensor(self, x: torch.Tensor, sigma255: float) -> torch.Tensor:
+        """x: (N, 3, h, w) float32 in [0,1] on this denoiser's device; returns the same
+        shape, float32, clamped, on the device (the entry point of device-side tiling)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (N, 3, h, w), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h < MIN_SIDE or w < MIN_SIDE:
+            x = torch.nn.functional.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
         if self.precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
             with self.precision.autocast(self.device):
                 y = self.model(x, sigma255 / 255.0) if self.noise_level else self.model(x)
         except torch.OutOfMemoryError:
-            raise OutOfMemory(f"out of memory on {self.device} with {tuple(batch.shape)} tiles",
+            raise OutOfMemory(f"out of memory on {self.device} with {tuple(x.shape)} tiles",
                               "use a smaller --tile or --batch-size") from None
-        y = y[:, :, :h, :w].float().clamp_(0, 1).permute(0, 2, 3, 1)
-        return y.cpu().numpy()
+        return y[:, :, :h, :w].float().clamp_(0, 1)

@@ -80,6 +80,15 @@ def _ramp(n: int, lo_overlap: int, hi_overlap: int) -> np.ndarray:
 
 def tile_window(t: Tile, rows: list[list[Tile]], h: int, w: int) -> np.ndarray:
     """(t.h, t.w) float32 blend window: ramps only where a neighbouring tile overlaps."""
+    top, bottom, left, right = window_extents(t, rows)
+    wy = _ramp(t.h, top, bottom)
+    wx = _ramp(t.w, left, right)
+    return np.outer(wy, wx).astype(np.float32)
+
+
+def window_extents(t: Tile, rows: list[list[Tile]]) -> tuple[int, int, int, int]:
+    """How far the neighbouring tiles overlap ``t``: (top, bottom, left, right) pixels.
+    Together with the tile's size this fixes its blend window."""
     top = bottom = left = right = 0
     ys = sorted({r[0].y0 for r in rows})
     ys_end = {r[0].y0: r[0].y1 for r in rows}
@@ -95,9 +104,7 @@ def tile_window(t: Tile, rows: list[list[Tile]], h: int, w: int) -> np.ndarray:
         left = max(0, xs_end[xs[j - 1]] - t.x0)
     if j + 1 < len(xs):
         right = max(0, t.x1 - xs[j + 1])
-    wy = _ramp(t.h, top, bottom)
-    wx = _ramp(t.w, left, right)
-    return np.outer(wy, wx).astype(np.float32)
+    return top, bottom, left, right
 
 
 def weight_sum(h: int, w: int, tile: int, overlap: int, align: int = 4) -> np.ndarray:
