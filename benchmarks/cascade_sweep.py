@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--sigma", default="0-75")
     ap.add_argument("--subset", default="", help="seg: comma-separated CamVid sequence ids to train on")
     ap.add_argument("--tag", default="", help="suffix for the weights and the JSON, to keep earlier sweeps")
+    ap.add_argument("--rehearse", default="", help="comma-separated photo folders / list files: their MSE is added each step")
+    ap.add_argument("--rehearse-batch", type=int, default=8)
+    ap.add_argument("--rehearse-patch", type=int, default=96)
     a = ap.parse_args()
     data = a.data or str(ROOT.parent / "shared/data" / ("camvid" if a.task == "seg" else "cifar10/train"))
     batch = a.batch or (4 if a.task == "seg" else 128)
@@ -48,7 +51,9 @@ def main() -> None:
                           lr=a.lr, warmup=min(100, a.steps // 10), loss="mse", lam=lam, task_net=a.task_net,
                           task_target=a.target, sigma=a.sigma, subset=tuple(v for v in a.subset.split(",") if v),
                           init="ddn.color-sigma", val_sigmas=(30.0, 60.0), val_every=a.steps, ema=0.0,
-                          ckpt_minutes=60, device="cpu")
+                          ckpt_minutes=60, device="cpu",
+                          rehearse=tuple(v for v in a.rehearse.split(",") if v), rehearse_batch=a.rehearse_batch,
+                          rehearse_patch=a.rehearse_patch)
         t0 = time.time()
         res = train_denoiser(cfg, lambda e: print(json.dumps(e, default=str), flush=True)
                              if e["event"] in ("val", "done", "cascade") else None)

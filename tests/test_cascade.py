@@ -263,3 +263,24 @@ def test_segmenter_training_on_a_sequence_subset_and_resume(tmp_path):
     assert any(e["event"] == "resumed" and e["step"] == 2 for e in events)
     sd2, meta2 = load_weights(out)
     assert meta2["step"] == 3 and any(not torch.equal(first[k], sd2[k]) for k in first)
+
+
+def test_rehearsal_adds_a_photo_reconstruction_term_and_resumes_exactly(tmp_path):
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(40, 52, seed=50 + i)).save(photos / f"p{i}.png")
+    kw = dict(rehearse=(str(photos),), rehearse_batch=2, rehearse_patch=32)
+    plain = run_cascade("cls", data, net, tmp_path / "plain.safetensors", steps=4)
+    full = run_cascade("cls", data, net, tmp_path / "a.safetensors", steps=4, **kw)
+    run_cascade("cls", data, net, tmp_path / "b.safetensors", steps=4, time_budget=1e-6, **kw)
+    run_cascade("cls", data, net, tmp_path / "b.safetensors", steps=4, resume=True, **kw)
+    assert full["steps_done"] == plain["steps_done"] == 4
+    ca, cb = load_checkpoint(tmp_path / "a.ckpt"), load_checkpoint(tmp_path / "b.ckpt")
+    cp = load_checkpoint(tmp_path / "plain.ckpt")
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])  # resume: same batches
+    assert any(not torch.equal(ca["model"][k], cp["model"][k]) for k in ca["model"])  # the term did something
+    assert ca["config"]["rehearse"] == [str(photos)]
+    with pytest.raises(UsageError, match="--rehearse"):
+        TrainConfig(task="denoise", data=(str(photos),), rehearse=(str(photos),))

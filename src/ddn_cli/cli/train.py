@@ -26,6 +26,11 @@ def train(
                                                   "on the clean image).")] = "labels",
     subset: Annotated[list[str], typer.Option("--subset", help="seg: train only on CamVid images of these sequences "
                                                                 "(name prefixes such as 0001TP; repeatable).")] = [],  # noqa: B006
+    rehearse: Annotated[list[str], typer.Option("--rehearse", help="Cascade: folder(s) or list file(s) of clean photos whose "
+                                                                   "reconstruction loss is added each step, so the denoiser stays good "
+                                                                   "outside the task's images (repeatable).")] = [],  # noqa: B006
+    rehearse_batch: Annotated[int, typer.Option(min=1, help="Cascade: photo patches per step for --rehearse.")] = 8,
+    rehearse_patch: Annotated[int, typer.Option(min=16, help="Cascade: patch size for --rehearse (multiple of 4).")] = 96,
     val_sigma: Annotated[str | None, typer.Option(help="Validation noise levels (default 15,25,50; cascade 30,60).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Root for relative entries in list files (default: the list file's folder).")] = None,
     val: Annotated[list[str], typer.Option("--val", help="Validation folder(s) or list file(s); repeatable.")] = [],  # noqa: B006
@@ -68,7 +73,7 @@ def train(
             raise fail(f"--val-sigma {val_sigma!r}: expected numbers like 30,60") from None
         if cascade and init is None and not resume:
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
-        cfg = TrainConfig(lam=lam, task_net=task_net, task_target=task_target, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
+        cfg = TrainConfig(rehearse=tuple(rehearse), rehearse_batch=rehearse_batch, rehearse_patch=rehearse_patch, lam=lam, task_net=task_net, task_target=task_target, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,
                           clip_fraction=clip_fraction, noise_level=noise_level, loss=loss, ema=ema, freeze_bn=freeze_bn, seed=seed,

@@ -47,6 +47,11 @@ class TrainConfig:
     subset: tuple[str, ...] = ()  # seg cascade: only CamVid training images whose names start with these
     # BatchNorm on its running statistics (only its affine weights learn); None = when fine-tuning (init)
     freeze_bn: bool | None = None
+    # cascade tasks: clean photos whose reconstruction loss is added each step (rehearsal), so a
+    # fine-tune on one domain (CIFAR's 32 px thumbnails) keeps the denoiser good on others
+    rehearse: tuple[str, ...] = ()
+    rehearse_batch: int = 8
+    rehearse_patch: int = 96
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +76,10 @@ class TrainConfig:
         if self.task != "denoise" and len(self.data) != 1:
             raise UsageError(f"--task {self.task}: pass exactly one --data folder",
                              "the CamVid folder for seg, the CIFAR-10 class folders for cls")
+        if self.rehearse and self.task == "denoise":
+            raise UsageError("--rehearse applies to the cascade tasks (seg, cls) only", "drop --rehearse")
+        if self.rehearse_batch < 1 or self.rehearse_patch < 16 or self.rehearse_patch % 4:
+            raise UsageError("--rehearse-batch must be >= 1 and --rehearse-patch a multiple of 4, >= 16")
         if self.subset and self.task != "seg":
             raise UsageError("--subset applies to --task seg only", "drop --subset")
         if not (0 <= self.ema < 1):
@@ -82,12 +91,13 @@ class TrainConfig:
         d["val"] = list(self.val)
         d["val_sigmas"] = list(self.val_sigmas)
         d["subset"] = list(self.subset)
+        d["rehearse"] = list(self.rehearse)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        for k in ("data", "val", "val_sigmas", "subset"):
+        for k in ("data", "val", "val_sigmas", "subset", "rehearse"):
             if k in d:
                 d[k] = tuple(d[k])
         known = {f for f in cls.__dataclass_fields__}

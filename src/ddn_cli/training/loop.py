@@ -136,7 +136,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         # the schedule-defining fields come from the checkpoint
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
-            "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "subset", "freeze_bn")}, "resume": True})
+            "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "subset", "freeze_bn",
+            "rehearse", "rehearse_batch", "rehearse_patch")}, "resume": True})
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
@@ -169,6 +170,10 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
               "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
     else:
         bank = ImageBank(list_training_images(cfg.data, cfg.data_root), cfg.patch, device=device)
+    rehearsal = None
+    if cfg.rehearse:
+        rehearsal = ImageBank(list_training_images(cfg.rehearse, cfg.data_root), cfg.rehearse_patch, device=device)
+        emit({"event": "rehearsal", "images": len(rehearsal), "batch": cfg.rehearse_batch, "patch": cfg.rehearse_patch})
     val_images = []
     if cfg.val and rank == 0 and cascade is None:
         from ..evaluation.denoise_eval import load_eval_images
@@ -223,6 +228,16 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         loss = reconstruction_loss(cfg.loss, pred.float(), clean)
         if cascade is not None and cascade.lam > 0:
             loss = loss + cascade.lam * cascade.task_loss(pred.float(), labels, precision, device, clean)
+        if rehearsal is not None:  # L_rec also on photos of the denoiser's own domain
+            rc = rehearsal.sample(cfg.rehearse_batch, g_cpu).to(torch.float32).div_(255.0)
+            rs = noise.draw_sigma(cfg.rehearse_batch, g_cpu)
+            rclip = torch.rand(cfg.rehearse_batch, generator=g_cpu) < noise.clip_fraction
+            rn = make_noisy(rc, rs, rclip, g_dev)
+            if precision.channels_last:
+                rn = rn.contiguous(memory_format=torch.channels_last)
+            with precision.autocast(device):
+                rp = m(rn, (rs / 255.0).to(device)) if noise_level else m(rn)
+            loss = loss + reconstruction_loss(cfg.loss, rp.float(), rc)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
