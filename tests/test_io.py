@@ -213,3 +213,49 @@ def test_an_encoder_failure_is_reported_as_such_and_leaves_no_file(tmp_path):
     with pytest.raises(OutputError, match="image encoder failed"):
         write_atomic(tmp_path / "x.png", encoder_error)
     assert list(tmp_path.iterdir()) == []
+
+
+def _png_row_filters(data: bytes, row_bytes: int) -> set[int]:
+    import struct
+    import zlib
+
+    pos, idat = 8, b""
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        if data[pos + 4:pos + 8] == b"IDAT":
+            idat += data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+    raw = zlib.decompress(idat)
+    return {raw[i] for i in range(0, len(raw), row_bytes + 1)}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_8bit_png_encoders_are_lossless_and_keep_metadata(tmp_path, monkeypatch, fast):
+    """8-bit PNGs up to FAST_PNG_MAX_PIXELS go through OpenCV (Paeth filter on every row,
+    run-length zlib); larger ones, and grey + alpha, through Pillow. Both: lossless, ICC and
+    EXIF kept."""
+    import ddn_cli.io as dio
+    from PIL import ImageCms
+
+    if not fast:
+        monkeypatch.setattr(dio, "FAST_PNG_MAX_PIXELS", 0)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x010F] = "ddn-test-camera"
+    rgb = smooth_image(33, 47, seed=7)
+    alpha = (np.arange(33 * 47) % 256).reshape(33, 47).astype(np.uint8)
+    cases = {"rgb": (rgb, None, 3), "rgba": (rgb, alpha, 4), "grey": (rgb[..., :1], None, 1),
+             "la": (rgb[..., :1], alpha, 2)}
+    for name, (color, a, ch) in cases.items():
+        img = ImageData(color=color, alpha=a, bits=8, format="png", icc=icc, exif=exif.tobytes())
+        write_image(tmp_path / f"{name}.png", img)
+        back = read_image(tmp_path / f"{name}.png")
+        assert np.array_equal(back.color, color), name
+        assert (back.alpha is None) == (a is None) and (a is None or np.array_equal(back.alpha, a)), name
+        assert back.icc == icc, name
+        assert Image.open(tmp_path / f"{name}.png").getexif().get(0x010F) == "ddn-test-camera", name
+        filters = _png_row_filters((tmp_path / f"{name}.png").read_bytes(), 47 * ch)
+        if fast and name != "la":
+            assert filters == {4}, name  # Paeth on every row: the OpenCV path
+        else:
+            assert len(filters) > 1, name  # Pillow's adaptive choice per row
