@@ -1,13 +1,15 @@
 """The denoise pipeline: jobs in, ``Result`` records out.
 
 Decoding of the next file and encoding of the previous one run in threads while the
-current image is denoised, so folder runs keep the model busy. Library code: it
+current image is denoised, so folder runs keep the model busy; on a CPU, small images are
+denoised several at a time, each on its share of the threads. Library code: it
 never prints; progress goes to ``on_event``.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -30,6 +32,7 @@ class DenoiseOptions:
     out_format: str | None = None
     quality: int = 95
     max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = 0  # small images denoised at once (0 = auto: one per CPU thread, 1 on a GPU)
 
 
 @dataclass
@@ -125,7 +128,32 @@ def process(jobs: Sequence[Job], den, opts: DenoiseOptions, on_event: Event | No
         yield r
 
 
+# Images up to this size are denoised several at a time on a CPU, each on its own share of
+# the threads (one each on 2 cores): 256x320 crops ran 1.16-1.42x faster that way than one
+# image at a time on both threads (no barrier waits between the threads of one small image),
+# and a decode or encode then delays one image instead of stalling every thread. Larger
+# images go one at a time on all threads, so memory stays that of one image.
+PARALLEL_MAX_PIXELS = 1_000_000
+MAX_IMAGE_WORKERS = 4
+
+
+def image_workers(den, requested: int = 0) -> int:
+    """How many small images to denoise at once: ``requested`` if > 0, else one per CPU
+    thread up to MAX_IMAGE_WORKERS on a CPU, and 1 on a GPU (whose batches of tiles
+    already fill it)."""
+    if requested > 0:
+        return requested
+    device = getattr(den, "device", None)
+    if device is None or device.type != "cpu":
+        return 1
+    import torch
+
+    return max(1, min(torch.get_num_threads(), MAX_IMAGE_WORKERS))
+
+
 def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
+    import torch
+
     emit = on_event or (lambda kind, data: None)
     tile_auto, batch_auto = auto_tile(den.device.type)
     tile = opts.tile or tile_auto
@@ -138,13 +166,47 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
             todo.append(j)
     if not todo:
         return
+    workers = image_workers(den, opts.workers)
+    threads = torch.get_num_threads()
     with ThreadPoolExecutor(1, thread_name_prefix="ddn-read") as reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="ddn-write") as writer:
+            ThreadPoolExecutor(1, thread_name_prefix="ddn-write") as writer, \
+            ThreadPoolExecutor(workers, thread_name_prefix="ddn-denoise") as pool:
         def read(j: Job) -> ImageData:
             return read_image(j.src, opts.max_pixels)
 
+        def denoise(img: ImageData, on_tiles=None):
+            return denoise_image(img, den, sigma=opts.sigma, tile=tile, overlap=opts.overlap, batch_size=batch,
+                                 on_tiles=on_tiles)
+
         pending_read: Future = reader.submit(read, todo[0])
         pending_write: tuple[Future, Result] | None = None
+        inflight: deque[tuple[Job, Result, Future, float]] = deque()  # denoising, in input order
+        parallel = False  # small images several at a time, torch threads split between them
+
+        def flush_write() -> Iterator[Result]:
+            nonlocal pending_write
+            if pending_write:
+                done, pending_write = _finish_write(*pending_write), None
+                yield done
+
+        def settle(entry) -> Iterator[Result]:
+            """Wait for the oldest denoise; hand its output to the writer (order kept)."""
+            nonlocal pending_write
+            j, res, fut, t0 = entry
+            try:
+                out, used = fut.result()
+            except DdnError as e:
+                res.status, res.error = "failed", str(e)
+                res.seconds = time.perf_counter() - t0
+                yield from flush_write()
+                yield res
+                return
+            res.sigma = round(used, 3)
+            yield from flush_write()
+            wf = writer.submit(write_image, j.dst, out, opts.out_format, opts.quality)
+            res.seconds = time.perf_counter() - t0
+            pending_write = (wf, res)
+
         try:
             for i, j in enumerate(todo):
                 t0 = time.perf_counter()
@@ -154,37 +216,48 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
                 res = Result(str(j.src), str(j.dst), "ok", model=den.name)
                 try:
                     img = fut.result()
-                    h, w = img.shape
-                    res.megapixels = h * w / 1e6
-                    res.notes = list(img.notes)
-                    emit("file_start", {"input": str(j.src), "index": i, "total": len(todo), "megapixels": res.megapixels})
-                    out, used = denoise_image(img, den, sigma=opts.sigma, tile=tile, overlap=opts.overlap,
-                                              batch_size=batch,
-                                              on_tiles=lambda d, t: emit("tiles", {"done": d, "total": t}))
-                    res.sigma = round(used, 3)
-                    del img
                 except DdnError as e:
+                    while inflight:
+                        yield from settle(inflight.popleft())
                     res.status, res.error = "failed", str(e)
                     res.seconds = time.perf_counter() - t0
-                    if pending_write:
-                        done, pending_write = _finish_write(*pending_write), None
-                        yield done
+                    yield from flush_write()
                     yield res
                     continue
-                if pending_write:
-                    done, pending_write = _finish_write(*pending_write), None
-                    yield done
-                wf = writer.submit(write_image, j.dst, out, opts.out_format, opts.quality)
-                res.seconds = time.perf_counter() - t0
-                pending_write = (wf, res)
-            if pending_write:
-                done, pending_write = _finish_write(*pending_write), None
-                yield done
+                h, w = img.shape
+                res.megapixels = h * w / 1e6
+                res.notes = list(img.notes)
+                small = workers > 1 and h * w <= PARALLEL_MAX_PIXELS
+                if small != parallel:  # switch thread split only with nothing in flight
+                    while inflight:
+                        yield from settle(inflight.popleft())
+                    torch.set_num_threads(max(1, threads // workers) if small else threads)
+                    parallel = small
+                emit("file_start", {"input": str(j.src), "index": i, "total": len(todo), "megapixels": res.megapixels})
+                if small:
+                    dfut = pool.submit(denoise, img)
+                else:
+                    dfut = Future()
+                    try:
+                        dfut.set_result(denoise(img, lambda d, t: emit("tiles", {"done": d, "total": t})))
+                    except DdnError as e:
+                        dfut.set_exception(e)
+                del img
+                inflight.append((j, res, dfut, t0))
+                while len(inflight) >= (workers if parallel else 1):
+                    yield from settle(inflight.popleft())
+            while inflight:
+                yield from settle(inflight.popleft())
+            yield from flush_write()
         except (KeyboardInterrupt, GeneratorExit):
             pending_read.cancel()
+            for entry in inflight:  # not started: dropped; running: finish, never written
+                entry[2].cancel()
             if pending_write:  # the write in flight is atomic: let it finish and record it
                 sink.append(_finish_write(*pending_write))
             raise
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _finish_write(fut: Future, res: Result) -> Result:

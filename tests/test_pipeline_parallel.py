@@ -1,0 +1,97 @@
+"""Folder runs on a CPU denoise small images several at a time: same outputs, same order,
+failures in place, thread count restored."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import noisy, smooth_image
+from PIL import Image
+
+import ddn_cli.pipeline as pl
+from ddn_cli.descriptor import Denoiser
+from ddn_cli.io import Job
+from ddn_cli.registry import resolve_weights
+
+
+@pytest.fixture(scope="module")
+def den():
+    return Denoiser.load(resolve_weights(None), device="cpu", precision="fp32")
+
+
+def make_folder(root, sizes):
+    root.mkdir()
+    jobs = []
+    for i, (h, w) in enumerate(sizes):
+        p = root / f"{i:02d}.png"
+        if (h, w) == (0, 0):
+            p.write_bytes(b"\x89PNG\r\n\x1a\n broken")  # unreadable
+        else:
+            Image.fromarray(noisy(smooth_image(h, w, seed=i), 25, seed=i)).save(p)
+        jobs.append(Job(p, root.parent / f"out_{root.name}" / p.name))
+    return jobs
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_folder_run_matches_one_at_a_time(tmp_path, den, monkeypatch, threads):
+    # mixed sizes: small ones run several at a time, "large" ones (over the limit, lowered
+    # here) alone on every thread; an unreadable file in the middle fails in its place
+    monkeypatch.setattr(pl, "PARALLEL_MAX_PIXELS", 3000)
+    sizes = [(40, 56), (36, 44), (64, 80), (30, 30), (0, 0), (48, 40), (70, 70), (20, 24), (44, 52)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        seen_threads = []
+        real = pl.denoise_image
+
+        def spy(*a, **k):
+            seen_threads.append(torch.get_num_threads())
+            return real(*a, **k)
+
+        monkeypatch.setattr(pl, "denoise_image", spy)
+        jobs_p = make_folder(tmp_path / "p", sizes)
+        res_p = list(pl.process(jobs_p, den, pl.DenoiseOptions(sigma=25)))
+        assert torch.get_num_threads() == threads  # restored
+        jobs_s = make_folder(tmp_path / "s", sizes)
+        res_s = list(pl.process(jobs_s, den, pl.DenoiseOptions(sigma=25, workers=1)))
+    finally:
+        torch.set_num_threads(before)
+    assert [r.input for r in res_p] == [str(j.src) for j in jobs_p]  # input order kept
+    assert [r.status for r in res_p] == [r.status for r in res_s] == ["ok"] * 4 + ["failed"] + ["ok"] * 4
+    small = [h * w <= 3000 for h, w in sizes if h]
+    assert max(seen_threads) == threads and min(seen_threads) == max(1, threads // min(threads, 4))
+    assert len(seen_threads) == 2 * len(small)
+    for jp, js, (h, w) in zip(jobs_p, jobs_s, sizes):
+        if h == 0:
+            assert not jp.dst.exists()
+            continue
+        a = np.asarray(Image.open(jp.dst)).astype(int)
+        b = np.asarray(Image.open(js.dst)).astype(int)
+        assert np.abs(a - b).max() <= 1  # thread count may change float rounding, nothing else
+
+
+def test_image_workers_default(den):
+    assert pl.image_workers(den, 3) == 3
+    assert pl.image_workers(den) == max(1, min(torch.get_num_threads(), pl.MAX_IMAGE_WORKERS))
+
+    class Gpu:
+        device = torch.device("cuda")
+
+    assert pl.image_workers(Gpu()) == 1
+
+
+def test_interrupt_in_parallel_mode_keeps_finished_writes(tmp_path, den, monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        jobs = make_folder(tmp_path / "p", [(40, 56)] * 6)
+        sink = []
+        gen = pl.process(jobs, den, pl.DenoiseOptions(sigma=25, workers=2), sink=sink)
+        first = next(gen)
+        gen.close()  # what the CLI does on Ctrl-C
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert first.status == "ok" and first in sink
+    written = sorted(p.name for p in (tmp_path / "out_p").iterdir())
+    assert all(not n.startswith(".") for n in written)  # no temp files left
+    assert len(written) == len([r for r in sink if r.status == "ok"])  # every file written is recorded
