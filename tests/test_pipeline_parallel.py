@@ -95,3 +95,17 @@ def test_interrupt_in_parallel_mode_keeps_finished_writes(tmp_path, den, monkeyp
     written = sorted(p.name for p in (tmp_path / "out_p").iterdir())
     assert all(not n.startswith(".") for n in written)  # no temp files left
     assert len(written) == len([r for r in sink if r.status == "ok"])  # every file written is recorded
+
+
+def test_a_single_small_image_keeps_every_thread(tmp_path, den, monkeypatch):
+    seen = []
+    real = pl.denoise_image
+    monkeypatch.setattr(pl, "denoise_image", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        jobs = make_folder(tmp_path / "one", [(40, 56)])
+        (r,) = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25)))
+    finally:
+        torch.set_num_threads(before)
+    assert r.status == "ok" and seen == [2]

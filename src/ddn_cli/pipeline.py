@@ -227,7 +227,8 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
                 h, w = img.shape
                 res.megapixels = h * w / 1e6
                 res.notes = list(img.notes)
-                small = workers > 1 and h * w <= PARALLEL_MAX_PIXELS
+                # a lone image keeps every thread: there is nothing to run beside it
+                small = workers > 1 and len(todo) > 1 and h * w <= PARALLEL_MAX_PIXELS
                 if small != parallel:  # switch thread split only with nothing in flight
                     while inflight:
                         yield from settle(inflight.popleft())
