@@ -259,3 +259,26 @@ def test_8bit_png_encoders_are_lossless_and_keep_metadata(tmp_path, monkeypatch,
             assert filters == {4}, name  # Paeth on every row: the OpenCV path
         else:
             assert len(filters) > 1, name  # Pillow's adaptive choice per row
+
+
+def test_fast_png_falls_back_and_reports_encoder_errors(tmp_path, monkeypatch):
+    """Where OpenCV cannot choose the PNG row filter, Pillow writes the file; an OpenCV
+    encoder error fails that one output with OutputError and leaves no file."""
+    import cv2
+
+    from ddn_cli.errors import OutputError
+
+    img = ImageData(color=smooth_image(20, 24, seed=9), alpha=None, bits=8, format="png")
+    monkeypatch.delattr(cv2, "IMWRITE_PNG_FILTER")
+    write_image(tmp_path / "old.png", img)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "old.png")), img.color)
+    assert len(_png_row_filters((tmp_path / "old.png").read_bytes(), 24 * 3)) > 1  # Pillow's choice
+    monkeypatch.undo()
+
+    def broken(*a, **k):
+        raise cv2.error("simulated encoder failure")
+
+    monkeypatch.setattr(cv2, "imencode", broken)
+    with pytest.raises(OutputError, match="OpenCV could not encode"):
+        write_image(tmp_path / "x.png", img)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.png"]

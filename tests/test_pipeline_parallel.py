@@ -45,7 +45,10 @@ def test_parallel_folder_run_matches_one_at_a_time(tmp_path, den, monkeypatch, t
 
         def spy(*a, **k):
             seen_threads.append(torch.get_num_threads())
+            by_shape.setdefault(a[0].shape, []).append(torch.get_num_threads())
             return real(*a, **k)
+
+        by_shape = {}
 
         monkeypatch.setattr(pl, "denoise_image", spy)
         jobs_p = make_folder(tmp_path / "p", sizes)
@@ -60,6 +63,10 @@ def test_parallel_folder_run_matches_one_at_a_time(tmp_path, den, monkeypatch, t
     small = [h * w <= 3000 for h, w in sizes if h]
     assert max(seen_threads) == threads and min(seen_threads) == max(1, threads // min(threads, 4))
     assert len(seen_threads) == 2 * len(small)
+    # small images with no small neighbour to run beside (next to large or unreadable ones) keep
+    # every thread; the pairs at the start and the end share them
+    assert by_shape[(30, 30)][0] == threads and by_shape[(48, 40)][0] == threads
+    assert by_shape[(40, 56)][0] == by_shape[(44, 52)][0] == 1
     for jp, js, (h, w) in zip(jobs_p, jobs_s, sizes):
         if h == 0:
             assert not jp.dst.exists()

@@ -348,23 +348,32 @@ def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
 
 
 # 8-bit PNGs up to this size are encoded by OpenCV with the Paeth filter on every row and
-# zlib's run-length strategy: on 256x320 denoised photo crops 2.3x faster than Pillow at
-# zlib level 3 (which tries all five filters per row) for files 0.5% larger. Larger images
+# zlib's run-length strategy: on 256x320 denoised photo crops about 2x faster than Pillow at
+# zlib level 3 (which tries all five filters per row) for files a few % larger. Larger images
 # go through Pillow, which streams into the file: OpenCV builds the whole file in memory.
 FAST_PNG_MAX_PIXELS = 16_000_000
 
 
-def _fast_png_params() -> list[int]:
+def _fast_png_params() -> list[int] | None:
+    """OpenCV's PNG settings for the fast path, or None where this OpenCV cannot choose the
+    row filter (IMWRITE_PNG_FILTER is newer than some versions the project accepts). Order
+    matters: OpenCV resets the strategy when it reads the compression level."""
     import cv2
 
-    return [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH,
-            cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE, cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if not hasattr(cv2, "IMWRITE_PNG_FILTER"):
+        return None
+    return [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
+            cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
 
 
 def _cv2_write(f: BinaryIO, arr: np.ndarray, img: ImageData, fmt: str, params: list[int] | None = None) -> None:
     import cv2
 
-    ok, buf = cv2.imencode(".png" if fmt == "png" else ".tif", np.ascontiguousarray(arr), params or [])
+    try:
+        ok, buf = cv2.imencode(".png" if fmt == "png" else ".tif", np.ascontiguousarray(arr), params or [])
+    except (cv2.error, MemoryError) as e:
+        raise OutputError(f"OpenCV could not encode the {fmt} ({str(e).strip().splitlines()[-1][:120]})",
+                          "try another output format (--format)") from None
     if not ok:
         raise OutputError(f"OpenCV could not encode a {arr.dtype.itemsize * 8}-bit {fmt}")
     if fmt == "png" and (img.icc or img.exif):
@@ -393,12 +402,13 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
         _cv2_write(f, arr, img, fmt)
         return
     h, w = color.shape[:2]
-    if fmt == "png" and not bits16 and h * w <= FAST_PNG_MAX_PIXELS and (alpha is None or color.shape[2] == 3):
+    fast = _fast_png_params() if fmt == "png" and not bits16 and h * w <= FAST_PNG_MAX_PIXELS else None
+    if fast and (alpha is None or color.shape[2] == 3):
         if color.shape[2] == 1:
             arr = color[..., 0]
         else:
             arr = color[..., ::-1] if alpha is None else np.dstack([color[..., ::-1], alpha])
-        _cv2_write(f, arr, img, fmt, _fast_png_params())
+        _cv2_write(f, arr, img, fmt, fast)
         return
     if bits16:  # 8-bit-only formats
         color = (color.astype(np.uint32) + 128) // 257

@@ -227,8 +227,10 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
                 h, w = img.shape
                 res.megapixels = h * w / 1e6
                 res.notes = list(img.notes)
-                # a lone image keeps every thread: there is nothing to run beside it
-                small = workers > 1 and len(todo) > 1 and h * w <= PARALLEL_MAX_PIXELS
+                # split the threads only if another small image runs beside this one: one in
+                # flight already, or the next (its read was submitted above; decoding is quick)
+                small = workers > 1 and h * w <= PARALLEL_MAX_PIXELS and (
+                    (parallel and bool(inflight)) or (i + 1 < len(todo) and _is_small(pending_read)))
                 if small != parallel:  # switch thread split only with nothing in flight
                     while inflight:
                         yield from settle(inflight.popleft())
@@ -259,6 +261,15 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
             raise
         finally:
             torch.set_num_threads(threads)
+
+
+def _is_small(read: Future) -> bool:
+    """Whether a pending read yields an image small enough to share the threads."""
+    try:
+        h, w = read.result().shape
+    except DdnError:
+        return False
+    return h * w <= PARALLEL_MAX_PIXELS
 
 
 def _finish_write(fut: Future, res: Result) -> Result:

@@ -114,5 +114,7 @@ def run_tiled_device(
                 out[y0:next_y0] = q.to(torch.uint8).cpu().numpy()
             else:
                 out[y0:next_y0] = q.to(torch.int32).cpu().numpy().astype(np.uint16)
-            carry_acc, carry_w, carry_y0 = acc[:, fin:], wsum[:, fin:], next_y0
+            # copies, so the finished strip's accumulators are freed before the next strip's exist
+            carry_acc, carry_w, carry_y0 = acc[:, fin:].clone(), wsum[:, fin:].clone(), next_y0
+            del acc, wsum, strip
     return out
