@@ -121,11 +121,16 @@ def guided_entry(task: str) -> dict | None:
                 metrics["psnr"] = {k: (round(x, 3) if x is not None else None) for k, x in v["psnr"].items()}
         metrics["on"] = ("CamVid val (101 images, 360x480)" if task == "seg" else
                          "CIFAR-10 held-out 10% (5000 images)") + ", unclipped noise, known sigma"
+    rehearse = t.get("rehearse") or []
+    # the recipe, by hand: which default the fine-tune started from (weight files record no hash of their init)
+    start = ("v4 (sha256 e34d2b3a..., BatchNorm frozen)" if rehearse else "v1 (stages 1-2, sha256 460de281...)")
     return {
         "name": name, "arch": "ddn", "task": task, **facts, "license": "MIT",
-        "description": ("segmentation" if task == "seg" else "classification") + "-guided denoiser: ddn.color-sigma "
-                       "v1 (stages 1-2, sha256 460de281...) fine-tuned through the frozen " + ("CamVid segmenter" if task == "seg" else "CIFAR-10 classifier")
-                       + " with L = MSE + lambda * cross entropy (Liu et al. 2020)",
+        "description": ("segmentation" if task == "seg" else "classification") + f"-guided denoiser: ddn.color-sigma "
+                       f"{start} fine-tuned through the frozen " + ("CamVid segmenter" if task == "seg" else "CIFAR-10 classifier")
+                       + " with L = MSE + lambda * cross entropy (Liu et al. 2020)"
+                       + (f", plus the MSE on {t['rehearse_batch']} photo patches of {t['rehearse_patch']} px per step "
+                          "(rehearsal, so it stays a general denoiser)" if rehearse else ""),
         "config": meta["config"],
         "training": {"init": t["init"], "data": t["data"][0].replace(str(ROOT.parent) + "/", "../"),
                      "task_net": c["task_net"], "task_net_sha256_of_state": c["task_net_sha"], "lambda": c["lambda"],
@@ -133,6 +138,8 @@ def guided_entry(task: str) -> dict | None:
                                                                   if c.get("target") == "clean" else " (ground truth)"),
                      "loss": t["loss"], "sigma": t["sigma"], "clip_fraction": t["clip_fraction"],
                      "steps": meta["best"]["step"], "batch": t["batch_size"], "patch": t["patch"], "lr": t["lr"],
+                     **({"rehearse": [r.replace(str(ROOT.parent) + "/", "../") for r in rehearse],
+                         "rehearse_batch": t["rehearse_batch"], "rehearse_patch": t["rehearse_patch"]} if rehearse else {}),
                      "selection": f"best mean task metric at sigma {t['val_sigmas']} on {c['held_out']} images held "
                                   "out of the training data",
                      "wall_s": round(meta["elapsed"], 1), "precision": meta["precision"],
