@@ -178,10 +178,23 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
             return denoise_image(img, den, sigma=opts.sigma, tile=tile, overlap=opts.overlap, batch_size=batch,
                                  on_tiles=on_tiles)
 
+        def denoise_and_write(img: ImageData, dst) -> tuple[float, str | None]:
+            """A small image's whole job on one pool thread, encoding included: with every core
+            running a denoise, separate writer threads only oversubscribed them (in process,
+            120 crops: 0.88 of the pure rate this way, 0.78 through the writer thread)."""
+            out, used = denoise(img)
+            try:
+                write_image(dst, out, opts.out_format, opts.quality)
+            except DdnError as e:
+                return used, str(e)
+            return used, None
+
         pending_read: Future = reader.submit(read, todo[0])
         pending_write: tuple[Future, Result] | None = None
-        inflight: deque[tuple[Job, Result, Future, float]] = deque()  # denoising, in input order
+        # denoising (and, for pooled small images, writing), in input order
+        inflight: deque[tuple[Job, Result, Future, float, bool]] = deque()
         parallel = False  # small images several at a time, torch threads split between them
+        current = None  # the entry being settled: off `inflight`, its result not handed on yet
 
         def flush_write() -> Iterator[Result]:
             nonlocal pending_write
@@ -190,22 +203,31 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
                 yield done
 
         def settle(entry) -> Iterator[Result]:
-            """Wait for the oldest denoise; hand its output to the writer (order kept)."""
-            nonlocal pending_write
-            j, res, fut, t0 = entry
+            """Wait for the oldest denoise; hand its output to the writer, or report the write
+            its pool thread did (order kept)."""
+            nonlocal pending_write, current
+            current = entry
+            j, res, fut, t0, written = entry
             try:
-                out, used = fut.result()
+                got = fut.result()
             except DdnError as e:
                 res.status, res.error = "failed", str(e)
                 res.seconds = time.perf_counter() - t0
                 yield from flush_write()
+                current = None
                 yield res
                 return
+            if written:
+                yield from flush_write()
+                current = None
+                yield _written(res, got, t0)
+                return
+            out, used = got
             res.sigma = round(used, 3)
             yield from flush_write()
             wf = writer.submit(write_image, j.dst, out, opts.out_format, opts.quality)
             res.seconds = time.perf_counter() - t0
-            pending_write = (wf, res)
+            pending_write, current = (wf, res), None
 
         try:
             for i, j in enumerate(todo):
@@ -238,7 +260,7 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
                     parallel = small
                 emit("file_start", {"input": str(j.src), "index": i, "total": len(todo), "megapixels": res.megapixels})
                 if small:
-                    dfut = pool.submit(denoise, img)
+                    dfut = pool.submit(denoise_and_write, img, j.dst)
                 else:
                     dfut = Future()
                     try:
@@ -246,7 +268,7 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
                     except DdnError as e:
                         dfut.set_exception(e)
                 del img
-                inflight.append((j, res, dfut, t0))
+                inflight.append((j, res, dfut, t0, small))
                 while len(inflight) >= (workers if parallel else 1):
                     yield from settle(inflight.popleft())
             while inflight:
@@ -254,10 +276,17 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
             yield from flush_write()
         except (KeyboardInterrupt, GeneratorExit):
             pending_read.cancel()
-            for entry in inflight:  # not started: dropped; running: finish, never written
-                entry[2].cancel()
             if pending_write:  # the write in flight is atomic: let it finish and record it
                 sink.append(_finish_write(*pending_write))
+            for _, res, fut, t0, written in ([current] if current else []) + list(inflight):
+                # not started: dropped; a pooled job already running finishes its (atomic) write: recorded
+                if fut.cancel() or not written:
+                    continue
+                try:
+                    sink.append(_written(res, fut.result(), t0))
+                except DdnError as e:
+                    res.status, res.error = "failed", str(e)
+                    sink.append(res)
             raise
         finally:
             torch.set_num_threads(threads)
@@ -270,6 +299,16 @@ def _is_small(read: Future) -> bool:
     except DdnError:
         return False
     return h * w <= PARALLEL_MAX_PIXELS
+
+
+def _written(res: Result, got: tuple[float, str | None], t0: float) -> Result:
+    """The Result of a pooled job that denoised and wrote its image."""
+    used, error = got
+    res.sigma = round(used, 3)
+    if error:
+        res.status, res.error = "failed", error
+    res.seconds = time.perf_counter() - t0
+    return res
 
 
 def _finish_write(fut: Future, res: Result) -> Result:
