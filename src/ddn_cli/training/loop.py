@@ -210,6 +210,17 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         gen_dev.set_state(gens["dev"])
         emit({"event": "resumed", "step": step, "total": total})
 
+    def denoise_noisy(m: torch.nn.Module, clean: torch.Tensor, g_cpu, g_dev) -> torch.Tensor:
+        """Fresh noise on ``clean`` (sigma and clipping drawn per sample), then the model's output."""
+        n = len(clean)
+        sig = noise.draw_sigma(n, g_cpu)
+        clip = torch.rand(n, generator=g_cpu) < noise.clip_fraction
+        noisy = make_noisy(clean, sig, clip, g_dev)
+        if precision.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        with precision.autocast(device):
+            return m(noisy, (sig / 255.0).to(device)) if noise_level else m(noisy)
+
     def one_step(m: torch.nn.Module, optim, g_cpu, g_dev, lr: float) -> float:
         for group in optim.param_groups:
             group["lr"] = lr
@@ -218,26 +229,13 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             clean = clean_u8.to(device).to(torch.float32).div_(255.0)
         else:
             clean = bank.sample(cfg.batch_size, g_cpu).to(torch.float32).div_(255.0)
-        sig = noise.draw_sigma(cfg.batch_size, g_cpu)
-        clip = torch.rand(cfg.batch_size, generator=g_cpu) < noise.clip_fraction
-        noisy = make_noisy(clean, sig, clip, g_dev)
-        if precision.channels_last:
-            noisy = noisy.contiguous(memory_format=torch.channels_last)
-        with precision.autocast(device):
-            pred = m(noisy, (sig / 255.0).to(device)) if noise_level else m(noisy)
+        pred = denoise_noisy(m, clean, g_cpu, g_dev)
         loss = reconstruction_loss(cfg.loss, pred.float(), clean)
         if cascade is not None and cascade.lam > 0:
             loss = loss + cascade.lam * cascade.task_loss(pred.float(), labels, precision, device, clean)
         if rehearsal is not None:  # L_rec also on photos of the denoiser's own domain
             rc = rehearsal.sample(cfg.rehearse_batch, g_cpu).to(torch.float32).div_(255.0)
-            rs = noise.draw_sigma(cfg.rehearse_batch, g_cpu)
-            rclip = torch.rand(cfg.rehearse_batch, generator=g_cpu) < noise.clip_fraction
-            rn = make_noisy(rc, rs, rclip, g_dev)
-            if precision.channels_last:
-                rn = rn.contiguous(memory_format=torch.channels_last)
-            with precision.autocast(device):
-                rp = m(rn, (rs / 255.0).to(device)) if noise_level else m(rn)
-            loss = loss + reconstruction_loss(cfg.loss, rp.float(), rc)
+            loss = loss + reconstruction_loss(cfg.loss, denoise_noisy(m, rc, g_cpu, g_dev).float(), rc)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
