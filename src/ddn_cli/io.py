@@ -240,7 +240,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                                            "convert it to 8- or 16-bit integer TIFF/PNG")
                 bits16 = bool(bps) and bps[0] == 16
             if bits16:
-                color, alpha = _decode_16bit(path, im)
+                color, alpha = _decode_16bit(path, im, grey_alpha=fmt == "png" and len(head) > 25 and head[25] == 4)
             else:
                 color, alpha = _decode_8bit(im, path)
         except UnsupportedImage:
@@ -288,9 +288,10 @@ def _decode_8bit(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(im).copy(), None
 
 
-def _decode_16bit(path: Path, im) -> tuple[np.ndarray, np.ndarray | None]:
+def _decode_16bit(path: Path, im, grey_alpha: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """OpenCV decode; only reached after read_image checked the header's pixel count
-    against max_pixels, so OpenCV reads are bounded by the same limit."""
+    against max_pixels, so OpenCV reads are bounded by the same limit. ``grey_alpha``: a
+    grey + alpha PNG, which OpenCV expands to BGRA; it stays grey."""
     import cv2
 
     im.load() if im.mode in ("I;16", "I;16B", "I;16L", "I") else None
@@ -311,30 +312,14 @@ def _decode_16bit(path: Path, im) -> tuple[np.ndarray, np.ndarray | None]:
         return arr[..., :1].copy(), arr[..., 1].copy()
     if c == 3:
         return np.ascontiguousarray(arr[..., ::-1]), None
+    if c == 4 and grey_alpha:
+        return arr[..., :1].copy(), arr[..., 3].copy()
     if c == 4:
         return np.ascontiguousarray(arr[..., 2::-1]), arr[..., 3].copy()
     raise UnsupportedImage(f"{path}: {c}-channel images are not supported")
 
 
 # ---------------------------------------------------------------- writing
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-
-
-def _png_add_metadata(png: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
-    """Insert iCCP / eXIf chunks after IHDR of an encoded PNG."""
-    extra = b""
-    if icc:
-        extra += _png_chunk(b"iCCP", b"ICC\x00\x00" + zlib.compress(icc))
-    if exif:
-        raw = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
-        extra += _png_chunk(b"eXIf", raw)
-    if not extra:
-        return png
-    ihdr_end = 8 + 4 + 4 + 13 + 4
-    return png[:ihdr_end] + extra + png[ihdr_end:]
 
 
 def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
@@ -347,25 +332,6 @@ def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-# 8-bit PNGs up to this size are encoded by OpenCV with the Paeth filter on every row and
-# zlib's run-length strategy: on 24 denoised 256x320 Kodak crops 2.5x faster than Pillow at
-# zlib level 3 (which tries all five filters per row) for files 1.1% larger. Larger images
-# go through Pillow, which streams into the file: OpenCV builds the whole file in memory.
-FAST_PNG_MAX_PIXELS = 16_000_000
-
-
-def _fast_png_params() -> list[int] | None:
-    """OpenCV's PNG settings for the fast path, or None where this OpenCV cannot choose the
-    row filter (IMWRITE_PNG_FILTER is newer than some versions the project accepts). Order
-    matters: OpenCV resets the strategy when it reads the compression level."""
-    import cv2
-
-    if not hasattr(cv2, "IMWRITE_PNG_FILTER"):
-        return None
-    return [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE,
-            cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_PAETH]
-
-
 def _cv2_write(f: BinaryIO, arr: np.ndarray, img: ImageData, fmt: str, params: list[int] | None = None) -> None:
     import cv2
 
@@ -376,10 +342,7 @@ def _cv2_write(f: BinaryIO, arr: np.ndarray, img: ImageData, fmt: str, params: l
                           "try another output format (--format)") from None
     if not ok:
         raise OutputError(f"OpenCV could not encode a {arr.dtype.itemsize * 8}-bit {fmt}")
-    if fmt == "png" and (img.icc or img.exif):
-        f.write(_png_add_metadata(buf.tobytes(), img.icc, img.exif))
-    else:
-        f.write(memoryview(buf).cast("B"))
+    f.write(memoryview(buf).cast("B"))
 
 
 def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
@@ -390,25 +353,19 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
 
     color, alpha = img.color, img.alpha
     bits16 = color.dtype == np.uint16
-    if bits16 and fmt in ("png", "tiff"):
-        if color.shape[2] == 1:
-            arr = color[..., 0] if alpha is None else np.dstack([color[..., 0], alpha])
-            if alpha is not None:  # OpenCV has no 2-channel PNG: write RGBA-free grey+alpha as BGRA
-                g = color[..., 0]
-                arr = np.dstack([g, g, g, alpha])
-        else:
-            bgr = color[..., ::-1]
-            arr = bgr if alpha is None else np.dstack([bgr, alpha])
-        _cv2_write(f, arr, img, fmt)
+    if fmt == "png":  # 8 and 16 bits, grey/RGB with or without alpha: streamed (pngwrite)
+        from .pngwrite import write_png
+
+        write_png(f, color, alpha, img.icc, img.exif)
         return
-    h, w = color.shape[:2]
-    fast = _fast_png_params() if fmt == "png" and not bits16 and h * w <= FAST_PNG_MAX_PIXELS else None
-    if fast and (alpha is None or color.shape[2] == 3):
-        if color.shape[2] == 1:
-            arr = color[..., 0]
+    if bits16 and fmt == "tiff":
+        bgr = color[..., ::-1] if color.shape[2] == 3 else color[..., 0]
+        if alpha is not None:  # OpenCV has no 2-channel TIFF: grey + alpha goes as BGRA
+            g = color[..., 0]
+            arr = np.dstack([bgr, alpha]) if color.shape[2] == 3 else np.dstack([g, g, g, alpha])
         else:
-            arr = color[..., ::-1] if alpha is None else np.dstack([color[..., ::-1], alpha])
-        _cv2_write(f, arr, img, fmt, fast)
+            arr = bgr
+        _cv2_write(f, arr, img, fmt)
         return
     if bits16:  # 8-bit-only formats
         color = (color.astype(np.uint32) + 128) // 257
@@ -435,10 +392,6 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
         kwargs.update(quality=quality, method=4)
     elif fmt == "tiff":
         kwargs.update(compression="tiff_deflate")
-    elif fmt == "png":  # above FAST_PNG_MAX_PIXELS, and grey + alpha
-        # zlib level 3: measured 2.1x faster than Pillow's default 6 on a Kodak photo and no
-        # larger (793 vs 814 kB); encoding competes with the model for the same 2 cores
-        kwargs.update(compress_level=3)
     pil.save(f, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
 
 
