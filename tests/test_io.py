@@ -265,7 +265,29 @@ def test_png_writer_is_lossless_for_every_mode_and_keeps_metadata(tmp_path, monk
         assert (back.alpha is None) == (a is None) and (a is None or np.array_equal(back.alpha, a)), name
         assert back.icc == icc, name
         assert Image.open(tmp_path / f"{name}.png").getexif().get(0x010F) == "ddn-test-camera", name
-        assert _png_row_filters((tmp_path / f"{name}.png").read_bytes(), 47 * ch * bits // 8) <= {1, 2, 3}, name
+        data = (tmp_path / f"{name}.png").read_bytes()
+        assert _png_row_filters(data, 47 * ch * bits // 8) <= {1, 2, 3}, name
+        exif_at = data.index(b"eXIf") + 4
+        assert data[exif_at:exif_at + 2] in (b"MM", b"II"), name  # a TIFF header, no "Exif\0\0"
+        assert data.index(b"iCCP") < data.index(b"IDAT") and data.index(b"eXIf") < data.index(b"IDAT"), name
+
+
+def test_png_writer_takes_views_and_refuses_what_png_cannot_hold():
+    """Mirrored / transposed views (negative and odd strides) are written as their pixels;
+    empty images and mismatched alpha are refused instead of written as broken files."""
+    import io
+
+    from ddn_cli.pngwrite import write_png
+
+    rgb = smooth_image(21, 30, seed=5)
+    for view in (rgb[..., ::-1], rgb[::-1, ::-1], rgb.transpose(1, 0, 2)):
+        buf = io.BytesIO()
+        write_png(buf, view)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(buf.getvalue()))), view)
+    with pytest.raises(ValueError):
+        write_png(io.BytesIO(), np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(ValueError, match="alpha"):
+        write_png(io.BytesIO(), rgb, np.zeros((21, 30), np.uint16))
 
 
 def test_row_filters_match_the_png_definition():

@@ -324,7 +324,7 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False) -> tuple[np.ndarray,
 
 def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
     """Encode to bytes in ``fmt`` keeping bit depth, alpha, ICC and EXIF where the
-    format allows (16-bit goes through OpenCV; JPEG/WebP/BMP are 8-bit)."""
+    format allows (PNG: ddn's own writer; 16-bit TIFF: OpenCV; JPEG/WebP/BMP are 8-bit)."""
     import io as _io
 
     buf = _io.BytesIO()
@@ -332,23 +332,26 @@ def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def _cv2_write(f: BinaryIO, arr: np.ndarray, img: ImageData, fmt: str, params: list[int] | None = None) -> None:
+def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray) -> None:
+    """A 16-bit TIFF through OpenCV (Pillow cannot write 16-bit colour)."""
     import cv2
 
     try:
-        ok, buf = cv2.imencode(".png" if fmt == "png" else ".tif", np.ascontiguousarray(arr), params or [])
+        ok, buf = cv2.imencode(".tif", np.ascontiguousarray(arr))
     except (cv2.error, MemoryError) as e:
-        raise OutputError(f"OpenCV could not encode the {fmt} ({str(e).strip().splitlines()[-1][:120]})",
+        raise OutputError(f"OpenCV could not encode the tiff ({str(e).strip().splitlines()[-1][:120]})",
                           "try another output format (--format)") from None
     if not ok:
-        raise OutputError(f"OpenCV could not encode a {arr.dtype.itemsize * 8}-bit {fmt}")
+        raise OutputError(f"OpenCV could not encode a {arr.dtype.itemsize * 8}-bit tiff")
     f.write(memoryview(buf).cast("B"))
 
 
 def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
-    """``encode_image`` straight into the binary file ``f``: Pillow streams its output, so no
-    second in-memory copy of the encoded file is made (for a 48 MP photo that copy, grown
-    by doubling, reached a few hundred MB at the very end of a run, when memory peaks)."""
+    """``encode_image`` straight into the binary file ``f``, so no second in-memory copy
+    of the encoded file is made (for a 48 MP photo that copy, grown by doubling, reached a
+    few hundred MB at the very end of a run, when memory peaks): PNG through
+    ``pngwrite`` in strips of rows, the other formats through Pillow, which streams too
+    (16-bit TIFF, through OpenCV, is the exception)."""
     from PIL import Image
 
     color, alpha = img.color, img.alpha
@@ -365,7 +368,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
             arr = np.dstack([bgr, alpha]) if color.shape[2] == 3 else np.dstack([g, g, g, alpha])
         else:
             arr = bgr
-        _cv2_write(f, arr, img, fmt)
+        _cv2_write_tiff(f, arr)
         return
     if bits16:  # 8-bit-only formats
         color = (color.astype(np.uint32) + 128) // 257

@@ -84,8 +84,10 @@ def write_png(f: BinaryIO, color: np.ndarray, alpha: np.ndarray | None = None,
     dtype, or None) as a PNG into the binary file ``f``. Strips of rows are converted,
     filtered and deflated one at a time: no full-size copy of the image is made."""
     if (color.ndim != 3 or color.shape[2] not in (1, 3) or color.dtype not in (np.uint8, np.uint16)
-            or (alpha is not None and (alpha.shape != color.shape[:2] or alpha.dtype != color.dtype))):
+            or 0 in color.shape[:2]):
         raise ValueError(f"cannot write {color.dtype} pixels of shape {color.shape} as PNG")
+    if alpha is not None and (alpha.shape != color.shape[:2] or alpha.dtype != color.dtype):
+        raise ValueError(f"alpha of {alpha.dtype} {alpha.shape} does not match colour {color.dtype} {color.shape}")
     h, w, c = color.shape
     c += alpha is not None
     depth = color.dtype.itemsize * 8
