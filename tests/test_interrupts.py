@@ -26,6 +26,13 @@ def folder(tmp_path):
     return root
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default disposition, so ddn installs its handler.
+    A test run started in the background by a non-interactive shell (``cmd &``) inherits
+    SIGINT ignored, and Python then leaves it ignored in every process it starts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for(pred, timeout=120.0):
     t = time.time()
     while time.time() - t < timeout:
@@ -40,7 +47,8 @@ def test_signal_mid_folder_leaves_no_partial_and_rerun_finishes(folder, tmp_path
     out = tmp_path / "out"
     before = tree_hashes(folder)
     p = subprocess.Popen(DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--tile", "64", "--quiet",
-                                "--json", str(tmp_path / "rep.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                "--json", str(tmp_path / "rep.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=default_sigint)
     assert wait_for(lambda: out.is_dir() and any(out.glob("*.png")))
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)
