@@ -284,3 +284,34 @@ def test_rehearsal_adds_a_photo_reconstruction_term_and_resumes_exactly(tmp_path
     assert ca["config"]["rehearse"] == [str(photos)]
     with pytest.raises(UsageError, match="--rehearse"):
         TrainConfig(task="denoise", data=(str(photos),), rehearse=(str(photos),))
+
+
+def test_task_augment_shifts_and_scales_image_and_labels_alike_and_resumes_exactly(tmp_path):
+    """--task-augment: one random shift + downscale applied to the denoised crop, the clean
+    crop and the labels alike (a label map moved with its image stays aligned); drawn from
+    the loop's generator, so a resumed run matches an uninterrupted one; seg only."""
+    data, net = tiny_camvid(tmp_path / "camvid", 6), tiny_segmenter(tmp_path / "seg.safetensors")
+    cpu = torch.device("cpu")
+    c = build_cascade("seg", str(data), str(net), 1.0, cpu, crop=32, val_count=1, augment=True)
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(40), indexing="ij")
+    seen = set()
+    for seed in range(6):
+        for ramp in (ys, xs):  # an image whose pixels are their own row (column) index, and the same as labels
+            a, b = c.jitter(torch.Generator().manual_seed(seed), ramp[None, None].float(), ramp[None])
+            assert a.shape[-2:] == b.shape[-2:] and a.shape[-1] % 8 == 0 and a.shape[-2] <= 24
+            # the same crop and scale: image and labels agree to within the resampling (< 1 px);
+            # a shift applied to one only would be off by up to 7
+            assert float((a[0, 0] - b[0]).abs()[1:-1, 1:-1].max()) <= 1.0
+            seen.add(int(b[0, 0, 0]))
+    assert len(seen) > 2  # the shift is random
+    kw = dict(task_augment=True)
+    full = run_cascade("seg", data, net, tmp_path / "a.safetensors", steps=4, **kw)
+    run_cascade("seg", data, net, tmp_path / "b.safetensors", steps=4, time_budget=1e-6, **kw)
+    run_cascade("seg", data, net, tmp_path / "b.safetensors", steps=4, resume=True, **kw)
+    plain = run_cascade("seg", data, net, tmp_path / "p.safetensors", steps=4)
+    ca, cb, cp = (load_checkpoint(tmp_path / f"{n}.ckpt") for n in "abp")
+    assert full["task_net_sha_before"] == full["task_net_sha_after"]
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    assert any(not torch.equal(ca["model"][k], cp["model"][k]) for k in ca["model"])
+    with pytest.raises(UsageError, match="--task-augment"):
+        TrainConfig(task="cls", data=(str(data),), task_augment=True)

@@ -96,6 +96,7 @@ class Cascade:
     hash_before: str
     class_weights: torch.Tensor | None = None
     target: str = "labels"  # labels | clean | soft (see TARGETS)
+    augment: bool = False  # seg: random shift and downscale between the denoiser and the network
 
 
     def __len__(self) -> int:
@@ -104,8 +105,33 @@ class Cascade:
     def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.bank.sample(batch, gen)
 
+    def jitter(self, gen: torch.Generator, *maps: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """The same random geometry on each of ``maps`` (images (N, C, H, W) or label maps
+        (N, H, W)): a shift by 0-7 px (a crop of 8 px less; not a multiple of the network's
+        strides) and a downscale by 0.75-1 (bilinear with antialiasing; labels nearest), so
+        the task loss cannot be lowered by patterns that only work pixel-exactly."""
+        u = torch.rand(3, generator=gen)
+        dy, dx, s = int(u[0] * 8), int(u[1] * 8), 0.75 + 0.25 * float(u[2])
+        h, w = (n - 8 for n in next(m for m in maps if m is not None).shape[-2:])
+        size = (max(8, int(h * s) // 8 * 8), max(8, int(w * s) // 8 * 8))
+        out = []
+        for m in maps:
+            if m is None:
+                out.append(None)
+                continue
+            m = m[..., dy:dy + h, dx:dx + w]
+            if m.dtype.is_floating_point:
+                out.append(F.interpolate(m, size=size, mode="bilinear", align_corners=False, antialias=True))
+            else:
+                out.append(F.interpolate(m[:, None].float(), size=size, mode="nearest")[:, 0].to(m.dtype))
+        return out
+
     def task_loss(self, denoised: torch.Tensor, labels: torch.Tensor, precision, device,
-                  clean: torch.Tensor | None = None) -> torch.Tensor:
+                  clean: torch.Tensor | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+        if self.augment:
+            if gen is None:
+                raise ValueError("augment needs the loop's generator")
+            denoised, clean, labels = self.jitter(gen, denoised, clean, labels)
         clean_logits = None
         if self.target in ("clean", "soft"):
             # ask the network to see the denoised image as it sees the clean one, instead
@@ -183,7 +209,7 @@ class Cascade:
 
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
                   *, crop: int = 192, val_count: int = 0, target: str = "labels",
-                  subset: tuple[str, ...] = ()) -> Cascade:
+                  subset: tuple[str, ...] = (), augment: bool = False) -> Cascade:
     """Load the frozen task network and the task's data. ``data``: the CamVid folder
     (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
     (width = 4/3 of it). ``subset``: CamVid sequence ids to draw the training images from
@@ -221,4 +247,6 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
         val_x, val_y = x[va], y[va]
     if target not in TARGETS:
         raise UsageError(f"--task-target {target!r}: use {', '.join(TARGETS)}")
-    return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target)
+    if augment and kind != "seg":
+        raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
+    return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target, augment)

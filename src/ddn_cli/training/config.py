@@ -44,6 +44,7 @@ class TrainConfig:
     lam: float | None = None  # cascade tasks: weight of the task loss (None = the task's default)
     task_net: str | None = None  # cascade tasks: the frozen high-level network (None = bundled)
     task_target: str = "labels"  # cascade tasks: labels, or clean = the network's prediction on the clean image
+    task_augment: bool = False  # seg cascade: random shift + downscale before the segmenter
     subset: tuple[str, ...] = ()  # seg cascade: only CamVid training images whose names start with these
     # BatchNorm on its running statistics (only its affine weights learn); None = when fine-tuning (init)
     freeze_bn: bool | None = None
@@ -80,6 +81,8 @@ class TrainConfig:
             raise UsageError("--rehearse applies to the cascade tasks (seg, cls) only", "drop --rehearse")
         if self.rehearse_batch < 1 or self.rehearse_patch < 16 or self.rehearse_patch % 4:
             raise UsageError("--rehearse-batch must be >= 1 and --rehearse-patch a multiple of 4, >= 16")
+        if self.task_augment and self.task != "seg":
+            raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
         if self.subset and self.task != "seg":
             raise UsageError("--subset applies to --task seg only", "drop --subset")
         if not (0 <= self.ema < 1):
