@@ -163,6 +163,13 @@ def _png_bit_depth(head: bytes) -> int | None:
     return None
 
 
+def _png_color_type(head: bytes) -> int | None:
+    """IHDR's colour type (4 = grey + alpha), read like the bit depth beside it."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 26:
+        return head[25]
+    return None
+
+
 def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) to an (H, W, ...) array."""
     ops = {
@@ -240,7 +247,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                                            "convert it to 8- or 16-bit integer TIFF/PNG")
                 bits16 = bool(bps) and bps[0] == 16
             if bits16:
-                color, alpha = _decode_16bit(path, im, grey_alpha=fmt == "png" and len(head) > 25 and head[25] == 4)
+                color, alpha = _decode_16bit(path, im, grey_alpha=_png_color_type(head) == 4)
             else:
                 color, alpha = _decode_8bit(im, path)
         except UnsupportedImage:

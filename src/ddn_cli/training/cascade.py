@@ -247,6 +247,4 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
         val_x, val_y = x[va], y[va]
     if target not in TARGETS:
         raise UsageError(f"--task-target {target!r}: use {', '.join(TARGETS)}")
-    if augment and kind != "seg":
-        raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
     return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target, augment)
