@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--rehearse", default="", help="comma-separated photo folders / list files: their MSE is added each step")
     ap.add_argument("--rehearse-batch", type=int, default=8)
     ap.add_argument("--rehearse-patch", type=int, default=96)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (a lent GPU: benchmarks/device_cascade.sh)")
+    ap.add_argument("--budget", type=float, default=0.0, help="seconds per run; with --steps 0 the step count is calibrated to it")
+    ap.add_argument("--val-every", type=int, default=0, help="validate every N steps (default: once, at the end)")
     a = ap.parse_args()
     data = a.data or str(ROOT.parent / "shared/data" / ("camvid" if a.task == "seg" else "cifar10/train"))
     batch = a.batch or (4 if a.task == "seg" else 128)
@@ -49,10 +52,10 @@ def main() -> None:
         out = Path(a.out) / f"{a.task}_lambda{lam:g}{'' if a.target == 'labels' else '_' + a.target}{a.tag and '_' + a.tag}.safetensors"
         out.parent.mkdir(parents=True, exist_ok=True)
         cfg = TrainConfig(task=a.task, data=(data,), out=str(out), steps=a.steps, batch_size=batch, patch=patch,
-                          lr=a.lr, warmup=min(100, a.steps // 10), loss="mse", lam=lam, task_net=a.task_net,
+                          lr=a.lr, warmup=min(100, a.steps // 10) if a.steps else 100, loss="mse", lam=lam, task_net=a.task_net,
                           task_target=a.target, task_augment=a.task_augment, sigma=a.sigma, subset=tuple(v for v in a.subset.split(",") if v),
-                          init="ddn.color-sigma", val_sigmas=(30.0, 60.0), val_every=a.steps, ema=0.0,
-                          ckpt_minutes=60, device="cpu",
+                          init="ddn.color-sigma", val_sigmas=(30.0, 60.0), val_every=a.val_every or a.steps or 10**9,
+                          ema=0.0, ckpt_minutes=60, device=a.device, time_budget=a.budget,
                           rehearse=tuple(v for v in a.rehearse.split(",") if v), rehearse_batch=a.rehearse_batch,
                           rehearse_patch=a.rehearse_patch)
         t0 = time.time()
