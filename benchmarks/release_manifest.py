@@ -122,8 +122,11 @@ def guided_entry(task: str) -> dict | None:
         metrics["on"] = ("CamVid val (101 images, 360x480)" if task == "seg" else
                          "CIFAR-10 held-out 10% (5000 images)") + ", unclipped noise, known sigma"
     rehearse = t.get("rehearse") or []
-    # the recipe, by hand: which default the fine-tune started from (weight files record no hash of their init)
-    start = ("v4 (sha256 e34d2b3a..., BatchNorm frozen)" if rehearse else "v1 (stages 1-2, sha256 460de281...)")
+    gpu = t.get("device") == "cuda"
+    # the recipe, by hand: which default the fine-tune started from (weight files record no hash of their init):
+    # ddn.cls v2 (CPU, rehearsal) and ddn.seg v2 (lent H200) from v4; ddn.seg v1 and ddn.cls v1 from v1
+    start = ("v4 (sha256 e34d2b3a..., BatchNorm frozen)" if rehearse or gpu else "v1 (stages 1-2, sha256 460de281...)")
+    data = t["data"][0].replace(str(ROOT.parent) + "/", "../").replace(".devdata/", "../shared/data/")
     return {
         "name": name, "arch": "ddn", "task": task, **facts, "license": "MIT",
         "description": ("segmentation" if task == "seg" else "classification") + f"-guided denoiser: ddn.color-sigma "
@@ -132,7 +135,7 @@ def guided_entry(task: str) -> dict | None:
                        + (f", plus the MSE on {t['rehearse_batch']} photo patches of {t['rehearse_patch']} px per step "
                           "(rehearsal, so it stays a general denoiser)" if rehearse else ""),
         "config": meta["config"],
-        "training": {"init": t["init"], "data": t["data"][0].replace(str(ROOT.parent) + "/", "../"),
+        "training": {"init": t["init"], "data": data,
                      "task_net": c["task_net"], "task_net_sha256_of_state": c["task_net_sha"], "lambda": c["lambda"],
                      "task_target": c.get("target", "labels") + (" (the frozen network's argmax on the clean image)"
                                                                   if c.get("target") == "clean" else " (ground truth)"),
@@ -143,7 +146,8 @@ def guided_entry(task: str) -> dict | None:
                      "selection": f"best mean task metric at sigma {t['val_sigmas']} on {c['held_out']} images held "
                                   "out of the training data",
                      "wall_s": round(meta["elapsed"], 1), "precision": meta["precision"],
-                     "hardware": "2-core Sapphire Rapids CPU"},
+                     "hardware": ("1x NVIDIA H200 (a lent device, shared by the runs of benchmarks/device_cascade.sh; "
+                                  "the data carried there as .devdata/camvid)" if gpu else "2-core Sapphire Rapids CPU")},
         "metrics": metrics,
         "urls": [],
     }

@@ -143,3 +143,16 @@ def test_import_pth_converts_trusted_state_dicts(tmp_path, default_weights):
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
     r = CliRunner().invoke(app, ["models", "import-pth", str(tmp_path / "evil.pth"), str(tmp_path / "e.safetensors")])
     assert r.exit_code == 2 and "pwned" not in r.output and not (tmp_path / "e.safetensors").exists()
+
+
+def test_task_denoiser_follows_the_manifest_defaults(monkeypatch):
+    """`ddn segment` / `ddn classify` denoise with their task's default when the manifest names one
+    (set by benchmarks/release_manifest.py only for a guided denoiser that measured better than the
+    reconstruction-only default), and with the default denoiser otherwise."""
+    from ddn_cli import registry
+
+    man = parse_manifest({"schema": 1, "defaults": {"denoise": "ddn.x", "seg": "ddn.s"},
+                          "weights": [_entry(), _entry(name="ddn.s", task="seg", file="s.safetensors")]})
+    monkeypatch.setattr(registry, "bundled_manifest", lambda: man)
+    assert registry.task_denoiser("seg") == "ddn.s"
+    assert registry.task_denoiser("cls") == "ddn.x"
