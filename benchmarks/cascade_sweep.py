@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--target", default="labels", choices=("labels", "clean", "soft"))
     ap.add_argument("--sigma", default="0-75")
     ap.add_argument("--task-augment", action="store_true", help="seg: random shift + downscale before the segmenter")
+    ap.add_argument("--no-class-weights", action="store_true", help="seg: the plain cross entropy, not class-weighted")
     ap.add_argument("--subset", default="", help="seg: comma-separated CamVid sequence ids to train on")
     ap.add_argument("--tag", default="", help="suffix for the weights and the JSON, to keep earlier sweeps")
     ap.add_argument("--rehearse", default="", help="comma-separated photo folders / list files: their MSE is added each step")
@@ -53,7 +54,7 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         cfg = TrainConfig(task=a.task, data=(data,), out=str(out), steps=a.steps, batch_size=batch, patch=patch,
                           lr=a.lr, warmup=min(100, a.steps // 10) if a.steps else 100, loss="mse", lam=lam, task_net=a.task_net,
-                          task_target=a.target, task_augment=a.task_augment, sigma=a.sigma, subset=tuple(v for v in a.subset.split(",") if v),
+                          task_target=a.target, task_augment=a.task_augment, task_class_weights=not a.no_class_weights, sigma=a.sigma, subset=tuple(v for v in a.subset.split(",") if v),
                           init="ddn.color-sigma", val_sigmas=(30.0, 60.0), val_every=a.val_every or a.steps or 10**9,
                           ema=0.0, ckpt_minutes=60, device=a.device, time_budget=a.budget,
                           rehearse=tuple(v for v in a.rehearse.split(",") if v), rehearse_batch=a.rehearse_batch,

@@ -315,3 +315,30 @@ def test_task_augment_shifts_and_scales_image_and_labels_alike_and_resumes_exact
     assert any(not torch.equal(ca["model"][k], cp["model"][k]) for k in ca["model"])
     with pytest.raises(UsageError, match="--task-augment"):
         TrainConfig(task="cls", data=(str(data),), task_augment=True)
+
+
+def test_unweighted_task_cross_entropy_is_the_plain_per_pixel_mean(tmp_path):
+    """--no-task-class-weights (seg): the label cross entropy without the segmenter's class
+    weights, i.e. the mean over labelled pixels; the default keeps the weights (which change
+    the loss); cls rejects the option; a training run records it and resumes with it."""
+    from ddn_cli.devices import resolve_precision
+
+    data, net = tiny_camvid(tmp_path / "camvid", 6), tiny_segmenter(tmp_path / "seg.safetensors")
+    prec, cpu = resolve_precision("fp32", torch.device("cpu")), torch.device("cpu")
+    plain = build_cascade("seg", str(data), str(net), 1.0, cpu, crop=32, val_count=1, class_weighted=False)
+    weighted = build_cascade("seg", str(data), str(net), 1.0, cpu, crop=32, val_count=1)
+    assert plain.class_weights is None and weighted.class_weights is not None
+    x, y = plain.sample(3, torch.Generator().manual_seed(0))
+    den = x.float() / 255 + 0.1
+    with torch.no_grad():
+        logp = torch.log_softmax(plain.net(den), 1)
+    keep = y != 11  # CamVid's void label is ignored
+    nll = -logp.gather(1, y.clamp(max=10)[:, None])[:, 0]
+    expected = nll[keep].mean()
+    assert float(plain.task_loss(den, y, prec, cpu)) == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(weighted.task_loss(den, y, prec, cpu)) - float(expected)) > 1e-4
+    res = run_cascade("seg", data, net, tmp_path / "u.safetensors", steps=2, task_class_weights=False)
+    assert res["task_net_sha_before"] == res["task_net_sha_after"]
+    assert load_checkpoint(tmp_path / "u.ckpt")["config"]["task_class_weights"] is False
+    with pytest.raises(UsageError, match="--no-task-class-weights"):
+        TrainConfig(task="cls", data=(str(data),), task_class_weights=False)

@@ -26,6 +26,9 @@ def train(
                                                   "on the clean image).")] = "labels",
     task_augment: Annotated[bool, typer.Option("--task-augment", help="seg: shift (0-7 px) and downscale (0.75-1) "
                                                                       "the denoised crop at random before the segmenter.")] = False,
+    task_class_weights: Annotated[bool, typer.Option("--task-class-weights/--no-task-class-weights",
+                                                     help="seg: weigh the task cross entropy by class (rare classes "
+                                                          "2-10x, as the segmenter was trained) or not.")] = True,
     subset: Annotated[list[str], typer.Option("--subset", help="seg: train only on CamVid images of these sequences "
                                                                 "(name prefixes such as 0001TP; repeatable).")] = [],  # noqa: B006
     rehearse: Annotated[list[str], typer.Option("--rehearse", help="Cascade: folder(s) or list file(s) of clean photos whose "
@@ -75,7 +78,7 @@ def train(
             raise fail(f"--val-sigma {val_sigma!r}: expected numbers like 30,60") from None
         if cascade and init is None and not resume:
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
-        cfg = TrainConfig(rehearse=tuple(rehearse), rehearse_batch=rehearse_batch, rehearse_patch=rehearse_patch, lam=lam, task_net=task_net, task_target=task_target, task_augment=task_augment, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
+        cfg = TrainConfig(rehearse=tuple(rehearse), rehearse_batch=rehearse_batch, rehearse_patch=rehearse_patch, lam=lam, task_net=task_net, task_target=task_target, task_augment=task_augment, task_class_weights=task_class_weights, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,
                           clip_fraction=clip_fraction, noise_level=noise_level, loss=loss, ema=ema, freeze_bn=freeze_bn, seed=seed,

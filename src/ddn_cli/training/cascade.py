@@ -209,11 +209,13 @@ class Cascade:
 
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
                   *, crop: int = 192, val_count: int = 0, target: str = "labels",
-                  subset: tuple[str, ...] = (), augment: bool = False) -> Cascade:
+                  subset: tuple[str, ...] = (), augment: bool = False, class_weighted: bool = True) -> Cascade:
     """Load the frozen task network and the task's data. ``data``: the CamVid folder
     (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
     (width = 4/3 of it). ``subset``: CamVid sequence ids to draw the training images from
-    (e.g. the ones the task network was *not* trained on)."""
+    (e.g. the ones the task network was *not* trained on). ``class_weighted`` (seg): the label
+    cross entropy with the class weights the segmenter was trained with (rare classes count
+    2-10x), else the plain per-pixel mean."""
     from ..registry import resolve_weights
 
     net_kind = {"seg": "segmenter", "cls": "classifier"}[kind]
@@ -232,7 +234,7 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
             raise UsageError(f"{data}: too few CamVid training images ({len(x)})", "use the full CamVid folder")
         bank = SegBank(x[:-n_val], y[:-n_val], (crop, crop * 4 // 3 // 4 * 4))
         val_x, val_y = x[-n_val:], y[-n_val:]
-        cw = class_weights(y[:-n_val], net.num_classes).to(device)
+        cw = class_weights(y[:-n_val], net.num_classes).to(device) if class_weighted else None
     else:
         from .classifier import load_split
 

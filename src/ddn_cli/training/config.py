@@ -45,6 +45,7 @@ class TrainConfig:
     task_net: str | None = None  # cascade tasks: the frozen high-level network (None = bundled)
     task_target: str = "labels"  # cascade tasks: labels, or clean = the network's prediction on the clean image
     task_augment: bool = False  # seg cascade: random shift + downscale before the segmenter
+    task_class_weights: bool = True  # seg cascade: the segmenter's class-balanced cross entropy (False: plain)
     subset: tuple[str, ...] = ()  # seg cascade: only CamVid training images whose names start with these
     # BatchNorm on its running statistics (only its affine weights learn); None = when fine-tuning (init)
     freeze_bn: bool | None = None
@@ -83,6 +84,8 @@ class TrainConfig:
             raise UsageError("--rehearse-batch must be >= 1 and --rehearse-patch a multiple of 4, >= 16")
         if self.task_augment and self.task != "seg":
             raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
+        if not self.task_class_weights and self.task != "seg":
+            raise UsageError("--no-task-class-weights applies to --task seg only", "drop --no-task-class-weights")
         if self.subset and self.task != "seg":
             raise UsageError("--subset applies to --task seg only", "drop --subset")
         if not (0 <= self.ema < 1):
