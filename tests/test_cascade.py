@@ -342,3 +342,15 @@ def test_unweighted_task_cross_entropy_is_the_plain_per_pixel_mean(tmp_path):
     assert load_checkpoint(tmp_path / "u.ckpt")["config"]["task_class_weights"] is False
     with pytest.raises(UsageError, match="--no-task-class-weights"):
         TrainConfig(task="cls", data=(str(data),), task_class_weights=False)
+
+
+def test_seg_default_lambda_is_the_shipped_seg_denoisers(tmp_path):
+    """`ddn train --task seg` without --lambda trains the recipe `ddn.seg` was shipped with."""
+    from ddn_cli.registry import bundled_manifest
+
+    data, net = tiny_camvid(tmp_path / "camvid", 4), tiny_segmenter(tmp_path / "seg.safetensors")
+    c = build_cascade("seg", str(data), str(net), None, torch.device("cpu"), crop=32, val_count=1)
+    man = bundled_manifest()
+    if "ddn.seg" in man.names():
+        assert c.lam == man.get("ddn.seg").training["lambda"]
+    assert c.lam == 1e-4

@@ -17,8 +17,8 @@ def train(
                                            "frozen segmenter / classifier, L = MSE + lambda * task loss).")] = "denoise",
     data: Annotated[list[str], typer.Option("--data", help="denoise: folder(s) of clean images or list file(s), repeatable; "
                                                            "seg: the CamVid folder; cls: CIFAR-10 class folders.")] = [],  # noqa: B006
-    lam: Annotated[float | None, typer.Option("--lambda", help="Cascade: weight of the task loss (default 0.01 for seg "
-                                                               "and cls; see the README).")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="Cascade: weight of the task loss (default 1e-4 for seg, "
+                                                               "0.01 for cls; see the README).")] = None,
     task_net: Annotated[str | None, typer.Option(help="Cascade: the frozen high-level network, NAME or PATH "
                                                       "(default: the bundled segmenter / classifier).")] = None,
     task_target: Annotated[str, typer.Option(help="Cascade: what the task loss fits: labels (the paper), or clean "
