@@ -362,6 +362,7 @@ def main() -> None:
         f = "eval_seg_unweighted_v4.json"
         u, w = (metric_of(f, f"runs/sweep/seg_lambda0.0001_{t}.safetensors") for t in ("v4unw", "v4"))
         u3 = metric_of(f, "runs/sweep/seg_lambda0.001_v4unw.safetensors")
+        ua = metric_of(f, "runs/sweep/seg_lambda0.0001_v4unwaug.safetensors")
         c = metric_of(f, "runs/sweep/seg_lambda0_v4.safetensors")
         parts += json_section(
             f, "Segmentation from v4: the plain cross entropy instead of the class-weighted one",
@@ -369,11 +370,12 @@ def main() -> None:
                         "cyclists count 2-10x), and the cascade's task loss used the same weights, so much of its "
                         "gradient comes from a few thin structures. The CPU recipe with the plain per-pixel cross "
                         "entropy: `python benchmarks/cascade_sweep.py --task seg --lambdas 0.0001 --steps 1000 "
-                        "--no-class-weights --tag v4unw` (544 s) and the same with `--lambdas 0.001`, then `ddn eval "
+                        "--no-class-weights --tag v4unw` (544 s), the same with `--lambdas 0.001` (496 s), and lambda 1e-4 "
+                        "with `--task-augment` too (`--tag v4unwaug`, 499 s), then `ddn eval "
                         "seg ../shared/data/camvid --sigma 30,60 -m ddn.color-sigma -m "
                         "runs/sweep/seg_lambda0.0001_v4unw.safetensors -m runs/sweep/seg_lambda0.001_v4unw.safetensors "
-                        "-m runs/sweep/seg_lambda0.0001_v4.safetensors -m runs/sweep/seg_lambda0_v4.safetensors --json "
-                        f"benchmarks/results/cascade/{f}` (the third guided row is the class-weighted lambda-1e-4 run):",
+                        "-m runs/sweep/seg_lambda0.0001_v4unwaug.safetensors -m runs/sweep/seg_lambda0.0001_v4.safetensors -m runs/sweep/seg_lambda0_v4.safetensors --json "
+                        f"benchmarks/results/cascade/{f}` (the fourth guided row is the class-weighted lambda-1e-4 run):",
             after=f"At lambda 1e-4 the plain loss reaches {u['30']:.2f} / {u['60']:.2f} mIoU at sigma 30 / 60 "
                   f"against {w['30']:.2f} / {w['60']:.2f} with the class weights and {c['30']:.2f} / {c['60']:.2f} "
                   f"for the control without a task loss: dropping the weights recovers {u['30'] - w['30']:.2f} / "
@@ -384,7 +386,9 @@ def main() -> None:
                   f"At lambda 1e-3 the plain loss gives {u3['30']:.2f} / {u3['60']:.2f}"
                   + (" - above the control at both sigmas." if u3['30'] > c['30'] and u3['60'] > c['60'] else
                      f", {c['30'] - u3['30']:.2f} / {c['60'] - u3['60']:.2f} below the control: without the weights a "
-                     "larger task loss still costs segmentation. At best (lambda 1e-4, unweighted) the task loss is "
+                     "larger task loss still costs segmentation. Adding `--task-augment` to the unweighted lambda-1e-4 "
+                     f"run: {ua['30']:.2f} / {ua['60']:.2f}, {c['30'] - ua['30']:.2f} / {c['60'] - ua['60']:.2f} "
+                     "below the control. At best (lambda 1e-4, unweighted) the task loss is "
                      "neutral against the same fine-tune without it, not the gain the paper reports; the GPU runs "
                      "above used the weighted loss, so an unweighted run with that much training is next."))
     reh = ("`python benchmarks/cascade_sweep.py --task cls --steps 400 --rehearse "
@@ -436,7 +440,7 @@ def main() -> None:
               "(61.3 / 57.1 against 61.2 / 57.2 for lambda 0.01 with labels; the default 61.9 / 58.9). What the "
               "classifier asks of the denoiser hurts the segmenter whichever way the loss is written.")
     for task in ("cls", "seg", "seg_clean", "seg_v2", "seg_proxy", "seg_soft_v2", "seg_v2frozen", "cls_v3frozen",
-                 "seg_v4", "seg_soft_v4", "seg_v4aug", "seg_v4unw", "cls_v4rehearse", "cls_v4rehearse16"):
+                 "seg_v4", "seg_soft_v4", "seg_v4aug", "seg_v4unw", "seg_v4unwaug", "cls_v4rehearse", "cls_v4rehearse16"):
         f = RES / f"sweep_{task}.json"
         if f.is_file():
             doc = json.loads(f.read_text())
@@ -476,7 +480,7 @@ def main() -> None:
               "`ddn segment` default: above the reconstruction-only default on both tasks and a far better general "
               "denoiser than v1, with its control reported beside it. The plain (unweighted) cross entropy "
               "takes most of the cost away at lambda 1e-4 (62.4 / 59.8 against the weighted 62.0 / 59.5 and the "
-              "control's 62.6 / 59.9, CPU) but not at 1e-3 (61.9 / 59.1). Left to try: the unweighted loss with "
+              "control's 62.6 / 59.9, CPU; 62.5 / 59.9 with --task-augment too) but not at 1e-3 (61.9 / 59.1). Left to try: the unweighted loss with "
               "the GPU's amount of training, and a segmenter trained on noisy and denoised images so that its gradients carry less "
               "high-frequency sensitivity.",
               "- Cross-task from classification: the KL target (lambda 0.01, with rehearsal) classifies as well as "
