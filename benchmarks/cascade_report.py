@@ -391,6 +391,25 @@ def main() -> None:
                      "below the control. At best (lambda 1e-4, unweighted) the task loss is "
                      "neutral against the same fine-tune without it, not the gain the paper reports; the GPU runs "
                      "above used the weighted loss, so an unweighted run with that much training is next."))
+    if (RES / "eval_seg_long_v4.json").is_file():
+        f = "eval_seg_long_v4.json"
+        u = metric_of(f, "runs/sweep/seg_lambda0.0001_v4longunw.safetensors")
+        c = metric_of(f, "runs/sweep/seg_lambda0_v4long.safetensors")
+        sw = {t: json.loads((RES / f"sweep_seg_{t}.json").read_text())["rows"][0] for t in ("v4long", "v4longunw")}
+        parts += json_section(
+            f, "Segmentation from v4: the unweighted task loss with a longer CPU run, and its control",
+            lambda doc: "Whether the unweighted loss's tie with the control turns into a gain with more training: "
+                        "both side by side for the same 25 minutes (`OMP_NUM_THREADS=1 python "
+                        "benchmarks/cascade_sweep.py --task seg --lambdas 0 --steps 0 --budget 1500 --tag v4long` and "
+                        "`... --lambdas 0.0001 --steps 0 --budget 1500 --no-class-weights --tag v4longunw`; "
+                        f"{sw['v4long']['steps']} and {sw['v4longunw']['steps']} steps of 4 x 192 px), then `ddn eval "
+                        "seg ../shared/data/camvid --sigma 30,60 -m ddn.color-sigma -m "
+                        "runs/sweep/seg_lambda0.0001_v4longunw.safetensors -m runs/sweep/seg_lambda0_v4long.safetensors "
+                        f"--json benchmarks/results/cascade/{f}`:",
+            after=f"Unweighted lambda 1e-4 {u['30']:.2f} / {u['60']:.2f} against its control's {c['30']:.2f} / "
+                  f"{c['60']:.2f} mIoU at sigma 30 / 60 ({u['30'] - c['30']:+.2f} / {u['60'] - c['60']:+.2f}): "
+                  + ("above the control at both sigmas, the first task loss here to be." if u['30'] > c['30'] and u['60'] > c['60']
+                     else "still no gain over the same fine-tune without the task loss."))
     reh = ("`python benchmarks/cascade_sweep.py --task cls --steps 400 --rehearse "
            "../shared/data/bsds500/images/train,../shared/data/imagenet-samples` (from v4, BatchNorm frozen, batch "
            "128 of 32 px, lr 2e-4, `OMP_NUM_THREADS=1`) with `--lambdas 0.01 --tag v4rehearse` (8 photo patches "
@@ -480,7 +499,7 @@ def main() -> None:
               "`ddn segment` default: above the reconstruction-only default on both tasks and a far better general "
               "denoiser than v1, with its control reported beside it. The plain (unweighted) cross entropy "
               "takes most of the cost away at lambda 1e-4 (62.4 / 59.8 against the weighted 62.0 / 59.5 and the "
-              "control's 62.6 / 59.9, CPU; 62.5 / 59.9 with --task-augment too) but not at 1e-3 (61.9 / 59.1). Left to try: the unweighted loss with "
+              "control's 62.6 / 59.9, CPU; 62.5 / 59.9 with --task-augment too; 62.5 / 59.9 against 62.6 / 60.0 in 25-minute runs) but not at 1e-3 (61.9 / 59.1). Left to try: the unweighted loss with "
               "the GPU's amount of training, and a segmenter trained on noisy and denoised images so that its gradients carry less "
               "high-frequency sensitivity.",
               "- Cross-task from classification: the KL target (lambda 0.01, with rehearsal) classifies as well as "
