@@ -100,6 +100,9 @@ def gpu_sections() -> list[str]:
     g = metric_of("eval_seg_gpu.json", "runs/gpu/seg_lambda0.0001_gpu0.0001.safetensors")
     c = metric_of("eval_seg_gpu.json", "runs/gpu/seg_lambda0_gpu0.safetensors")
     clean = metric_of("eval_seg_gpu.json", "clean input")
+    # CBSD68 PSNR (sigma 15 / 25 / 50) of the default, v2 and v1, in the order run (ddn.seg was still v1)
+    cb = [" / ".join(f"{r['psnr']:.2f}" for r in m["results"].values())
+          for m in json.loads((RES / "eval_cbsd68_seg.json").read_text())["models"]]
     old, old_g = metric_of("eval_seg_v4_sweep.json", "runs/sweep/seg_lambda0_v4.safetensors"), \
         metric_of("eval_seg_v4_sweep.json", "runs/sweep/seg_lambda0.0001_v4.safetensors")  # the CPU runs from v4
     parts = ["## Segmentation from v4 on a GPU: ten times the training, three lambdas and the control", "",
@@ -132,9 +135,9 @@ def gpu_sections() -> list[str]:
               "segmentation-guided denoiser by the paper's recipe, it beats the reconstruction-only default on "
               f"CamVid val at both sigmas ({g['30']:.2f} / {g['60']:.2f} against {d['30']:.2f} / {d['60']:.2f}) at "
               "higher PSNR, it also beats it on CIFAR-10 (cross-task, below), and it replaces a `ddn.seg` v1 that was "
-              "below the default on CamVid (61.25 / 58.69) and a poor general denoiser (CBSD68 28.87 / 27.22 / "
-              "26.44 dB at sigma 15 / 25 / 50, against v2's 33.63 / 31.03 / 27.81 and the default's 33.89 / 31.24 / "
-              "27.98; `ddn eval denoise ../shared/data/bsds500/CBSD68_ids.txt --data-root "
+              "below the default on CamVid (61.25 / 58.69) and a poor general denoiser "
+              f"(CBSD68 {cb[2]} dB at sigma 15 / 25 / 50, against v2's {cb[1]} and the default's {cb[0]}; "
+              "`ddn eval denoise ../shared/data/bsds500/CBSD68_ids.txt --data-root "
               "../shared/data/bsds500/images --no-ssim -m ddn.color-sigma -m "
               "runs/gpu/seg_lambda0.0001_gpu0.0001.safetensors -m ddn.seg --json "
               "benchmarks/results/cascade/eval_cbsd68_seg.json`, run while `ddn.seg` was still v1). So `ddn segment` now "
