@@ -286,6 +286,39 @@ def test_rehearsal_adds_a_photo_reconstruction_term_and_resumes_exactly(tmp_path
         TrainConfig(task="denoise", data=(str(photos),), rehearse=(str(photos),))
 
 
+def test_task_rec_weight_zero_takes_reconstruction_only_from_the_rehearsal_photos(tmp_path):
+    """--task-rec-weight 0 with lambda 0: what the task's clean images look like no longer
+    matters (their L_rec is weighted out), while with the default weight 1 it does."""
+    data = tiny_cifar(tmp_path / "cifar", 4)
+    other = tmp_path / "cifar_inverted"  # same names and sizes, other pixels
+    for f in sorted(data.rglob("*.jpg")):
+        dst = other / f.relative_to(data)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(255 - np.asarray(Image.open(f))).save(dst)
+    net = tiny_classifier(tmp_path / "cls.safetensors")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(smooth_image(40, 52, seed=70 + i)).save(photos / f"p{i}.png")
+    kw = {"rehearse": (str(photos),), "rehearse_batch": 2, "rehearse_patch": 32, "lam": 0.0}
+    runs = {}
+    for w in (0.0, 1.0):
+        for name, d in (("a", data), ("b", other)):
+            run_cascade("cls", d, net, tmp_path / f"{name}{w}.safetensors", task_rec_weight=w, **kw)
+            runs[name, w] = load_checkpoint(tmp_path / f"{name}{w}.ckpt")["model"]
+    same = lambda x, y: all(torch.equal(x[k], y[k]) for k in x)
+    assert same(runs["a", 0.0], runs["b", 0.0])
+    assert not same(runs["a", 1.0], runs["b", 1.0])
+    assert not same(runs["a", 0.0], runs["a", 1.0])
+    assert load_checkpoint(tmp_path / "a0.0.ckpt")["config"]["task_rec_weight"] == 0.0
+    with pytest.raises(UsageError, match="without a reconstruction loss"):
+        TrainConfig(task="cls", data=(str(data),), task_rec_weight=0.0)
+    with pytest.raises(UsageError, match="cascade tasks"):
+        TrainConfig(task="denoise", data=(str(photos),), task_rec_weight=0.5)
+    with pytest.raises(UsageError, match=">= 0"):
+        TrainConfig(task="cls", data=(str(data),), task_rec_weight=-1.0)
+
+
 def test_task_augment_shifts_and_scales_image_and_labels_alike_and_resumes_exactly(tmp_path):
     """--task-augment: one random shift + downscale applied to the denoised crop, the clean
     crop and the labels alike (a label map moved with its image stays aligned); drawn from

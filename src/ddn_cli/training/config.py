@@ -54,6 +54,10 @@ class TrainConfig:
     rehearse: tuple[str, ...] = ()
     rehearse_batch: int = 8
     rehearse_patch: int = 96
+    # cascade tasks: weight of L_rec on the task's own images (1 = the paper's L_rec + lambda * L_task;
+    # 0 = reconstruction only from --rehearse photos, e.g. when the task's clean images are JPEG
+    # thumbnails, as CIFAR-10's are, and not a target a photo denoiser should learn)
+    task_rec_weight: float = 1.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +86,13 @@ class TrainConfig:
             raise UsageError("--rehearse applies to the cascade tasks (seg, cls) only", "drop --rehearse")
         if self.rehearse_batch < 1 or self.rehearse_patch < 16 or self.rehearse_patch % 4:
             raise UsageError("--rehearse-batch must be >= 1 and --rehearse-patch a multiple of 4, >= 16")
+        if self.task_rec_weight < 0:
+            raise UsageError(f"--task-rec-weight {self.task_rec_weight}: must be >= 0")
+        if self.task_rec_weight != 1.0 and self.task == "denoise":
+            raise UsageError("--task-rec-weight applies to the cascade tasks (seg, cls) only", "drop --task-rec-weight")
+        if self.task_rec_weight == 0 and not self.rehearse:
+            raise UsageError("--task-rec-weight 0 leaves the denoiser without a reconstruction loss",
+                             "add --rehearse PHOTOS, or use a weight > 0")
         if self.task_augment and self.task != "seg":
             raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
         if not self.task_class_weights and self.task != "seg":

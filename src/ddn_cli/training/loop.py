@@ -137,7 +137,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
             "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "task_augment", "task_class_weights", "subset", "freeze_bn",
-            "rehearse", "rehearse_batch", "rehearse_patch")}, "resume": True})
+            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight")}, "resume": True})
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
@@ -232,6 +232,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             clean = bank.sample(cfg.batch_size, g_cpu).to(torch.float32).div_(255.0)
         pred = denoise_noisy(m, clean, g_cpu, g_dev)
         loss = reconstruction_loss(cfg.loss, pred.float(), clean)
+        if cascade is not None and cfg.task_rec_weight != 1.0:
+            loss = loss * cfg.task_rec_weight
         if cascade is not None and cascade.lam > 0:
             loss = loss + cascade.lam * cascade.task_loss(pred.float(), labels, precision, device, clean, gen=g_cpu)
         if rehearsal is not None:  # L_rec also on photos of the denoiser's own domain
