@@ -319,6 +319,42 @@ def test_task_rec_weight_zero_takes_reconstruction_only_from_the_rehearsal_photo
         TrainConfig(task="cls", data=(str(data),), task_rec_weight=-1.0)
 
 
+def test_blur_gradient_keeps_the_forward_value_and_blurs_only_the_gradient():
+    from ddn_cli.training.cascade import blur_gradient, gaussian_blur
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 24, 30, requires_grad=True)
+    y = blur_gradient(x, 2.0)
+    assert torch.allclose(y, x, atol=1e-6)  # the network sees the denoised image itself
+    ys, xs = torch.meshgrid(torch.arange(24), torch.arange(30), indexing="ij")
+    checker = ((ys + xs) % 2 * 2 - 1).float().expand(2, 3, 24, 30)  # the finest pattern there is
+    smooth = torch.cos(xs / 30 * torch.pi).float().expand(2, 3, 24, 30)
+    for upstream in (checker, smooth):
+        (g,) = torch.autograd.grad(y, x, upstream, retain_graph=True)
+        (want,) = torch.autograd.grad(gaussian_blur(x, 2.0), x, upstream)
+        assert torch.allclose(g, want, atol=1e-6)  # the gradient is the blur's transpose applied
+    (g_checker,) = torch.autograd.grad(y, x, checker, retain_graph=True)
+    (g_smooth,) = torch.autograd.grad(y, x, smooth)
+    assert g_checker[..., 6:-6, 6:-6].abs().max() < 1e-3 and g_checker.abs().max() < 0.05  # the ring: reflect padding
+    assert g_smooth.abs().max() > 0.5
+    (g_plain,) = torch.autograd.grad(x * 1.0, x, checker)
+    assert torch.equal(g_plain, checker)
+
+
+def test_task_grad_blur_changes_training_and_is_recorded(tmp_path):
+    data, net = tiny_camvid(tmp_path / "camvid", 6), tiny_segmenter(tmp_path / "seg.safetensors")
+    plain = run_cascade("seg", data, net, tmp_path / "p.safetensors", steps=2)
+    blurred = run_cascade("seg", data, net, tmp_path / "b.safetensors", steps=2, task_grad_blur=1.5)
+    assert plain["steps_done"] == blurred["steps_done"] == 2
+    cp, cb = load_checkpoint(tmp_path / "p.ckpt"), load_checkpoint(tmp_path / "b.ckpt")
+    assert any(not torch.equal(cp["model"][k], cb["model"][k]) for k in cp["model"])
+    assert cb["config"]["task_grad_blur"] == 1.5 and cp["config"]["task_grad_blur"] == 0.0
+    with pytest.raises(UsageError, match="must be >= 0"):
+        TrainConfig(task="seg", data=(str(data),), task_grad_blur=-1.0)
+    with pytest.raises(UsageError, match="cascade tasks"):
+        TrainConfig(task="denoise", data=(str(data),), task_grad_blur=1.0)
+
+
 def test_task_augment_shifts_and_scales_image_and_labels_alike_and_resumes_exactly(tmp_path):
     """--task-augment: one random shift + downscale applied to the denoised crop, the clean
     crop and the labels alike (a label map moved with its image stays aligned); drawn from

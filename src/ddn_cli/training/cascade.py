@@ -98,7 +98,7 @@ class Cascade:
     class_weights: torch.Tensor | None = None
     target: str = "labels"  # labels | clean | soft (see TARGETS)
     augment: bool = False  # seg: random shift and downscale between the denoiser and the network
-
+    grad_blur: float = 0.0  # > 0: the task loss's gradient reaches the denoiser blurred (Gaussian, px)
 
     def __len__(self) -> int:
         return len(self.bank)
@@ -129,6 +129,8 @@ class Cascade:
 
     def task_loss(self, denoised: torch.Tensor, labels: torch.Tensor, precision, device,
                   clean: torch.Tensor | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+        if self.grad_blur > 0:
+            denoised = blur_gradient(denoised, self.grad_blur)
         if self.augment:
             if gen is None:
                 raise ValueError("augment needs the loop's generator")
@@ -208,9 +210,32 @@ class Cascade:
         return after
 
 
+def gaussian_blur(x: torch.Tensor, std: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with standard deviation ``std`` px (kernel
+    radius ceil(3 std), reflect padding; replicate where the image is too small to reflect)."""
+    r = max(1, int(np.ceil(3 * std)))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / std) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode=mode), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def blur_gradient(x: torch.Tensor, std: float) -> torch.Tensor:
+    """``x`` in the forward pass (up to float rounding), but the gradient that flows back
+    through it is blurred: ``blur(x) + (x - blur(x)).detach()``. The task loss then can only
+    steer the denoiser's output at low spatial frequencies; the fine, high-frequency patterns
+    a frozen network's gradient favours (and that cost reconstruction) get no push."""
+    low = gaussian_blur(x, std)
+    return low + (x - low).detach()
+
+
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
                   *, crop: int = 192, val_count: int = 0, target: str = "labels",
-                  subset: tuple[str, ...] = (), augment: bool = False, class_weighted: bool = True) -> Cascade:
+                  subset: tuple[str, ...] = (), augment: bool = False, class_weighted: bool = True,
+                  grad_blur: float = 0.0) -> Cascade:
     """Load the frozen task network and the task's data. ``data``: the CamVid folder
     (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
     (width = 4/3 of it). ``subset``: CamVid sequence ids to draw the training images from
@@ -250,4 +275,7 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
         val_x, val_y = x[va], y[va]
     if target not in TARGETS:
         raise UsageError(f"--task-target {target!r}: use {', '.join(TARGETS)}")
-    return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target, augment)
+    if grad_blur < 0:
+        raise UsageError(f"--task-grad-blur {grad_blur}: must be >= 0 (0 = off)")
+    return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target, augment,
+                   float(grad_blur))

@@ -58,6 +58,9 @@ class TrainConfig:
     # 0 = reconstruction only from --rehearse photos, e.g. when the task's clean images are JPEG
     # thumbnails, as CIFAR-10's are, and not a target a photo denoiser should learn)
     task_rec_weight: float = 1.0
+    # cascade tasks: > 0 blurs the task loss's gradient (Gaussian, this std in px) on its way
+    # into the denoiser; the network still sees the denoised image itself
+    task_grad_blur: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +96,10 @@ class TrainConfig:
         if self.task_rec_weight == 0 and not self.rehearse:
             raise UsageError("--task-rec-weight 0 leaves the denoiser without a reconstruction loss",
                              "add --rehearse PHOTOS, or use a weight > 0")
+        if self.task_grad_blur < 0:
+            raise UsageError(f"--task-grad-blur {self.task_grad_blur}: must be >= 0 (0 = off)")
+        if self.task_grad_blur > 0 and self.task == "denoise":
+            raise UsageError("--task-grad-blur applies to the cascade tasks (seg, cls) only", "drop --task-grad-blur")
         if self.task_augment and self.task != "seg":
             raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
         if not self.task_class_weights and self.task != "seg":
