@@ -341,10 +341,40 @@ def test_blur_gradient_keeps_the_forward_value_and_blurs_only_the_gradient():
     assert torch.equal(g_plain, checker)
 
 
+def test_filter_gradient_band_pass_removes_coarse_and_fine_pushes_and_keeps_the_middle():
+    from ddn_cli.training.cascade import filter_gradient
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 96, 128, requires_grad=True)
+    y = filter_gradient(x, blur=1.0, highpass=6.0)
+    assert torch.allclose(y, x, atol=1e-6)
+    ys, xs = torch.meshgrid(torch.arange(96), torch.arange(128), indexing="ij")
+    inner = (..., slice(24, -24), slice(24, -24))  # away from the padded border
+    flat = torch.ones(1, 3, 96, 128)  # "make the whole frame brighter": the coarsest push
+    checker = ((ys + xs) % 2 * 2 - 1).float().expand(1, 3, 96, 128)
+    middle = torch.cos(2 * torch.pi * xs / 12).float().expand(1, 3, 96, 128)  # a 12 px period
+    got = {}
+    for name, up in (("flat", flat), ("checker", checker), ("middle", middle)):
+        (got[name],) = torch.autograd.grad(y, x, up, retain_graph=True)
+    assert got["flat"][inner].abs().max() < 0.01
+    assert got["checker"][inner].abs().max() < 0.01
+    assert got["middle"][inner].abs().max() > 0.5  # exp(-2 pi^2 / 144) = 0.87 of it passes
+    with pytest.raises(UsageError, match="larger than"):
+        TrainConfig(task="seg", data=("d",), task_grad_blur=2.0, task_grad_highpass=2.0)
+    with pytest.raises(UsageError, match="cascade tasks"):
+        TrainConfig(task="denoise", data=("d",), task_grad_highpass=4.0)
+    assert TrainConfig(task="seg", data=("d",), task_grad_highpass=4.0).task_grad_highpass == 4.0
+
+
 def test_task_grad_blur_changes_training_and_is_recorded(tmp_path):
     data, net = tiny_camvid(tmp_path / "camvid", 6), tiny_segmenter(tmp_path / "seg.safetensors")
     plain = run_cascade("seg", data, net, tmp_path / "p.safetensors", steps=2)
     blurred = run_cascade("seg", data, net, tmp_path / "b.safetensors", steps=2, task_grad_blur=1.5)
+    band = run_cascade("seg", data, net, tmp_path / "h.safetensors", steps=2, task_grad_blur=1.5, task_grad_highpass=4.0)
+    assert band["steps_done"] == 2
+    ch = load_checkpoint(tmp_path / "h.ckpt")
+    assert ch["config"]["task_grad_highpass"] == 4.0
+    assert any(not torch.equal(ch["model"][k], load_checkpoint(tmp_path / "b.ckpt")["model"][k]) for k in ch["model"])
     assert plain["steps_done"] == blurred["steps_done"] == 2
     cp, cb = load_checkpoint(tmp_path / "p.ckpt"), load_checkpoint(tmp_path / "b.ckpt")
     assert any(not torch.equal(cp["model"][k], cb["model"][k]) for k in cp["model"])

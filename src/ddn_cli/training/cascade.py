@@ -99,6 +99,7 @@ class Cascade:
     target: str = "labels"  # labels | clean | soft (see TARGETS)
     augment: bool = False  # seg: random shift and downscale between the denoiser and the network
     grad_blur: float = 0.0  # > 0: the task loss's gradient reaches the denoiser blurred (Gaussian, px)
+    grad_highpass: float = 0.0  # > 0: ... minus its blur by this Gaussian (px): no coarse push
 
     def __len__(self) -> int:
         return len(self.bank)
@@ -129,8 +130,8 @@ class Cascade:
 
     def task_loss(self, denoised: torch.Tensor, labels: torch.Tensor, precision, device,
                   clean: torch.Tensor | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
-        if self.grad_blur > 0:
-            denoised = blur_gradient(denoised, self.grad_blur)
+        if self.grad_blur > 0 or self.grad_highpass > 0:
+            denoised = filter_gradient(denoised, self.grad_blur, self.grad_highpass)
         if self.augment:
             if gen is None:
                 raise ValueError("augment needs the loop's generator")
@@ -223,19 +224,28 @@ def gaussian_blur(x: torch.Tensor, std: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode=mode), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def blur_gradient(x: torch.Tensor, std: float) -> torch.Tensor:
+def filter_gradient(x: torch.Tensor, blur: float = 0.0, highpass: float = 0.0) -> torch.Tensor:
     """``x`` in the forward pass (up to float rounding), but the gradient that flows back
-    through it is blurred: ``blur(x) + (x - blur(x)).detach()``. The task loss then can only
-    steer the denoiser's output at low spatial frequencies; the fine, high-frequency patterns
-    a frozen network's gradient favours (and that cost reconstruction) get no push."""
-    low = gaussian_blur(x, std)
-    return low + (x - low).detach()
+    through it is filtered: ``f(x) + (x - f(x)).detach()`` with ``f`` a Gaussian blur of std
+    ``blur`` px (identity when 0) minus, when ``highpass`` > 0, a Gaussian blur of std
+    ``highpass`` px. The blur keeps the task loss from steering the fine, high-frequency
+    patterns a frozen network's gradient favours; the high-pass keeps it from steering the
+    frame's coarse content (large areas' colour and brightness)."""
+    f = gaussian_blur(x, blur) if blur > 0 else x
+    if highpass > 0:
+        f = f - gaussian_blur(x, highpass)
+    return f + (x - f).detach()
+
+
+def blur_gradient(x: torch.Tensor, std: float) -> torch.Tensor:
+    """``filter_gradient`` with the blur only."""
+    return filter_gradient(x, blur=std)
 
 
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
                   *, crop: int = 192, val_count: int = 0, target: str = "labels",
                   subset: tuple[str, ...] = (), augment: bool = False, class_weighted: bool = True,
-                  grad_blur: float = 0.0) -> Cascade:
+                  grad_blur: float = 0.0, grad_highpass: float = 0.0) -> Cascade:
     """Load the frozen task network and the task's data. ``data``: the CamVid folder
     (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
     (width = 4/3 of it). ``subset``: CamVid sequence ids to draw the training images from
@@ -275,7 +285,10 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
         val_x, val_y = x[va], y[va]
     if target not in TARGETS:
         raise UsageError(f"--task-target {target!r}: use {', '.join(TARGETS)}")
-    if grad_blur < 0:
-        raise UsageError(f"--task-grad-blur {grad_blur}: must be >= 0 (0 = off)")
+    if grad_blur < 0 or grad_highpass < 0:
+        raise UsageError(f"--task-grad-blur {grad_blur} / --task-grad-highpass {grad_highpass}: must be >= 0 (0 = off)")
+    if grad_highpass and grad_highpass <= grad_blur:
+        raise UsageError(f"--task-grad-highpass {grad_highpass} must be larger than --task-grad-blur {grad_blur}",
+                         "the high-pass removes what a wider Gaussian keeps")
     return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target, augment,
-                   float(grad_blur))
+                   float(grad_blur), float(grad_highpass))

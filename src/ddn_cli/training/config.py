@@ -61,6 +61,9 @@ class TrainConfig:
     # cascade tasks: > 0 blurs the task loss's gradient (Gaussian, this std in px) on its way
     # into the denoiser; the network still sees the denoised image itself
     task_grad_blur: float = 0.0
+    # cascade tasks: > 0 also removes from that gradient what a Gaussian of this std (px) keeps,
+    # so the task loss cannot push large areas' colour and brightness (with the blur: a band-pass)
+    task_grad_highpass: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -100,6 +103,13 @@ class TrainConfig:
             raise UsageError(f"--task-grad-blur {self.task_grad_blur}: must be >= 0 (0 = off)")
         if self.task_grad_blur > 0 and self.task == "denoise":
             raise UsageError("--task-grad-blur applies to the cascade tasks (seg, cls) only", "drop --task-grad-blur")
+        if self.task_grad_highpass < 0:
+            raise UsageError(f"--task-grad-highpass {self.task_grad_highpass}: must be >= 0 (0 = off)")
+        if self.task_grad_highpass > 0 and self.task == "denoise":
+            raise UsageError("--task-grad-highpass applies to the cascade tasks (seg, cls) only", "drop --task-grad-highpass")
+        if 0 < self.task_grad_highpass <= self.task_grad_blur:
+            raise UsageError(f"--task-grad-highpass {self.task_grad_highpass} must be larger than --task-grad-blur "
+                             f"{self.task_grad_blur}", "the high-pass removes what a wider Gaussian keeps")
         if self.task_augment and self.task != "seg":
             raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
         if not self.task_class_weights and self.task != "seg":
