@@ -79,10 +79,34 @@ def json_section(name: str, heading: str, intro, after: str = "") -> list[str]:
     return [f"## {heading}", "", intro(doc), "", table(doc), "", *([after, ""] if after else [])]
 
 
+def _variant(name: str, label: str) -> dict:
+    doc = json.loads((RES / name).read_text())
+    for v in doc["variants"]:
+        if v["label"] == label:
+            return v
+    raise SystemExit(f"{RES / name}: no row {label!r}; rerun the command its section names")
+
+
 def metric_of(name: str, label: str) -> dict[str, float]:
     """{sigma: metric in percent} of the row ``label`` in result file ``name``."""
-    doc = json.loads((RES / name).read_text())
-    return {k: 100 * x for v in doc["variants"] if v["label"] == label for k, x in v["metric"].items()}
+    return {k: 100 * x for k, x in _variant(name, label)["metric"].items()}
+
+
+def psnr_of(name: str, label: str) -> dict[str, float]:
+    """{sigma: PSNR in dB} of the row ``label`` in result file ``name``."""
+    return dict(_variant(name, label)["psnr"])
+
+
+def spectrum_rows(name: str, *models: str) -> dict[str, dict] | None:
+    """The rows of an ``error_spectrum.py`` JSON by model; None if the file is absent."""
+    f = RES / name
+    if not f.is_file():
+        return None
+    rows = {r["model"]: r for r in json.loads(f.read_text())["rows"]}
+    missing = [m for m in models if m not in rows]
+    if missing:
+        raise SystemExit(f"{f}: no row for {', '.join(missing)}; rerun the command its section names")
+    return rows
 
 
 def gpu_sections() -> list[str]:
@@ -194,11 +218,11 @@ def r0_sections() -> list[str]:
               "thumbnails were a small part of the cross-task cost. The task loss is the rest: against its "
               f"control it gains {diff(top[g], top[c])} top-1 on CIFAR-10 ({f2(top[g])}; `ddn.cls` v2 "
               f"{f2(top['ddn.cls'])}) and costs {diff(miou[g], miou[c])} mIoU on CamVid. The PSNR on CIFAR "
-              "drops by 0.25 dB because the JPEG'd originals are no longer a target.")
-    spec = RES / "error_spectrum.json"
-    if spec.is_file():
-        doc = json.loads(spec.read_text())
-        rows = {r["model"]: r for r in doc["rows"]}
+              f"is {diff(psnr_of(cls_f, g), psnr_of(cls_f, c))} dB against its control's (the control is level with the "
+              "default): with no L_rec on CIFAR's images, nothing holds the task loss back from changing them.")
+    rows = spectrum_rows("error_spectrum.json", "ddn.color-sigma", "ddn.cls", "ddn.seg", g, c)
+    if rows is not None:
+        doc = json.loads((RES / "error_spectrum.json").read_text())
         base = rows["ddn.color-sigma"]
 
         def spread(m: str) -> str:
@@ -225,7 +249,9 @@ def blur_sections() -> list[str]:
     doc = json.loads((RES / f).read_text())
     labels = [v["label"] for v in doc["variants"] if v["role"] in ("guided", "control", "reconstruction")]
     m = {k: metric_of(f, k) for k in labels}
-    ctl = next(v["label"] for v in doc["variants"] if v["role"] == "control")
+    ctl = next((v["label"] for v in doc["variants"] if v["role"] == "control"), None)
+    if ctl is None:
+        raise SystemExit(f"{RES / f}: no lambda-0 control row; rerun the command its section names")
 
     def vs(label: str) -> str:
         a, b = m[label], m[ctl]
@@ -250,11 +276,10 @@ def blur_sections() -> list[str]:
     found = [x for x in (*b2.values(), *b4.values()) if x in m]
     after = ["Against the lambda-0 control (mIoU at sigma 30 / 60, difference in brackets): "
              + "; ".join(f"`{x.split('/')[-1].removesuffix('.safetensors')}` {vs(x)}" for x in [*plain.values(), *found] if x in m) + "."]
-    spec = RES / "error_spectrum_blur.json"
-    if spec.is_file():
-        sd = json.loads(spec.read_text())
-        rows = {r["model"]: r for r in sd["rows"]}
-        base = sd["rows"][0]
+    rows = spectrum_rows("error_spectrum_blur.json", ctl)
+    if rows is not None:
+        sd = json.loads((RES / "error_spectrum_blur.json").read_text())
+        base = rows[ctl]
 
         def band(label: str, i: int) -> str:
             return f"{100 * (rows[label]['bands_1e4'][i] / base['bands_1e4'][i] - 1):+.1f}%"

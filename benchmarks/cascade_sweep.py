@@ -78,6 +78,12 @@ def write(a, data: str, batch: int, patch: int, rows: list[dict]) -> None:
            "held_out": "cascade validation slice of the training data", "metric": "mIoU" if a.task == "seg" else "top-1",
            "rows": rows, "command": " ".join(sys.argv)}
     dst = ROOT / "benchmarks/results/cascade" / f"sweep_{a.task}{'' if a.target == 'labels' else '_' + a.target}{a.tag and '_' + a.tag}.json"
+    if dst.is_file():  # another run with this tag (e.g. one lambda per process, side by side): keep its rows
+        old = json.loads(dst.read_text())
+        mine = {r["weights"] for r in rows}
+        doc["rows"] = [r for r in old["rows"] if r.get("weights") not in mine] + rows
+        if old.get("command") and old["command"] != doc["command"] and doc["command"] not in old["command"]:
+            doc["command"] = old["command"] + "` and `" + doc["command"]
     dst.write_text(json.dumps(doc, indent=2) + "\n")
 
 

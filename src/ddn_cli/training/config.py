@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError
@@ -92,6 +93,9 @@ class TrainConfig:
             raise UsageError("--rehearse applies to the cascade tasks (seg, cls) only", "drop --rehearse")
         if self.rehearse_batch < 1 or self.rehearse_patch < 16 or self.rehearse_patch % 4:
             raise UsageError("--rehearse-batch must be >= 1 and --rehearse-patch a multiple of 4, >= 16")
+        for name in ("task_rec_weight", "task_grad_blur", "task_grad_highpass"):
+            if not math.isfinite(getattr(self, name)):
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
         if self.task_rec_weight < 0:
             raise UsageError(f"--task-rec-weight {self.task_rec_weight}: must be >= 0")
         if self.task_rec_weight != 1.0 and self.task == "denoise":
