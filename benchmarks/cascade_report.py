@@ -383,10 +383,11 @@ def long_filter_section() -> list[str]:
                     f"benchmarks/results/cascade/{f}` (the unfiltered run and the control are the 25-minute runs "
                     "above):",
         after=f"Against the control (difference in brackets): blurred {d(b)}, band-passed {d(h)}, unfiltered "
-              f"{d(u)}. With the gradient filtered, the task loss at lambda 1e-4 is now a hair above its control "
-              "at both sigmas in both run lengths, where unfiltered it was a hair below; differences this small "
+              f"{d(u)}. With its gradient blurred, the task loss at lambda 1e-4 is now a hair above its control "
+              "at both sigmas in both run lengths (1000 steps: above), where unfiltered it was a hair below; differences this small "
               "are within what a second seed could move, so this is parity, not yet the paper's gain. The "
-              "blurred run is the best CamVid denoiser measured here (above `ddn.seg` v2's 62.15 / 59.71) and a "
+              "blurred run is the best task-guided CamVid denoiser measured here (above `ddn.seg` v2's 62.15 / 59.71; "
+              "the GPU run's lambda-0 control, 62.74 / 60.21, is better still) and a "
               "candidate for `ddn.seg` v3; not shipped this session, which had no time left for the full "
               "sigma 0-60 tables, the CIFAR-10 cross-task run and CBSD68 that shipping needs.")
 
