@@ -357,6 +357,27 @@ def cls_filter_sections() -> list[str]:
     return parts
 
 
+def long_candidate_extra(b: str, c: str) -> str:
+    """What the long blurred run does outside CamVid, if measured."""
+    cls_f, cb_f = "eval_cls_seg_longblur2.json", "eval_cbsd68_seg_longblur2.json"
+    if not (RES / cls_f).is_file() or not (RES / cb_f).is_file():
+        return ""
+    t = {k: metric_of(cls_f, k) for k in ("ddn.color-sigma", "ddn.seg", b, c)}
+    cb = {m["model"]: m["results"] for m in json.loads((RES / cb_f).read_text())["models"]}
+    if not {"ddn.color-sigma", "ddn.seg", b} <= cb.keys():
+        raise SystemExit(f"{RES / cb_f}: rows missing; rerun its command")
+    p3 = lambda r: " / ".join(f"{r[k]['psnr']:.2f}" for k in ("15", "25", "50"))
+    f2 = lambda r: f"{r['30']:.2f} / {r['60']:.2f}"
+    return (f" Outside CamVid: on CIFAR-10 (cross-task; `ddn eval cls ../shared/data/cifar10/train --sigma 30,60 "
+            f"-m ddn.color-sigma -m ddn.seg -m {b} -m {c} --json benchmarks/results/cascade/{cls_f}`) it scores "
+            f"{f2(t[b])} top-1 against the default's {f2(t['ddn.color-sigma'])} (`ddn.seg` v2 {f2(t['ddn.seg'])}, "
+            f"the control {f2(t[c])}), so as `ddn.seg` v3 it would lose the seg->cls cross-task bar at sigma 30 that "
+            "v2 meets; on CBSD68 (`ddn eval denoise ../shared/data/bsds500/CBSD68_ids.txt --data-root "
+            f"../shared/data/bsds500/images --no-ssim -m ddn.color-sigma -m ddn.seg -m {b} --json "
+            f"benchmarks/results/cascade/{cb_f}`) {p3(cb[b])} dB at sigma 15 / 25 / 50, as v2 "
+            f"({p3(cb['ddn.seg'])}; the default {p3(cb['ddn.color-sigma'])}).")
+
+
 def long_filter_section() -> list[str]:
     """The filtered seg task loss in runs as long as the 25-minute control's, if measured."""
     f = "eval_seg_long_filter_v4.json"
@@ -388,8 +409,7 @@ def long_filter_section() -> list[str]:
               "are within what a second seed could move, so this is parity, not yet the paper's gain. The "
               "blurred run is the best task-guided CamVid denoiser measured here (above `ddn.seg` v2's 62.15 / 59.71; "
               "the GPU run's lambda-0 control, 62.74 / 60.21, is better still) and a "
-              "candidate for `ddn.seg` v3; not shipped this session, which had no time left for the full "
-              "sigma 0-60 tables, the CIFAR-10 cross-task run and CBSD68 that shipping needs.")
+              "candidate for `ddn.seg` v3, not shipped this session." + long_candidate_extra(b, c))
 
 
 def main() -> None:
