@@ -79,6 +79,21 @@ def json_section(name: str, heading: str, intro, after: str = "") -> list[str]:
     return [f"## {heading}", "", intro(doc), "", table(doc), "", *([after, ""] if after else [])]
 
 
+def pair(d: dict[str, float]) -> str:
+    """'a / b' of a {sigma: value} at sigma 30 and 60."""
+    return f"{d['30']:.2f} / {d['60']:.2f}"
+
+
+def delta(a: dict[str, float], b: dict[str, float]) -> str:
+    """'+x / +y': a - b at sigma 30 and 60."""
+    return f"{a['30'] - b['30']:+.2f} / {a['60'] - b['60']:+.2f}"
+
+
+def against(a: dict[str, float], b: dict[str, float]) -> str:
+    """'a30 / a60 (+d30 / +d60)': a, and its difference to b."""
+    return f"{pair(a)} ({delta(a, b)})"
+
+
 def _variant(name: str, label: str) -> dict:
     doc = json.loads((RES / name).read_text())
     for v in doc["variants"]:
@@ -195,8 +210,6 @@ def r0_sections() -> list[str]:
     g, c = "runs/sweep/cls_lambda0.003_v4r0_0.003.safetensors", "runs/sweep/cls_lambda0_v4r0_0.safetensors"
     top, miou = {k: metric_of(cls_f, k) for k in ("ddn.color-sigma", "ddn.cls", g, c)}, \
         {k: metric_of(seg_f, k) for k in ("ddn.color-sigma", g, c)}
-    f2 = lambda d: f"{d['30']:.2f} / {d['60']:.2f}"
-    diff = lambda a, b: f"{a['30'] - b['30']:+.2f} / {a['60'] - b['60']:+.2f}"
     run = ("`OMP_NUM_THREADS=1 python benchmarks/cascade_sweep.py --task cls --steps 400 --rehearse "
            "../shared/data/bsds500/images/train,../shared/data/imagenet-samples --rehearse-batch 16 "
            "--task-rec-weight 0` with `--lambdas 0.003 --tag v4r0_0.003` (492 s) and its control `--lambdas 0 "
@@ -213,12 +226,12 @@ def r0_sections() -> list[str]:
         seg_f, "The same denoisers on segmentation (cross-task)",
         lambda doc: f"`ddn eval seg ../shared/data/camvid --sigma 30,60 -m ddn.color-sigma -m {g} -m {c} --json "
                     f"benchmarks/results/cascade/{seg_f}` (65 s):",
-        after=f"Without L_rec on CIFAR the control is level with the default on CamVid ({f2(miou[c])} against "
-              f"{f2(miou['ddn.color-sigma'])}; with it, `ddn.cls` v2's control was 61.95 / 58.63), so the JPEG "
+        after=f"Without L_rec on CIFAR the control is level with the default on CamVid ({pair(miou[c])} against "
+              f"{pair(miou['ddn.color-sigma'])}; with it, `ddn.cls` v2's control was 61.95 / 58.63), so the JPEG "
               "thumbnails were a small part of the cross-task cost. The task loss is the rest: against its "
-              f"control it gains {diff(top[g], top[c])} top-1 on CIFAR-10 ({f2(top[g])}; `ddn.cls` v2 "
-              f"{f2(top['ddn.cls'])}) and costs {diff(miou[g], miou[c])} mIoU on CamVid. The PSNR on CIFAR "
-              f"is {diff(psnr_of(cls_f, g), psnr_of(cls_f, c))} dB against its control's (the control is level with the "
+              f"control it gains {delta(top[g], top[c])} top-1 on CIFAR-10 ({pair(top[g])}; `ddn.cls` v2 "
+              f"{pair(top['ddn.cls'])}) and costs {delta(miou[g], miou[c])} mIoU on CamVid. The PSNR on CIFAR "
+              f"is {delta(psnr_of(cls_f, g), psnr_of(cls_f, c))} dB against its control's (the control is level with the "
               "default): with no L_rec on CIFAR's images, nothing holds the task loss back from changing them.")
     rows = spectrum_rows("error_spectrum.json", "ddn.color-sigma", "ddn.cls", "ddn.seg", g, c)
     if rows is not None:
@@ -253,10 +266,6 @@ def blur_sections() -> list[str]:
     if ctl is None:
         raise SystemExit(f"{RES / f}: no lambda-0 control row; rerun the command its section names")
 
-    def vs(label: str) -> str:
-        a, b = m[label], m[ctl]
-        return f"{a['30']:.2f} / {a['60']:.2f} ({a['30'] - b['30']:+.2f} / {a['60'] - b['60']:+.2f})"
-
     b2 = {lam: f"runs/sweep/blur{lam}/seg_lambda{lam}_v4unwblur2.safetensors" for lam in ("0.0001", "0.001")}
     b4 = {lam: f"runs/sweep/blur4_{lam}/seg_lambda{lam}_v4unwblur4.safetensors" for lam in ("0.001", "0.003")}
     bp = {lam: f"runs/sweep/band_{lam}/seg_lambda{lam}_v4unwband2_8.safetensors" for lam in ("0.001", "0.003")}
@@ -279,7 +288,7 @@ def blur_sections() -> list[str]:
              + f" --json benchmarks/results/cascade/{f}` (rows without blur and the control: the sections above):")
     found = [x for x in (*b2.values(), *b4.values(), *bp.values()) if x in m]
     after = ["Against the lambda-0 control (mIoU at sigma 30 / 60, difference in brackets): "
-             + "; ".join(f"`{x.split('/')[-1].removesuffix('.safetensors')}` {vs(x)}" for x in [*plain.values(), *found] if x in m) + "."]
+             + "; ".join(f"`{x.split('/')[-1].removesuffix('.safetensors')}` {against(m[x], m[ctl])}" for x in [*plain.values(), *found] if x in m) + "."]
     rows = spectrum_rows("error_spectrum_blur.json", ctl)
     if rows is not None:
         sd = json.loads((RES / "error_spectrum_blur.json").read_text())
@@ -324,15 +333,11 @@ def cls_filter_sections() -> list[str]:
     models = " ".join(f"-m {x}" for x in ("ddn.color-sigma", "ddn.cls", b, h, c))
     small = "runs/sweep/cls_lambda0.001_v4rehearse16.safetensors"
 
-    def delta(name: str, a: str) -> str:
-        x, y = metric_of(name, a), metric_of(name, c)
-        return f"{x['30'] - y['30']:+.2f} / {x['60'] - y['60']:+.2f}"
-
-    gain_small, cost_small = delta("eval_cls_rehearse.json", small), delta("eval_seg_rehearse.json", small)
+    gain_small, cost_small = (delta(metric_of(f, small), metric_of(f, c))
+                              for f in ("eval_cls_rehearse.json", "eval_seg_rehearse.json"))
 
     def d(name: str, a: str) -> str:
-        x, y = metric_of(name, a), metric_of(name, c)
-        return f"{x['30']:.2f} / {x['60']:.2f} ({x['30'] - y['30']:+.2f} / {x['60'] - y['60']:+.2f})"
+        return against(metric_of(name, a), metric_of(name, c))
 
     parts = json_section(
         cls_f, "The classification cascade with its task-loss gradient blurred or band-passed (cls)",
@@ -367,11 +372,10 @@ def long_candidate_extra(b: str, c: str) -> str:
     if not {"ddn.color-sigma", "ddn.seg", b} <= cb.keys():
         raise SystemExit(f"{RES / cb_f}: rows missing; rerun its command")
     p3 = lambda r: " / ".join(f"{r[k]['psnr']:.2f}" for k in ("15", "25", "50"))
-    f2 = lambda r: f"{r['30']:.2f} / {r['60']:.2f}"
     return (f" Outside CamVid: on CIFAR-10 (cross-task; `ddn eval cls ../shared/data/cifar10/train --sigma 30,60 "
             f"-m ddn.color-sigma -m ddn.seg -m {b} -m {c} --json benchmarks/results/cascade/{cls_f}`) it scores "
-            f"{f2(t[b])} top-1 against the default's {f2(t['ddn.color-sigma'])} (`ddn.seg` v2 {f2(t['ddn.seg'])}, "
-            f"the control {f2(t[c])}), so as `ddn.seg` v3 it would lose the seg->cls cross-task bar at sigma 30 that "
+            f"{pair(t[b])} top-1 against the default's {pair(t['ddn.color-sigma'])} (`ddn.seg` v2 {pair(t['ddn.seg'])}, "
+            f"the control {pair(t[c])}), so as `ddn.seg` v3 it would lose the seg->cls cross-task bar at sigma 30 that "
             "v2 meets; on CBSD68 (`ddn eval denoise ../shared/data/bsds500/CBSD68_ids.txt --data-root "
             f"../shared/data/bsds500/images --no-ssim -m ddn.color-sigma -m ddn.seg -m {b} --json "
             f"benchmarks/results/cascade/{cb_f}`) {p3(cb[b])} dB at sigma 15 / 25 / 50, as v2 "
@@ -390,8 +394,7 @@ def long_filter_section() -> list[str]:
     models = " ".join(f"-m {x}" for x in ("ddn.color-sigma", b, h, u, c))
 
     def d(a: str) -> str:
-        x, y = metric_of(f, a), metric_of(f, c)
-        return f"{x['30']:.2f} / {x['60']:.2f} ({x['30'] - y['30']:+.2f} / {x['60'] - y['60']:+.2f})"
+        return against(metric_of(f, a), metric_of(f, c))
 
     return json_section(
         f, "Segmentation from v4: the filtered task loss in longer runs",

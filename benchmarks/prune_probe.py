@@ -23,7 +23,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ddn_cli.models.denoiser import build_denoiser
+from ddn_cli.descriptor import Denoiser
 from ddn_cli.registry import resolve_weights
 from ddn_cli.weightfile import load_weights
 
@@ -36,10 +36,9 @@ def main() -> None:
     ap.add_argument("--per-folder", type=int, default=5)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    sd, meta = load_weights(resolve_weights(a.model))
-    m = build_denoiser(meta.get("config", {}))
-    m.load_state_dict(sd)
-    m.eval()
+    path = resolve_weights(a.model)
+    m = Denoiser.load(path, device="cpu", precision="fp32", fast=False).model  # the trained form, in eval
+    sd, _ = load_weights(path)
     relus = {"down1": m.down1, "down2": m.down2, "fuse1": m.fuse1, "res1": m.res1, "res2": m.res2, "res3": m.res3}
     for r in ("res1", "res2", "res3"):
         relus[f"{r}.inner1"], relus[f"{r}.inner2"] = getattr(m, r).body[2], getattr(m, r).body[5]

@@ -333,11 +333,11 @@ def test_task_rec_weight_zero_takes_reconstruction_only_from_the_rehearsal_photo
 
 
 def test_blur_gradient_keeps_the_forward_value_and_blurs_only_the_gradient():
-    from ddn_cli.training.cascade import blur_gradient, gaussian_blur
+    from ddn_cli.training.cascade import filter_gradient, gaussian_blur
 
     torch.manual_seed(0)
     x = torch.rand(2, 3, 24, 30, requires_grad=True)
-    y = blur_gradient(x, 2.0)
+    y = filter_gradient(x, blur=2.0)
     assert torch.allclose(y, x, atol=1e-6)  # the network sees the denoised image itself
     ys, xs = torch.meshgrid(torch.arange(24), torch.arange(30), indexing="ij")
     checker = ((ys + xs) % 2 * 2 - 1).float().expand(2, 3, 24, 30)  # the finest pattern there is

@@ -237,11 +237,6 @@ def filter_gradient(x: torch.Tensor, blur: float = 0.0, highpass: float = 0.0) -
     return f + (x - f).detach()
 
 
-def blur_gradient(x: torch.Tensor, std: float) -> torch.Tensor:
-    """``filter_gradient`` with the blur only."""
-    return filter_gradient(x, blur=std)
-
-
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
                   *, crop: int = 192, val_count: int = 0, target: str = "labels",
                   subset: tuple[str, ...] = (), augment: bool = False, class_weighted: bool = True,
