@@ -466,3 +466,39 @@ def test_seg_default_lambda_is_the_shipped_seg_denoisers(tmp_path):
     if "ddn.seg" in man.names():
         assert c.lam == man.get("ddn.seg").training["lambda"]
     assert c.lam == 1e-4
+
+
+def test_train_only_fine_tunes_just_the_named_layers(tmp_path, default_weights):
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    init_sd, _ = load_weights(default_weights)
+    only = ("down2", "res2", "up1")
+    run_cascade("cls", data, net, tmp_path / "a.safetensors", steps=3, train_only=only)
+    sd, meta = load_weights(tmp_path / "a.safetensors")
+    changed = {k.split(".")[0] for k in sd if not torch.equal(sd[k], init_sd[k])}
+    assert changed and changed <= set(only)  # every other layer bit-identical to --init
+    assert meta["training"]["train_only"] == list(only)
+    # resumed without the option, the run keeps it (it comes back from the checkpoint)
+    run_cascade("cls", data, net, tmp_path / "b.safetensors", steps=3, time_budget=1e-6, train_only=only)
+    run_cascade("cls", data, net, tmp_path / "b.safetensors", steps=3, resume=True)
+    ca, cb = load_checkpoint(tmp_path / "a.ckpt"), load_checkpoint(tmp_path / "b.ckpt")
+    assert cb["config"]["train_only"] == list(only)
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    with pytest.raises(UsageError, match="fuse9"):
+        run_cascade("cls", data, net, tmp_path / "c.safetensors", steps=1, train_only=("res2", "fuse9"))
+    with pytest.raises(UsageError, match="--init"):
+        TrainConfig(task="denoise", data=("d",), train_only=("res2",))
+    with pytest.raises(UsageError, match="distinct"):
+        TrainConfig(task="cls", data=("d",), init="ddn.color-sigma", train_only=("res2", "res2"))
+
+
+def test_cli_train_only(tmp_path):
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    out = tmp_path / "o.safetensors"
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out", str(out),
+                            "--steps", "1", "--batch-size", "2", "--patch", "32", "--warmup", "1", "--val-every", "1",
+                            "--precision", "fp32", "--device", "cpu", "--quiet", "--train-only", "res2, up1"])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["train_only"] == ["res2", "up1"]
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out",
+                            str(tmp_path / "x.safetensors"), "--steps", "1", "--quiet", "--train-only", "nope"])
+    assert r.exit_code != 0 and "nope" in r.output and "Traceback" not in r.output

@@ -65,6 +65,9 @@ class TrainConfig:
     # cascade tasks: > 0 also removes from that gradient what a Gaussian of this std (px) keeps,
     # so the task loss cannot push large areas' colour and brightness (with the blur: a band-pass)
     task_grad_highpass: float = 0.0
+    # fine-tuning: only these top-level layers of the denoiser learn (names as in its state_dict,
+    # e.g. down2,res2,up1); the others keep their initial weights. Empty = all layers learn
+    train_only: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,6 +125,11 @@ class TrainConfig:
             raise UsageError("--subset applies to --task seg only", "drop --subset")
         if not (0 <= self.ema < 1):
             raise UsageError("--ema must be in [0, 1)")
+        if self.train_only and self.init is None and not self.resume:
+            raise UsageError("--train-only freezes layers of the model given by --init",
+                             "add --init MODEL, or drop --train-only")
+        if len(set(self.train_only)) != len(self.train_only) or any(not n for n in self.train_only):
+            raise UsageError(f"--train-only {','.join(self.train_only)}: names must be distinct and non-empty")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -130,12 +138,13 @@ class TrainConfig:
         d["val_sigmas"] = list(self.val_sigmas)
         d["subset"] = list(self.subset)
         d["rehearse"] = list(self.rehearse)
+        d["train_only"] = list(self.train_only)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
-        for k in ("data", "val", "val_sigmas", "subset", "rehearse"):
+        for k in ("data", "val", "val_sigmas", "subset", "rehearse", "train_only"):
             if k in d:
                 d[k] = tuple(d[k])
         known = {f for f in cls.__dataclass_fields__}

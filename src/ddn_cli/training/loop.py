@@ -77,6 +77,22 @@ def freeze_batchnorm_stats(model: torch.nn.Module) -> int:
     return n
 
 
+def trainable_parameters(model: torch.nn.Module, only: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """The parameters that learn: all of them, or (``only``, --train-only) those of the named
+    top-level layers; the rest get ``requires_grad`` off and stay as initialised."""
+    if not only:
+        return list(model.parameters())
+    layers = dict(model.named_children())
+    unknown = [n for n in only if n not in layers or not any(True for _ in layers[n].parameters())]
+    if unknown:
+        names = ",".join(n for n, m in layers.items() if any(True for _ in m.parameters()))
+        raise UsageError(f"--train-only {','.join(unknown)}: not a layer of this denoiser", f"use names from {names}")
+    for n, m in layers.items():
+        for p in m.parameters():
+            p.requires_grad_(n in only)
+    return [p for n in only for p in layers[n].parameters()]
+
+
 def _state_cpu(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -137,7 +153,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
             "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "task_augment", "task_class_weights", "subset", "freeze_bn",
-            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass")}, "resume": True})
+            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "train_only")}, "resume": True})
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
@@ -157,7 +173,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(trainable_parameters(model, cfg.train_only), lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=cfg.weight_decay)
 
     cascade = None
     if cfg.task in ("seg", "cls"):
