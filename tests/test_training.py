@@ -147,3 +147,34 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     assert ck["step"] == 4 and len(ck["gens"]) == 2  # both ranks' RNG states saved
     events = [json.loads(line) for line in out.with_suffix(".log").read_text().splitlines()]
     assert any(e["event"] == "data" and e["world_size"] == 2 for e in events)
+
+
+def test_distill_targets_the_teachers_output(data_dir, tmp_path, default_weights):
+    def first_loss(**kw) -> float:
+        events = []
+        train_denoiser(cfg(data_dir, tmp_path / "d.safetensors", init=str(default_weights), steps=1, loss="mse",
+                           ema=0.0, **kw), events.append)
+        return next(e["loss"] for e in events if e["event"] == "step")
+
+    # a student identical to its teacher starts at zero loss (the teacher runs in its inference
+    # form: the same function up to float rounding); against the clean image it does not
+    assert first_loss(distill=str(default_weights)) < 1e-9
+    assert first_loss() > 1e-5
+    meta = json.loads((tmp_path / "d.json").read_text())
+    assert meta["training"]["distill"] is None
+    # kept through --resume without the flag
+    out = tmp_path / "r.safetensors"
+    train_denoiser(cfg(data_dir, out, init=str(default_weights), steps=3, time_budget=1e-6, distill=str(default_weights)))
+    train_denoiser(cfg(data_dir, out, steps=3, resume=True))
+    assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["distill"] == str(default_weights)
+    with pytest.raises(UsageError, match="--distill"):
+        TrainConfig(task="cls", data=("d",), distill="ddn.color-sigma")
+
+
+def test_cli_distill(data_dir, tmp_path, default_weights):
+    out = tmp_path / "c.safetensors"
+    r = CliRunner().invoke(app, ["train", "--data", str(data_dir), "--out", str(out), "--steps", "1", "--batch-size", "2",
+                            "--patch", "32", "--warmup", "1", "--precision", "fp32", "--device", "cpu", "--quiet",
+                            "--init", str(default_weights), "--distill", str(default_weights)])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["distill"] == str(default_weights)

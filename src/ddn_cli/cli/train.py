@@ -48,6 +48,9 @@ def train(
     train_only: Annotated[str | None, typer.Option(help="Fine-tuning: only these layers of the denoiser learn, comma-separated "
                                                         "(head, down1, res1, down2, res2, up1, fuse1, res3, up2, tail); the "
                                                         "others keep --init's weights. Default: all learn.")] = None,
+    distill: Annotated[str | None, typer.Option(help="Denoise: train towards this denoiser's output (name or .safetensors) "
+                                                     "on the same noisy input instead of the clean image (distillation, "
+                                                     "e.g. after benchmarks/prune_width.py).")] = None,
     val_sigma: Annotated[str | None, typer.Option(help="Validation noise levels (default 15,25,50; cascade 30,60).")] = None,
     data_root: Annotated[str | None, typer.Option(help="Root for relative entries in list files (default: the list file's folder).")] = None,
     val: Annotated[list[str], typer.Option("--val", help="Validation folder(s) or list file(s); repeatable.")] = [],  # noqa: B006
@@ -90,7 +93,7 @@ def train(
             raise fail(f"--val-sigma {val_sigma!r}: expected numbers like 30,60") from None
         if cascade and init is None and not resume:
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
-        cfg = TrainConfig(train_only=tuple(v.strip() for v in (train_only or "").split(",") if v.strip()),
+        cfg = TrainConfig(distill=distill, train_only=tuple(v.strip() for v in (train_only or "").split(",") if v.strip()),
                           task_grad_highpass=task_grad_highpass, task_grad_blur=task_grad_blur, task_rec_weight=task_rec_weight, rehearse=tuple(rehearse), rehearse_batch=rehearse_batch, rehearse_patch=rehearse_patch, lam=lam, task_net=task_net, task_target=task_target, task_augment=task_augment, task_class_weights=task_class_weights, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,

@@ -68,6 +68,9 @@ class TrainConfig:
     # fine-tuning: only these top-level layers of the denoiser learn (names as in its state_dict,
     # e.g. down2,res2,up1); the others keep their initial weights. Empty = all layers learn
     train_only: tuple[str, ...] = ()
+    # denoise: the reconstruction target is this trained denoiser's output on the same noisy
+    # input (knowledge distillation, e.g. to recover a narrowed copy of it), not the clean image
+    distill: str | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -125,6 +128,8 @@ class TrainConfig:
             raise UsageError("--subset applies to --task seg only", "drop --subset")
         if not (0 <= self.ema < 1):
             raise UsageError("--ema must be in [0, 1)")
+        if self.distill is not None and self.task != "denoise":
+            raise UsageError("--distill applies to --task denoise only", "drop --distill")
         if self.train_only and self.init is None and not self.resume:
             raise UsageError("--train-only freezes layers of the model given by --init",
                              "add --init MODEL, or drop --train-only")

@@ -153,7 +153,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
             "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "task_augment", "task_class_weights", "subset", "freeze_bn",
-            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "train_only")}, "resume": True})
+            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "train_only", "distill")}, "resume": True})
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
@@ -189,6 +189,16 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
               "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
     else:
         bank = ImageBank(list_training_images(cfg.data, cfg.data_root), cfg.patch, device=device)
+    teacher = None
+    if cfg.distill:
+        from ..descriptor import Denoiser
+        from ..registry import resolve_weights
+
+        teacher = Denoiser.load(resolve_weights(cfg.distill), device=str(device), precision=precision.name).model
+        if teacher.config.noise_level and not noise_level:
+            raise UsageError(f"--distill {cfg.distill}: it takes a noise level, the model trained here does not",
+                             "distill into a model with a noise-level input (--noise-level)")
+        emit({"event": "distill", "teacher": cfg.distill})
     rehearsal = None
     if cfg.rehearse:
         rehearsal = ImageBank(list_training_images(cfg.rehearse, cfg.data_root), cfg.rehearse_patch, device=device)
@@ -229,16 +239,24 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         gen_dev.set_state(gens["dev"])
         emit({"event": "resumed", "step": step, "total": total})
 
-    def denoise_noisy(m: torch.nn.Module, clean: torch.Tensor, g_cpu, g_dev) -> torch.Tensor:
-        """Fresh noise on ``clean`` (sigma and clipping drawn per sample), then the model's output."""
+    def denoise_noisy(m: torch.nn.Module, clean: torch.Tensor, g_cpu, g_dev,
+                      target: torch.nn.Module | None = None):
+        """Fresh noise on ``clean`` (sigma and clipping drawn per sample), then the model's output;
+        with ``target`` (a frozen denoiser), also that denoiser's output on the same noisy input."""
         n = len(clean)
         sig = noise.draw_sigma(n, g_cpu)
         clip = torch.rand(n, generator=g_cpu) < noise.clip_fraction
         noisy = make_noisy(clean, sig, clip, g_dev)
         if precision.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
+        s = (sig / 255.0).to(device)
         with precision.autocast(device):
-            return m(noisy, (sig / 255.0).to(device)) if noise_level else m(noisy)
+            out = m(noisy, s) if noise_level else m(noisy)
+        if target is None:
+            return out
+        with torch.no_grad(), precision.autocast(device):
+            t = target(noisy, s) if target.config.noise_level else target(noisy)
+        return out, t.float()
 
     def one_step(m: torch.nn.Module, optim, g_cpu, g_dev, lr: float) -> float:
         for group in optim.param_groups:
@@ -248,8 +266,11 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             clean = clean_u8.to(device).to(torch.float32).div_(255.0)
         else:
             clean = bank.sample(cfg.batch_size, g_cpu).to(torch.float32).div_(255.0)
-        pred = denoise_noisy(m, clean, g_cpu, g_dev)
-        loss = reconstruction_loss(cfg.loss, pred.float(), clean)
+        if teacher is not None:  # distillation: the teacher's output is the target
+            pred, target = denoise_noisy(m, clean, g_cpu, g_dev, teacher)
+        else:
+            pred, target = denoise_noisy(m, clean, g_cpu, g_dev), clean
+        loss = reconstruction_loss(cfg.loss, pred.float(), target)
         if cascade is not None and cfg.task_rec_weight != 1.0:
             loss = loss * cfg.task_rec_weight
         if cascade is not None and cascade.lam > 0:
