@@ -6,6 +6,10 @@ method's median megapixels/s and the median of the per-round ratios to FFDNet at
 precision.
 
     python benchmarks/pipeline_ab.py [--rounds 5] [--precisions bf16,fp32] [--json PATH]
+                                     [--candidate WEIGHTS]
+
+``--candidate``: another denoiser weight file (e.g. a narrower model from prune_width.py), timed
+as "ddn-candidate" at the auto precision in the same rounds.
 
 ddn is timed as `ddn denoise` runs it (the default model's inference form; "ddn-auto" is
 the CPU's auto precision, bf16 on this CPU); FFDNet from ../shared/anchors.
@@ -35,6 +39,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--precisions", default="bf16,fp32")
     ap.add_argument("--json")
+    ap.add_argument("--candidate", help="another denoiser weight file, timed at the auto precision")
     a = ap.parse_args()
     import cv2
     import torch
@@ -52,6 +57,12 @@ def main() -> None:
     for p in a.precisions.split(","):
         names += ["ddn-auto" if p == "bf16" else "ddn-fp32", f"ffdnet-{p}"]
     fns = {n: method_fn(n)[0] for n in names}
+    if a.candidate:
+        from ddn_cli.descriptor import Denoiser
+
+        cand = Denoiser.load(a.candidate, precision="auto")
+        names.insert(1, "ddn-candidate")
+        fns = {n: fns[n] if n in fns else (lambda b, s: cand(b, s)) for n in names}
     faults: dict = {}
 
     def run(fn) -> float:
@@ -71,7 +82,7 @@ def main() -> None:
         print(json.dumps({"round": r, **{n: round(v[-1], 3) for n, v in speeds.items()}}), flush=True)
     rows = []
     for n in names:
-        ref = f"ffdnet-{'bf16' if n in ('ddn-auto', 'ffdnet-bf16') else 'fp32'}"
+        ref = f"ffdnet-{'bf16' if n in ('ddn-auto', 'ddn-candidate', 'ffdnet-bf16') else 'fp32'}"
         ratios = [x / y for x, y in zip(speeds[n], speeds[ref])]
         rows.append({"method": n, "mp_per_s_median": round(statistics.median(speeds[n]), 3),
                      "mp_per_s_min": round(min(speeds[n]), 3), "mp_per_s_max": round(max(speeds[n]), 3),
@@ -86,7 +97,7 @@ def main() -> None:
         Path(a.json).write_text(json.dumps({
             "command": "python benchmarks/pipeline_ab.py " + " ".join(sys.argv[1:]),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-            "photo": f"{big.shape[1]}x{big.shape[0]}", "tile": 512, "overlap": 32, "rounds": a.rounds,
+            "candidate": a.candidate, "photo": f"{big.shape[1]}x{big.shape[0]}", "tile": 512, "overlap": 32, "rounds": a.rounds,
             "rows": rows}, indent=2) + "\n")
 
 
