@@ -57,7 +57,7 @@ def main() -> None:
     sd_b, meta_b = load_weights(args.b)
     if meta_a.get("config") != meta_b.get("config") or meta_a.get("arch") != meta_b.get("arch"):
         raise SystemExit("the two files have different architectures or configs")
-    meta = {k: v for k, v in meta_b.items() if k in ("arch", "config", "task", "precision", "cascade", "training")}
+    meta = {k: v for k, v in meta_b.items() if k in ("arch", "config", "task", "precision")}  # not B's training record
     meta["arch"] = meta_b.get("arch", "ddn")
     meta["interpolated"] = {
         "a": str(args.a), "a_sha256": hashlib.sha256(Path(args.a).read_bytes()).hexdigest(),

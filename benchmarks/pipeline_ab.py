@@ -61,6 +61,8 @@ def main() -> None:
         from ddn_cli.descriptor import Denoiser
 
         cand = Denoiser.load(a.candidate, precision="auto")
+        if f"ffdnet-{cand.precision.name}" not in fns:
+            raise SystemExit(f"--candidate runs in {cand.precision.name} here: add it to --precisions")
         names.insert(1, "ddn-candidate")
         fns = {n: fns[n] if n in fns else (lambda b, s: cand(b, s)) for n in names}
     faults: dict = {}
@@ -82,7 +84,9 @@ def main() -> None:
         print(json.dumps({"round": r, **{n: round(v[-1], 3) for n, v in speeds.items()}}), flush=True)
     rows = []
     for n in names:
-        ref = f"ffdnet-{'bf16' if n in ('ddn-auto', 'ddn-candidate', 'ffdnet-bf16') else 'fp32'}"
+        ref = f"ffdnet-{'bf16' if n in ('ddn-auto', 'ffdnet-bf16') else 'fp32'}"
+        if n == "ddn-candidate":
+            ref = f"ffdnet-{cand.precision.name}"
         ratios = [x / y for x, y in zip(speeds[n], speeds[ref])]
         rows.append({"method": n, "mp_per_s_median": round(statistics.median(speeds[n]), 3),
                      "mp_per_s_min": round(min(speeds[n]), 3), "mp_per_s_max": round(max(speeds[n]), 3),

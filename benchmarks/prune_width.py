@@ -4,7 +4,8 @@ input), keeping every other weight, as the starting point of a fine-tune (``ddn 
 
 Why there: fuse1 (the 3x3 160->256 convolution) and res3 take over half of a CPU tile's time,
 and oneDNN's bf16 speed is not proportional to the width: a 224-wide stream runs a 512 px tile
-1.23x faster than 256 here, 192 1.38x (random weights, the inference form; `--time`).
+1.18x faster than 256 here, 192 1.32x (random weights, the inference form; `--time`;
+benchmarks/results/prune/width_time.txt).
 
 A channel's importance: its mean activation on noisy training photos (after fuse1's ReLU and
 after res3's), times the norm of the weights that read it (res3's first 1x1 convolution and
@@ -100,7 +101,8 @@ def time_widths(widths: list[int], reps: int) -> None:
                 t[w].append(time.perf_counter() - t0)
     for w in widths:
         ratio = statistics.median([a / b for a, b in zip(t[widths[0]], t[w], strict=True)])
-        print(f"fuse {w}: {1000 * statistics.median(t[w]):.1f} ms per 512 px tile (bf16), {ratio:.2f}x fuse {widths[0]}")
+        print(f"fuse {w}: median {1000 * statistics.median(t[w]):.1f} ms per 512 px tile (bf16); "
+              f"{ratio:.2f}x fuse {widths[0]}'s speed (median of the {reps} interleaved rounds' ratios)")
 
 
 def main() -> None:

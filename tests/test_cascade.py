@@ -489,6 +489,8 @@ def test_train_only_fine_tunes_just_the_named_layers(tmp_path, default_weights):
         TrainConfig(task="denoise", data=("d",), train_only=("res2",))
     with pytest.raises(UsageError, match="distinct"):
         TrainConfig(task="cls", data=("d",), init="ddn.color-sigma", train_only=("res2", "res2"))
+    with pytest.raises(UsageError, match="--train-bn"):
+        TrainConfig(task="cls", data=("d",), init="ddn.color-sigma", train_only=("res2",), freeze_bn=False)
 
 
 def test_cli_train_only(tmp_path):
@@ -502,3 +504,6 @@ def test_cli_train_only(tmp_path):
     r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out",
                             str(tmp_path / "x.safetensors"), "--steps", "1", "--quiet", "--train-only", "nope"])
     assert r.exit_code != 0 and "nope" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out",
+                            str(tmp_path / "y.safetensors"), "--steps", "1", "--quiet", "--train-only", ","])
+    assert r.exit_code != 0 and "non-empty" in r.output and "Traceback" not in r.output

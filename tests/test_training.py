@@ -178,3 +178,21 @@ def test_cli_distill(data_dir, tmp_path, default_weights):
                             "--init", str(default_weights), "--distill", str(default_weights)])
     assert r.exit_code == 0, r.output
     assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["distill"] == str(default_weights)
+
+
+def test_resume_keeps_a_narrowed_architecture(data_dir, tmp_path):
+    # a fine-tune of a model narrower than the default (as benchmarks/prune_width.py makes) must
+    # resume into that architecture, which only the checkpoint knows once --init is gone
+    from ddn_cli.models.denoiser import build_denoiser
+    from ddn_cli.weightfile import save_weights
+
+    narrow = build_denoiser({"width": 8, "mid": 16, "up_mid": 8, "fuse": 28})
+    init = tmp_path / "narrow.safetensors"
+    save_weights(narrow.state_dict(), init, {"arch": "ddn", "config": narrow.config.to_dict(), "task": "denoise"})
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train_denoiser(cfg(data_dir, a, init=str(init), steps=3))
+    train_denoiser(cfg(data_dir, b, init=str(init), steps=3, time_budget=1e-6))
+    train_denoiser(cfg(data_dir, b, steps=3, resume=True))
+    ca, cb = load_checkpoint(a.with_suffix(".ckpt")), load_checkpoint(b.with_suffix(".ckpt"))
+    assert cb["model_config"]["fuse"] == 28
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])

@@ -93,7 +93,7 @@ def train(
             raise fail(f"--val-sigma {val_sigma!r}: expected numbers like 30,60") from None
         if cascade and init is None and not resume:
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
-        cfg = TrainConfig(distill=distill, train_only=tuple(v.strip() for v in (train_only or "").split(",") if v.strip()),
+        cfg = TrainConfig(distill=distill, train_only=tuple(v.strip() for v in train_only.split(",")) if train_only else (),
                           task_grad_highpass=task_grad_highpass, task_grad_blur=task_grad_blur, task_rec_weight=task_rec_weight, rehearse=tuple(rehearse), rehearse_batch=rehearse_batch, rehearse_patch=rehearse_patch, lam=lam, task_net=task_net, task_target=task_target, task_augment=task_augment, task_class_weights=task_class_weights, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,

@@ -134,7 +134,11 @@ class TrainConfig:
             raise UsageError("--train-only freezes layers of the model given by --init",
                              "add --init MODEL, or drop --train-only")
         if len(set(self.train_only)) != len(self.train_only) or any(not n for n in self.train_only):
-            raise UsageError(f"--train-only {','.join(self.train_only)}: names must be distinct and non-empty")
+            raise UsageError(f"--train-only {','.join(self.train_only)}: names must be distinct and non-empty",
+                             "list each layer once, comma-separated, e.g. --train-only down2,res2,up1")
+        if self.train_only and self.freeze_bn is False:
+            raise UsageError("--train-only with --train-bn would still move the other layers' BatchNorm statistics",
+                             "drop --train-bn (fine-tuning keeps BatchNorm on its running statistics by default)")
 
     def to_dict(self) -> dict:
         d = asdict(self)

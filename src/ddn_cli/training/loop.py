@@ -157,6 +157,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
+    if state is not None and "model_config" in state:  # the architecture of the run being resumed (a
+        model_cfg = state["model_config"]  # narrowed --init model is not the default width)
     init_meta: dict = {}
     if cfg.init and state is None:
         from ..registry import resolve_weights
@@ -339,7 +341,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             dist.all_gather_object(all_gens, gens)
         if rank == 0:
             save_checkpoint(ckpt_file, {
-                "model": _state_cpu(model), "ema": _state_cpu(ema.model) if ema else None,
+                "model": _state_cpu(model), "model_config": model.config.to_dict(),
+                "ema": _state_cpu(ema.model) if ema else None,
                 "opt": opt.state_dict(), "step": step, "total": total,
                 "elapsed": elapsed_before + time.perf_counter() - t_start, "best": best,
                 "gens": all_gens, "config": {**cfg.to_dict(), "steps": total}, "history": history,
