@@ -362,6 +362,13 @@ def cls_filter_sections() -> list[str]:
     return parts
 
 
+def both_vs_default(x: str, cls_f: str, seg_f: str) -> str:
+    """'CIFAR-10 a / b (+d / +e), CamVid ...': row ``x`` against the default in a cls and a seg eval JSON."""
+    d0 = "ddn.color-sigma"
+    return (f"CIFAR-10 {against(metric_of(cls_f, x), metric_of(cls_f, d0))}, "
+            f"CamVid {against(metric_of(seg_f, x), metric_of(seg_f, d0))}")
+
+
 def wise_sections() -> list[str]:
     """ddn.cls blended with the default in weight space (WiSE-FT), whole and layer by layer, and
     the cls cascade with only some layers learning (--train-only)."""
@@ -377,9 +384,7 @@ def wise_sections() -> list[str]:
     hy = {g: f"runs/wise/cls_only_{g}.safetensors" for g in ("enc", "quarter", "dec", "out")}
     layers = {"enc": "head,down1,res1", "quarter": "down2,res2,up1", "dec": "fuse1,res3", "out": "up2,tail"}
     hy_models = " ".join(f"-m {x}" for x in (d0, *hy.values()))
-
-    def both(x: str, cls_f: str, seg_f: str) -> str:
-        return f"CIFAR-10 {against(metric_of(cls_f, x), metric_of(cls_f, d0))}, CamVid {against(metric_of(seg_f, x), metric_of(seg_f, d0))}"
+    both = both_vs_default
 
     parts = json_section(
         cw, "Blending ddn.cls with the default in weight space (cls, cross-task)",
@@ -431,8 +436,7 @@ def train_only_section() -> list[str]:
            "../shared/data/bsds500/images/train,../shared/data/imagenet-samples --rehearse-batch 16 --train-only")
 
     def both(x: str) -> str:
-        return (f"CIFAR-10 {against(metric_of(cls_f, x), metric_of(cls_f, d0))}, "
-                f"CamVid {against(metric_of(seg_f, x), metric_of(seg_f, d0))}")
+        return both_vs_default(x, cls_f, seg_f)
 
     parts = json_section(
         cls_f, "The classification cascade with only some layers learning (--train-only)",
