@@ -79,6 +79,16 @@ def json_section(name: str, heading: str, intro, after: str = "") -> list[str]:
     return [f"## {heading}", "", intro(doc), "", table(doc), "", *([after, ""] if after else [])]
 
 
+def have(*names: str) -> bool:
+    """Every named result file exists (a section is written only then)."""
+    return all((RES / n).is_file() for n in names)
+
+
+def m_flags(*models: str) -> str:
+    """`-m A -m B ...`: the models of an eval command."""
+    return " ".join(f"-m {x}" for x in models)
+
+
 def pair(d: dict[str, float]) -> str:
     """'a / b' of a {sigma: value} at sigma 30 and 60."""
     return f"{d['30']:.2f} / {d['60']:.2f}"
@@ -126,7 +136,7 @@ def spectrum_rows(name: str, *models: str) -> dict[str, dict] | None:
 
 def gpu_sections() -> list[str]:
     """The seg cascade on a lent H200 (benchmarks/device_cascade.sh), if measured."""
-    if not (RES / "eval_seg_gpu.json").is_file() or not (RES / "sweep_seg_gpu.json").is_file():
+    if not have("eval_seg_gpu.json", "sweep_seg_gpu.json"):
         return []
     sw = json.loads((RES / "sweep_seg_gpu.json").read_text())
     rows = ["| call | --task-augment | lambda | steps | s | PSNR sigma 30 | PSNR sigma 60 | mIoU sigma 30 | mIoU sigma 60 |",
@@ -205,7 +215,7 @@ def gpu_sections() -> list[str]:
 def r0_sections() -> list[str]:
     """The cls cascade without L_rec on CIFAR-10's JPEG thumbnails (--task-rec-weight 0), if measured."""
     cls_f, seg_f = "eval_cls_r0.json", "eval_seg_cls_r0.json"
-    if not (RES / cls_f).is_file() or not (RES / seg_f).is_file():
+    if not have(cls_f, seg_f):
         return []
     g, c = "runs/sweep/cls_lambda0.003_v4r0_0.003.safetensors", "runs/sweep/cls_lambda0_v4r0_0.safetensors"
     top, miou = {k: metric_of(cls_f, k) for k in ("ddn.color-sigma", "ddn.cls", g, c)}, \
@@ -284,7 +294,7 @@ def blur_sections() -> list[str]:
              "--tag v4unwband2_8` (the gradient also loses what a Gaussian of 8 px keeps: no push on large areas' "
              "colour and brightness) with `--lambdas 0.001 --out runs/sweep/band_0.001` and `--lambdas 0.003 --out "
              "runs/sweep/band_0.003` (1032 s each); `ddn eval seg "
-             "../shared/data/camvid --sigma 30,60 -m ddn.color-sigma " + " ".join(f"-m {x}" for x in labels[1:])
+             "../shared/data/camvid --sigma 30,60 -m ddn.color-sigma " + m_flags(*labels[1:])
              + f" --json benchmarks/results/cascade/{f}` (rows without blur and the control: the sections above):")
     found = [x for x in (*b2.values(), *b4.values(), *bp.values()) if x in m]
     after = ["Against the lambda-0 control (mIoU at sigma 30 / 60, difference in brackets): "
@@ -325,12 +335,12 @@ def blur_sections() -> list[str]:
 def cls_filter_sections() -> list[str]:
     """The cls cascade (ddn.cls v2's recipe) with its task-loss gradient blurred / band-passed."""
     cls_f, seg_f = "eval_cls_blur.json", "eval_seg_cls_blur.json"
-    if not (RES / cls_f).is_file() or not (RES / seg_f).is_file():
+    if not have(cls_f, seg_f):
         return []
     b = "runs/sweep/cls_lambda0.003_v4rehearse16blur1.safetensors"
     h = "runs/sweep/cls_lambda0.003_v4rehearse16band1_4.safetensors"
     c = "runs/sweep/cls_lambda0_v4rehearse16ctl.safetensors"
-    models = " ".join(f"-m {x}" for x in ("ddn.color-sigma", "ddn.cls", b, h, c))
+    models = m_flags("ddn.color-sigma", "ddn.cls", b, h, c)
     small = "runs/sweep/cls_lambda0.001_v4rehearse16.safetensors"
 
     gain_small, cost_small = (delta(metric_of(f, small), metric_of(f, c))
@@ -373,17 +383,17 @@ def wise_sections() -> list[str]:
     """ddn.cls blended with the default in weight space (WiSE-FT), whole and layer by layer, and
     the cls cascade with only some layers learning (--train-only)."""
     names = ("eval_cls_wise.json", "eval_seg_wise.json", "eval_cls_hybrid.json", "eval_seg_hybrid.json")
-    if not all((RES / n).is_file() for n in names):
+    if not have(*names):
         return []
     cw, sw, ch, sh = names
     a = {x: f"runs/wise/cls_a{x}.safetensors" for x in ("0.25", "0.5", "0.75")}
     r0 = "runs/wise/clsr0_a0.5.safetensors"
     mk = "python benchmarks/interpolate_weights.py weights/ddn.color-sigma.safetensors"
     d0 = "ddn.color-sigma"
-    wise_models = " ".join(f"-m {x}" for x in (d0, "ddn.cls", *a.values(), r0))
+    wise_models = m_flags(d0, "ddn.cls", *a.values(), r0)
     hy = {g: f"runs/wise/cls_only_{g}.safetensors" for g in ("enc", "quarter", "dec", "out")}
     layers = {"enc": "head,down1,res1", "quarter": "down2,res2,up1", "dec": "fuse1,res3", "out": "up2,tail"}
-    hy_models = " ".join(f"-m {x}" for x in (d0, *hy.values()))
+    hy_models = m_flags(d0, *hy.values())
     both = both_vs_default
 
     parts = json_section(
@@ -426,12 +436,12 @@ def wise_sections() -> list[str]:
 def train_only_section() -> list[str]:
     """The cls cascade with --train-only: only some layers learn."""
     cls_f, seg_f = "eval_cls_train_only.json", "eval_seg_train_only.json"
-    if not (RES / cls_f).is_file() or not (RES / seg_f).is_file():
+    if not have(cls_f, seg_f):
         return []
     q = "runs/sweep/cls_lambda0.003_v4rehearse16_only_quarter.safetensors"
     n = "runs/sweep/cls_lambda0.003_v4rehearse16_no_dec.safetensors"
     d0 = "ddn.color-sigma"
-    models = " ".join(f"-m {x}" for x in (d0, "ddn.cls", q, n))
+    models = m_flags(d0, "ddn.cls", q, n)
     cmd = ("`OMP_NUM_THREADS=1 python benchmarks/cascade_sweep.py --task cls --steps 400 --lambdas 0.003 --rehearse "
            "../shared/data/bsds500/images/train,../shared/data/imagenet-samples --rehearse-batch 16 --train-only")
 
@@ -461,7 +471,7 @@ def train_only_section() -> list[str]:
 def long_candidate_extra(b: str, c: str) -> str:
     """What the long blurred run does outside CamVid, if measured."""
     cls_f, cb_f = "eval_cls_seg_longblur2.json", "eval_cbsd68_seg_longblur2.json"
-    if not (RES / cls_f).is_file() or not (RES / cb_f).is_file():
+    if not have(cls_f, cb_f):
         return ""
     t = {k: metric_of(cls_f, k) for k in ("ddn.color-sigma", "ddn.seg", b, c)}
     cb = {m["model"]: m["results"] for m in json.loads((RES / cb_f).read_text())["models"]}
@@ -487,7 +497,7 @@ def long_filter_section() -> list[str]:
     h = "runs/sweep/seg_lambda0.0001_v4longband2_8.safetensors"
     u = "runs/sweep/seg_lambda0.0001_v4longunw.safetensors"
     c = "runs/sweep/seg_lambda0_v4long.safetensors"
-    models = " ".join(f"-m {x}" for x in ("ddn.color-sigma", b, h, u, c))
+    models = m_flags("ddn.color-sigma", b, h, u, c)
 
     def d(a: str) -> str:
         return against(metric_of(f, a), metric_of(f, c))

@@ -157,8 +157,9 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
-    if state is not None and "model_config" in state:  # the architecture of the run being resumed (a
-        model_cfg = state["model_config"]  # narrowed --init model is not the default width)
+    if state is not None and "model_config" in state:
+        # the resumed run's own architecture: a narrowed --init model is not the default width
+        model_cfg = state["model_config"]
     init_meta: dict = {}
     if cfg.init and state is None:
         from ..registry import resolve_weights
