@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from ddn_cli.cli.app import app
 from ddn_cli.errors import UsageError
 from ddn_cli.models.classifier import CIFAR10_CLASSES, ResNet9
-from ddn_cli.models.segmenter import ResUNetS
+from ddn_cli.models.segmenter import ResNet9UNet, ResUNetS
 from ddn_cli.training.camvid import SegBank, confusion, load_camvid, miou
 from ddn_cli.training.cascade import build_cascade, state_hash
 from ddn_cli.training.checkpoint import load_checkpoint
@@ -507,3 +507,52 @@ def test_cli_train_only(tmp_path):
     r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out",
                             str(tmp_path / "y.safetensors"), "--steps", "1", "--quiet", "--train-only", ","])
     assert r.exit_code != 0 and "non-empty" in r.output and "Traceback" not in r.output
+
+
+def test_resnet9_unet_trains_its_decoder_on_the_classifiers_frozen_trunk(tmp_path):
+    """The segmenter built on the classifier's trunk: the trunk (weights and BatchNorm statistics)
+    stays bit-identical to the classifier's through training, the rest learns, and the file
+    loads as a segmenter through the same path as the bundled one."""
+    from ddn_cli.highlevel import load_highlevel
+    from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter
+
+    data = tiny_camvid(tmp_path / "camvid", n=4)
+    cls_path = tiny_classifier(tmp_path / "cls.safetensors")
+    cls_sd, _ = load_weights(cls_path)
+    out = tmp_path / "seg.safetensors"
+    cfg = SegmenterConfig(data=str(data), out=str(out), steps=3, batch_size=2, crop=(32, 48), warmup=1,
+                          val_every=3, precision="fp32", arch="resnet9_unet", backbone=str(cls_path))
+    train_segmenter(cfg)
+    sd, meta = load_weights(out)
+    assert meta["arch"] == "resnet9_unet" and meta["config"] == {"width": 4, "num_classes": 11, "frozen_trunk": True}
+    trunk = {k: v for k, v in sd.items() if k.startswith("trunk.")}
+    assert len(trunk) == len([k for k in cls_sd if k.startswith("net.") and int(k.split(".")[1]) < 6]) > 10
+    for k, v in trunk.items():
+        assert torch.equal(v, cls_sd["net." + k[len("trunk."):]]), k
+    fresh = ResNet9UNet(width=4)
+    fresh.load_trunk(cls_sd)  # same seed-independent trunk; the decoder must have moved from any init
+    assert any(not torch.equal(sd[k], v) for k, v in fresh.state_dict().items() if k.startswith("up1."))
+    net = load_highlevel(str(out), "segmenter", torch.device("cpu"))
+    y = net.module(torch.rand(1, 3, 37, 50))
+    assert y.shape == (1, 11, 37, 50) and torch.isfinite(y).all()
+
+
+def test_resnet9_unet_train_mode_keeps_the_frozen_trunk_in_eval():
+    net = ResNet9UNet(width=4)
+    net.train()
+    assert not net.trunk.training and net.up1.training
+    assert not any(p.requires_grad for p in net.trunk.parameters())
+    assert all(p.requires_grad for p in net.up1.parameters())
+    free = ResNet9UNet(width=4, frozen_trunk=False).train()
+    assert free.trunk.training and all(p.requires_grad for p in free.trunk.parameters())
+
+
+def test_segmenter_config_refuses_a_missing_or_misplaced_backbone(tmp_path):
+    from ddn_cli.training.segmenter import SegmenterConfig
+
+    with pytest.raises(UsageError, match="backbone"):
+        SegmenterConfig(data=str(tmp_path), arch="resnet9_unet")
+    with pytest.raises(UsageError, match="no backbone"):
+        SegmenterConfig(data=str(tmp_path), backbone="resnet9.cifar10")
+    with pytest.raises(UsageError, match="unknown segmenter arch"):
+        SegmenterConfig(data=str(tmp_path), arch="unet")

@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .classifier import CIFAR10_MEAN, CIFAR10_STD
+from .classifier import _cbr as _cls_cbr
+from .classifier import _Res as _ClsRes
+
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist")
 CAMVID_IGNORE = 11
@@ -91,6 +95,72 @@ class ResUNetS(nn.Module):
         s3 = self.enc3(s2)
         s3 = s3 + self.ctx(s3)
         y = self.up0(self.up1(self.up2(s3, s2), s1), s0)
+        y = self.head(self.drop(y))
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        return y[..., :h, :w]
+
+
+class ResNet9UNet(nn.Module):
+    """A CamVid segmenter that reads the image through the bundled CIFAR-10 classifier's
+    convolutional trunk (``ResNet9``'s layers up to its last residual block, at 1/2, 1/4
+    and 1/8 resolution), with a trainable context block at 1/16 and ResUNet-S's decoder.
+
+    Why: in Liu et al. (2020) the classification- and segmentation-guided denoisers transfer
+    to each other's task between networks that share ImageNet-pretrained VGG features; the
+    bundled ResUNet-S and ResNet-9 share nothing. With ``frozen_trunk`` (the default) this
+    segmenter's features are exactly the classifier's, so it measures whether the
+    classification-guided denoiser helps a segmenter that sees through the classifier's
+    eyes. The trunk's parameter names follow ``ResNet9.net`` (``trunk.i`` = ``net.i``), so
+    ``load_trunk`` takes them from a classifier weight file. Input: RGB in [0, 1], any size
+    (padded to a multiple of 16 inside); the CIFAR normalisation happens inside."""
+
+    def __init__(self, width: int = 32, num_classes: int = 11, frozen_trunk: bool = True) -> None:
+        super().__init__()
+        w = width
+        self.frozen_trunk = frozen_trunk
+        self.register_buffer("mean", torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CIFAR10_STD).view(1, 3, 1, 1), persistent=False)
+        self.trunk = nn.Sequential(  # ResNet9.net[0:6]: 1/2 after [2], 1/4 after [3], 1/8 after [5]
+            _cls_cbr(3, w), _cls_cbr(w, 2 * w, pool=True), _ClsRes(2 * w),
+            _cls_cbr(2 * w, 4 * w, pool=True), _cls_cbr(4 * w, 8 * w, pool=True), _ClsRes(8 * w))
+        self.enc4 = nn.Sequential(_Block(8 * w, 8 * w, 2), _Block(8 * w, 8 * w))  # 1/16, trainable
+        self.ctx = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8 * w, 8 * w, 1, bias=False), nn.ReLU(inplace=True))
+        self.up3 = _Up(8 * w, 8 * w, 4 * w)
+        self.up2 = _Up(4 * w, 4 * w, 2 * w)
+        self.up1 = _Up(2 * w, 2 * w, w)
+        self.drop = nn.Dropout2d(0.1)
+        self.head = nn.Conv2d(w, num_classes, 1)
+        self.num_classes = num_classes
+        if frozen_trunk:
+            for p in self.trunk.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ResNet9UNet:
+        super().train(mode)
+        if self.frozen_trunk:  # its BatchNorm statistics are the classifier's: never updated
+            self.trunk.eval()
+        return self
+
+    def load_trunk(self, classifier_state: dict[str, torch.Tensor]) -> None:
+        """Copy ``ResNet9.net[0:6]``'s weights (a classifier state dict) into the trunk."""
+        n = len(self.trunk)
+        sd = {k[len("net."):]: v for k, v in classifier_state.items()
+              if k.startswith("net.") and int(k.split(".")[1]) < n}
+        self.trunk.load_state_dict(sd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 16, (-w) % 16
+        x = (x - self.mean) / self.std
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        t = self.trunk
+        s1 = t[2](t[1](t[0](x)))  # 1/2
+        s2 = t[3](s1)  # 1/4
+        s3 = t[5](t[4](s2))  # 1/8
+        s4 = self.enc4(s3)
+        s4 = s4 + self.ctx(s4)
+        y = self.up1(self.up2(self.up3(s4, s3), s2), s1)
         y = self.head(self.drop(y))
         y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
         return y[..., :h, :w]

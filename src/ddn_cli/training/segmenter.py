@@ -4,7 +4,8 @@ segmentation cascade), from scratch, on clean images. Library code: progress goe
 
 Recipe: random scale 0.75-1.5 + crop + flip + mild colour jitter; class-weighted cross
 entropy (void ignored); AdamW with warmup + cosine; bf16 autocast + channels_last; atomic
-checkpoints and ``resume``. The output is the final weights (the schedule's end), not a
+checkpoints and ``resume``. ``arch``: ``resunet_s`` (the bundled one) or ``resnet9_unet`` (the
+classifier's trunk, from ``backbone``, frozen unless ``frozen_trunk`` is off). The output is the final weights (the schedule's end), not a
 pick of the best validation score, so the reported val mIoU is not selected on val.
 """
 
@@ -20,7 +21,17 @@ import torch
 import torch.nn.functional as F
 
 from ..devices import resolve_device, resolve_precision
-from ..models.segmenter import CAMVID_CLASSES, CAMVID_COLOURS, CAMVID_IGNORE, IMAGENET_MEAN, IMAGENET_STD, ResUNetS
+from ..errors import UsageError
+from ..models.classifier import CIFAR10_MEAN, CIFAR10_STD
+from ..models.segmenter import (
+    CAMVID_CLASSES,
+    CAMVID_COLOURS,
+    CAMVID_IGNORE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResNet9UNet,
+    ResUNetS,
+)
 from ..weightfile import save_weights
 from .camvid import SegBank, class_weights, confusion, load_camvid, miou, segment_batches
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -44,6 +55,37 @@ class SegmenterConfig:
     ckpt_minutes: float = 3.0
     resume: bool = False
     subset: tuple[str, ...] = ()  # training images: only these CamVid sequences (name prefixes)
+    arch: str = "resunet_s"  # or "resnet9_unet": the CIFAR-10 classifier's trunk + a U-Net decoder
+    backbone: str | None = None  # resnet9_unet: the classifier weights (name or path) its trunk starts from
+    frozen_trunk: bool = True  # resnet9_unet: keep the trunk exactly the classifier's
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("resunet_s", "resnet9_unet"):
+            raise UsageError(f"unknown segmenter arch {self.arch!r}", "use resunet_s or resnet9_unet")
+        if self.arch == "resnet9_unet" and not self.backbone:
+            raise UsageError("resnet9_unet needs the classifier whose trunk it uses",
+                             "pass backbone (e.g. resnet9.cifar10)")
+        if self.arch == "resunet_s" and self.backbone:
+            raise UsageError("resunet_s trains from scratch and takes no backbone", "drop backbone")
+
+
+def build_segmenter(cfg: SegmenterConfig, num_classes: int) -> tuple[torch.nn.Module, dict, dict]:
+    """The model, its architecture config and its normalisation (for the weight file's metadata)."""
+    if cfg.arch == "resunet_s":
+        return ResUNetS(cfg.width, num_classes), {"width": cfg.width, "num_classes": num_classes}, \
+            {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "inside_model": True}
+    from ..registry import resolve_weights
+    from ..weightfile import load_weights
+
+    sd, meta = load_weights(resolve_weights(cfg.backbone, "classifier"))
+    if meta.get("arch") != "resnet9":
+        raise UsageError(f"{cfg.backbone}: not a resnet9 classifier (arch {meta.get('arch')!r})",
+                         "pass a resnet9 classifier weight file as backbone")
+    width = int(meta.get("config", {}).get("width", 32))
+    model = ResNet9UNet(width, num_classes, cfg.frozen_trunk)
+    model.load_trunk(sd)
+    return model, {"width": width, "num_classes": num_classes, "frozen_trunk": cfg.frozen_trunk}, \
+        {"mean": CIFAR10_MEAN, "std": CIFAR10_STD, "inside_model": True}
 
 
 def evaluate_segmenter(net, x: torch.Tensor, y: torch.Tensor, device, precision, batch: int = 4) -> dict:
@@ -67,9 +109,11 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
     bank = SegBank(x_tr, y_tr, tuple(cfg.crop))
     emit({"event": "data", "train": len(x_tr), "val": len(x_va), "precision": precision.name,
           "class_weights": [round(float(v), 3) for v in cw]})
-    model = ResUNetS(cfg.width, nc).to(device).to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    model, arch_cfg, norm = build_segmenter(cfg, nc)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -93,10 +137,10 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
         return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p)))
 
     def save(final_metrics: dict | None) -> None:
-        meta = {"arch": "resunet_s", "task": "segmenter", "config": {"width": cfg.width, "num_classes": nc},
+        meta = {"arch": cfg.arch, "task": "segmenter", "config": arch_cfg,
                 "classes": list(CAMVID_CLASSES), "ignore_index": CAMVID_IGNORE, "palette": [list(c) for c in CAMVID_COLOURS],
                 "input_size": [360, 480],
-                "normalisation": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "inside_model": True},
+                "normalisation": norm,
                 "training": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
                 "step": step, "elapsed_s": elapsed0 + time.perf_counter() - t0}
         if final_metrics:
@@ -115,7 +159,7 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
         loss = F.cross_entropy(logits.float(), yb, weight=cw, ignore_index=CAMVID_IGNORE)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 5.0)
         opt.step()
         step += 1
         if step % 25 == 0:
