@@ -468,11 +468,20 @@ def train_only_section() -> list[str]:
     return parts
 
 
+def _above(a: dict[str, float], b: dict[str, float]) -> list[str]:
+    """The sigmas (of 30, 60) at which ``a`` is above ``b``."""
+    return [x for x in ("30", "60") if a[x] > b[x]]
+
+
+def _where(sig: list[str]) -> str:
+    return "at both sigmas" if len(sig) == 2 else f"at sigma {sig[0]} only" if sig else "at neither sigma"
+
+
 def shared_trunk_sections() -> list[str]:
     """The cross-task test repeated through a segmenter that reads images with the classifier's
     own (frozen) trunk: does classification guidance carry over when the two networks share features?"""
-    main_f, lam_f = "eval_seg_shared_trunk.json", "eval_seg_shared_trunk_lambdas.json"
-    if not have(main_f, lam_f):
+    main_f, lam_f, bun_f = "eval_seg_shared_trunk.json", "eval_seg_shared_trunk_lambdas.json", "eval_seg_rehearse.json"
+    if not have(main_f, lam_f, bun_f):
         return []
     seg, d0 = "runs/cseg/frozen.safetensors", "ddn.color-sigma"
     ctl = "runs/sweep/cls_lambda0_v4rehearse16ctl.safetensors"
@@ -485,21 +494,27 @@ def shared_trunk_sections() -> list[str]:
     log = ROOT / "benchmarks/results/training/segmenter_resnet9_unet_log.jsonl"
     vals = [json.loads(x) for x in log.read_text().splitlines() if '"val"' in x and '"miou"' in x]
     clean = 100 * vals[-1]["miou"]
-    sd0 = metric_of(lam_f, d0)
-    b0 = metric_of("eval_seg_rehearse.json", d0)
-    cls_gain = delta(metric_of(lam_f, "ddn.cls"), sd0)
+    sd0, sc = metric_of(lam_f, d0), metric_of(lam_f, ctl)
+    b0, bc = metric_of(bun_f, d0), metric_of(bun_f, ctl)
+
+    def shared(x: str) -> dict[str, float]:
+        return metric_of(lam_f, lams[x])
+
+    def bund(x: str) -> dict[str, float]:
+        return metric_of(bun_f, bundled[x])
 
     def row(lam: str) -> str:
-        a, b = metric_of(lam_f, lams[lam]), metric_of("eval_seg_rehearse.json", bundled[lam])
-        return f"lambda {lam}: {pair(a)} ({delta(a, sd0)}; bundled segmenter {delta(b, b0)})"
+        return f"lambda {lam}: {pair(shared(lam))} ({delta(shared(lam), sd0)}; bundled segmenter {delta(bund(lam), b0)})"
 
-    def spread(sig: str) -> str:
-        """min-max over the lambdas of (gap to the default here) - (gap on the bundled segmenter)."""
-        shift = [(metric_of(lam_f, lams[x])[sig] - sd0[sig])
-                 - (metric_of("eval_seg_rehearse.json", bundled[x])[sig] - b0[sig]) for x in lams]
+    def spread(sig: str, ref_here: dict[str, float], ref_bundled: dict[str, float]) -> str:
+        """min-max over the lambdas of (gap to a reference here) - (gap to it on the bundled segmenter)."""
+        shift = [(shared(x)[sig] - ref_here[sig]) - (bund(x)[sig] - ref_bundled[sig]) for x in lams]
         return f"{min(shift):.1f}-{max(shift):.1f}"
 
-    held = all(metric_of(main_f, "ddn.cls")[s] > metric_of(main_f, d0)[s] for s in ("30", "60"))
+    both_at_60 = [x for x in lams if shared(x)["60"] > max(sd0["60"], sc["60"])]
+    above_30 = [x for x in lams if shared(x)["30"] > sd0["30"]]
+    held = _above(metric_of(main_f, "ddn.cls"), metric_of(main_f, d0))
+    seg_here = _above(metric_of(main_f, "ddn.seg"), metric_of(main_f, d0))
     parts = json_section(
         main_f, "Does the cross-task gain need shared features? A segmenter on the classifier's trunk (cls -> seg)",
         lambda doc: "In the paper both high-level networks stand on the same ImageNet-trained VGG-16 features; the "
@@ -514,23 +529,24 @@ def shared_trunk_sections() -> list[str]:
                     "it: the explanation holds if `ddn.cls` beats the reconstruction default on it at sigma 30 and "
                     f"60. `ddn eval seg ../shared/data/camvid --sigma 0,30,60 --segmenter {seg} {main_models} "
                     f"--json benchmarks/results/cascade/{main_f}`:",
-        after=f"`ddn.cls` against the default through this segmenter: {cls_gain} (bundled segmenter: "
-              f"{delta(metric_of('eval_seg_rehearse.json', bundled['0.003']), b0)}): the hypothesis "
-              f"{'holds' if held else 'does not hold at both sigmas'}. The segmentation fine-tunes (`ddn.seg` v2 "
-              "and its control, both through the bundled segmenter) do not carry over to it.")
+        after=f"`ddn.cls` against the default through this segmenter: {delta(metric_of(main_f, 'ddn.cls'), metric_of(main_f, d0))} "
+              f"(bundled segmenter: {delta(bund('0.003'), b0)}): above it {_where(held)}, so the test fixed "
+              f"beforehand is {'passed' if len(held) == 2 else 'not passed'}. `ddn.seg` v2 (fine-tuned through the "
+              f"bundled segmenter) is above the default on this one {_where(seg_here)}.")
     parts += json_section(
         lam_f, "The classification cascade's lambdas through the shared-trunk segmenter",
         lambda doc: "The rehearsal runs of 'Rehearsal' above (lambda 0 is their control; lambda 0.01 had 8 photo "
                     "patches per step, the others 16), unchanged: `ddn eval seg ../shared/data/camvid --sigma 30,60 "
                     f"--segmenter {seg} {lam_models} --json benchmarks/results/cascade/{lam_f}`:",
         after="Against the default on this segmenter (and, in brackets after it, on the bundled one, from "
-              "`eval_seg_rehearse.json`): " + "; ".join(row(x) for x in lams) + ". "
-              f"With shared features every lambda gains {spread('30')} points at sigma 30 and {spread('60')} at 60 "
-              "over where it stood against the default on the bundled segmenter; at sigma 60 lambdas 0.001 and 0.003 "
-              "are above both the default and their lambda-0 control, so there the task loss itself helps "
-              "segmentation; at sigma 30 only the smallest lambda is above the default, by a margin of the "
-              "size seen between fine-tunes. Lambda 0.001 was not chosen here: it is reported because it was "
-              "run, and `ddn.cls` stays lambda 0.003.")
+              f"`{bun_f}`): " + "; ".join(row(x) for x in lams) + f"; the KL-target run {pair(metric_of(lam_f, soft))} "
+              f"({delta(metric_of(lam_f, soft), sd0)}). Each label-loss lambda gains {spread('30', sd0, b0)} points "
+              f"at sigma 30 and {spread('60', sd0, b0)} at 60 over where it stood against the default on the bundled "
+              f"segmenter, and {spread('30', sc, bc)} / {spread('60', sc, bc)} against the lambda-0 control (which "
+              "moves too). At sigma 60, lambda " + " and ".join(both_at_60) + " are above both the default and "
+              "the control here; at sigma 30, lambda " + (" and ".join(above_30) or "none") + " is above the "
+              "default, by a margin of the size that separates fine-tunes (single runs). Lambda 0.001 was not "
+              "chosen here: it is reported because it was run, and `ddn.cls` stays lambda 0.003.")
     parts += shared_trunk_seg_section()
     return parts
 
@@ -538,13 +554,15 @@ def shared_trunk_sections() -> list[str]:
 def shared_trunk_seg_section() -> list[str]:
     """The segmentation cascade through the shared-trunk segmenter, and its transfer to CIFAR-10."""
     seg_f, cls_f = "eval_seg_shared_trunk_seg.json", "eval_cls_shared_trunk_seg.json"
-    if not have(seg_f, cls_f):
+    if not have(seg_f, cls_f, "eval_seg.json"):
         return []
     seg, d0 = "runs/cseg/frozen.safetensors", "ddn.color-sigma"
-    runs = [f"runs/sweep/seg_lambda{x}_v4cseg.safetensors" for x in ("0.0001", "0.0003")]
-    runs = [r for r in runs if any(v["label"] == r for v in json.loads((RES / seg_f).read_text())["variants"])]
+    labels = {v["label"] for v in json.loads((RES / seg_f).read_text())["variants"]}
+    runs = [r for r in (f"runs/sweep/seg_lambda{x}_v4cseg.safetensors" for x in ("0.0001", "0.0003")) if r in labels]
+    if not runs:
+        raise SystemExit(f"{RES / seg_f}: no v4cseg row; rerun the command its section names")
     ctl = "runs/sweep/seg_lambda0_v4.safetensors"
-    lams = ",".join(r.split("lambda")[1].split("_")[0] for r in runs)
+    lams = ", ".join(r.split("lambda")[1].split("_")[0] for r in runs)
     models = m_flags(d0, *runs, ctl, "ddn.cls")
     cls_models = m_flags(d0, *runs, ctl)
 
@@ -556,29 +574,33 @@ def shared_trunk_seg_section() -> list[str]:
                 f"{against(metric_of(cls_f, r), metric_of(cls_f, d0))}, "
                 f"{delta(metric_of(cls_f, r), metric_of(cls_f, ctl))} over the control")
 
+    def verdict(r: str) -> str:
+        lam = r.split("lambda")[1].split("_")[0]
+        s_ctl = _above(metric_of(seg_f, r), metric_of(seg_f, ctl))
+        s_def = _above(metric_of(seg_f, r), metric_of(seg_f, d0))
+        c_def = _above(metric_of(cls_f, r), metric_of(cls_f, d0))
+        return (f"lambda {lam} is above its control on CamVid {_where(s_ctl)}, above the default on CamVid "
+                f"{_where(s_def)} and on CIFAR-10 {_where(c_def)}")
+
     parts = json_section(
         seg_f, "The segmentation cascade through the shared-trunk segmenter (seg, and seg -> cls)",
         lambda doc: "The CPU recipe of `runs/sweep/seg_lambda0_v4` (1000 steps of 4 crops of 192 px from v4, "
                     "BatchNorm frozen, lr 2e-4, same seed, so the same crops and noise: that run is the lambda-0 "
                     "control) with the plain cross entropy, through this segmenter instead of the bundled one: "
                     f"`python benchmarks/cascade_sweep.py --task seg --task-net {seg} --lambdas L --steps 1000 "
-                    f"--no-class-weights --tag v4cseg` for L = {lams.replace(',', ', ')} (862 s each); `ddn eval seg "
+                    f"--no-class-weights --tag v4cseg` for L = {lams} (862 s each); `ddn eval seg "
                     f"../shared/data/camvid --sigma 30,60 --segmenter {seg} {models} --json "
                     f"benchmarks/results/cascade/{seg_f}`:")
     parts += json_section(
         cls_f, "The same denoisers on CIFAR-10 (seg -> cls, with the shared-trunk segmenter's guidance)",
         lambda doc: f"`ddn eval cls ../shared/data/cifar10/train --sigma 30,60 {cls_models} --json "
                     f"benchmarks/results/cascade/{cls_f}`:",
-        after="Against the default (and the control): " + "; ".join(line(r) for r in runs) + ". Through a "
-              "segmenter that shares the classifier's features, the segmentation task loss beats its own "
-              "lambda-0 control on CamVid, which it never did through the bundled segmenter (sections above), "
-              "and its gain carries over to classification: the paper's findings reproduce once the two "
-              "networks share a trunk, as the paper's do. Through the bundled segmenter the same fine-tune "
-              "without the task loss segments better than with it, but this segmenter is the less robust of "
-              f"the two behind a denoiser (the default: {pair(metric_of(seg_f, d0))} against "
-              f"{pair(metric_of('eval_seg.json', d0))}), so it does not replace the bundled one: `ddn segment`'s "
-              f"pair (`ddn.seg` v2, bundled segmenter) gives {pair(metric_of('eval_seg.json', 'ddn.seg'))}, this "
-              f"one with the lambda-1e-4 denoiser {pair(metric_of(seg_f, runs[0]))}.")
+        after="Against the default (and the control): " + "; ".join(line(r) for r in runs) + ". So "
+              + "; ".join(verdict(r) for r in runs) + ". Through the bundled segmenter no segmentation task "
+              "loss was clearly above its control (at best level, sections above). This segmenter keeps less "
+              f"of its clean score behind a denoiser (the default: {pair(metric_of(seg_f, d0))} against the "
+              f"bundled one's {pair(metric_of('eval_seg.json', d0))}), so it does not replace the bundled one: "
+              f"`ddn segment`'s pair (`ddn.seg` v2, bundled segmenter) gives {pair(metric_of('eval_seg.json', 'ddn.seg'))}.")
     return parts
 
 
@@ -1001,9 +1023,9 @@ def main() -> None:
               "default in weight space nor letting only some layers learn changes that: the CamVid cost follows "
               "the CIFAR-10 gain (sections above). Eighth session (2026-12-01): what changes it is a "
               "segmenter that shares the classifier's trunk, as the paper's networks share VGG-16: through "
-              "it `ddn.cls` gains at sigma 60 and ties at 30, and the segmentation task loss beats its "
-              "control and carries over to CIFAR-10 (last sections). With the bundled pair, which gives "
-              "users the better masks, the cls->seg bar stays unmet.",
+              "it `ddn.cls` gains at sigma 60 and ties at 30, and the segmentation task loss is clearly above "
+              "its control and carries over to CIFAR-10 (single runs; last sections). With the bundled pair, "
+              "which gives users the better masks, the cls->seg bar stays unmet.",
               "- The lambda-0 controls (`runs/sweep/*_lambda0.safetensors`) are not shipped; rerun "
               "`benchmarks/cascade_sweep.py` to rebuild them.", ""]
     (RES / "RESULTS.md").write_text("\n".join(parts) + "\n")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ddn_cli.cli.app import app
 from ddn_cli.errors import UsageError
-from ddn_cli.models.classifier import CIFAR10_CLASSES, ResNet9
+from ddn_cli.models.classifier import CIFAR10_CLASSES, CIFAR10_MEAN, ResNet9
 from ddn_cli.models.segmenter import ResNet9UNet, ResUNetS
 from ddn_cli.training.camvid import SegBank, confusion, load_camvid, miou
 from ddn_cli.training.cascade import build_cascade, state_hash
@@ -511,8 +511,8 @@ def test_cli_train_only(tmp_path):
 
 def test_resnet9_unet_trains_its_decoder_on_the_classifiers_frozen_trunk(tmp_path):
     """The segmenter built on the classifier's trunk: the trunk (weights and BatchNorm statistics)
-    stays bit-identical to the classifier's through training, the rest learns, and the file
-    loads as a segmenter through the same path as the bundled one."""
+    stays bit-identical to the classifier's through training and a resume, the decoder's weights
+    learn, and the file loads as a segmenter through the same path as the bundled one."""
     from ddn_cli.highlevel import load_highlevel
     from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter
 
@@ -520,21 +520,56 @@ def test_resnet9_unet_trains_its_decoder_on_the_classifiers_frozen_trunk(tmp_pat
     cls_path = tiny_classifier(tmp_path / "cls.safetensors")
     cls_sd, _ = load_weights(cls_path)
     out = tmp_path / "seg.safetensors"
-    cfg = SegmenterConfig(data=str(data), out=str(out), steps=3, batch_size=2, crop=(32, 48), warmup=1,
-                          val_every=3, precision="fp32", arch="resnet9_unet", backbone=str(cls_path))
+    cfg = SegmenterConfig(data=str(data), out=str(out), steps=1, batch_size=2, crop=(32, 48), warmup=1,
+                          val_every=1, precision="fp32", arch="resnet9_unet", backbone=str(cls_path), ckpt_minutes=0.0)
     train_segmenter(cfg)
+    first, _ = load_weights(out)
+    events = []
+    train_segmenter(SegmenterConfig(**{**cfg.__dict__, "steps": 3, "resume": True}), events.append)
+    assert any(e["event"] == "resumed" and e["step"] == 1 for e in events)
     sd, meta = load_weights(out)
     assert meta["arch"] == "resnet9_unet" and meta["config"] == {"width": 4, "num_classes": 11, "frozen_trunk": True}
+    assert meta["normalisation"]["mean"] == list(CIFAR10_MEAN) and meta["step"] == 3
     trunk = {k: v for k, v in sd.items() if k.startswith("trunk.")}
     assert len(trunk) == len([k for k in cls_sd if k.startswith("net.") and int(k.split(".")[1]) < 6]) > 10
     for k, v in trunk.items():
         assert torch.equal(v, cls_sd["net." + k[len("trunk."):]]), k
-    fresh = ResNet9UNet(width=4)
-    fresh.load_trunk(cls_sd)  # same seed-independent trunk; the decoder must have moved from any init
-    assert any(not torch.equal(sd[k], v) for k, v in fresh.state_dict().items() if k.startswith("up1."))
+    # the decoder's convolution weights (not just BatchNorm statistics) moved between steps 1 and 3
+    assert not torch.equal(first["up1.conv.0.weight"], sd["up1.conv.0.weight"])
+    assert not torch.equal(first["head.weight"], sd["head.weight"])
     net = load_highlevel(str(out), "segmenter", torch.device("cpu"))
     y = net.module(torch.rand(1, 3, 37, 50))
     assert y.shape == (1, 11, 37, 50) and torch.isfinite(y).all()
+
+
+def test_resnet9_unet_with_train_trunk_fine_tunes_the_trunk_too(tmp_path):
+    from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter
+
+    data = tiny_camvid(tmp_path / "camvid", n=4)
+    cls_path = tiny_classifier(tmp_path / "cls.safetensors")
+    cls_sd, _ = load_weights(cls_path)
+    out = tmp_path / "seg.safetensors"
+    train_segmenter(SegmenterConfig(data=str(data), out=str(out), steps=2, batch_size=2, crop=(32, 48), warmup=1,
+                                    val_every=2, precision="fp32", arch="resnet9_unet", backbone=str(cls_path),
+                                    frozen_trunk=False))
+    sd, meta = load_weights(out)
+    assert meta["config"]["frozen_trunk"] is False
+    assert not torch.equal(sd["trunk.0.0.weight"], cls_sd["net.0.0.weight"])
+    assert not torch.equal(sd["trunk.0.1.running_mean"], cls_sd["net.0.1.running_mean"])
+
+
+def test_seg_cascade_through_a_resnet9_unet_leaves_it_untouched(tmp_path):
+    """The cascade behind the shared-trunk results: a resnet9_unet file as --task-net stays frozen."""
+    data = tiny_camvid(tmp_path / "camvid")
+    cls_sd, _ = load_weights(tiny_classifier(tmp_path / "cls.safetensors"))
+    torch.manual_seed(0)
+    seg = ResNet9UNet(width=4)
+    seg.load_trunk(cls_sd)
+    net = tmp_path / "seg.safetensors"
+    save_weights(seg.state_dict(), net, {"arch": "resnet9_unet", "task": "segmenter",
+                                         "config": {"width": 4, "num_classes": 11, "frozen_trunk": True}})
+    res = run_cascade("seg", data, net, tmp_path / "out.safetensors")
+    assert res["task_net_sha_before"] == res["task_net_sha_after"] == state_hash(seg)
 
 
 def test_resnet9_unet_train_mode_keeps_the_frozen_trunk_in_eval():

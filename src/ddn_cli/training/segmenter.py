@@ -47,7 +47,7 @@ class SegmenterConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-2
     warmup: int = 200
-    width: int = 32
+    width: int = 32  # resunet_s; resnet9_unet takes its backbone's width (recorded in the file's config)
     seed: int = 0
     device: str = "cpu"
     precision: str = "auto"
