@@ -565,6 +565,8 @@ def shared_trunk_seg_section() -> list[str]:
     lams = ", ".join(r.split("lambda")[1].split("_")[0] for r in runs)
     models = m_flags(d0, *runs, ctl, "ddn.cls")
     cls_models = m_flags(d0, *runs, ctl)
+    sweep = RES / "sweep_seg_v4cseg.json"
+    secs = " / ".join(f"{r['seconds']:.0f}" for r in json.loads(sweep.read_text())["rows"]) if sweep.is_file() else "?"
 
     def line(r: str) -> str:
         lam = r.split("lambda")[1].split("_")[0]
@@ -588,7 +590,7 @@ def shared_trunk_seg_section() -> list[str]:
                     "BatchNorm frozen, lr 2e-4, same seed, so the same crops and noise: that run is the lambda-0 "
                     "control) with the plain cross entropy, through this segmenter instead of the bundled one: "
                     f"`python benchmarks/cascade_sweep.py --task seg --task-net {seg} --lambdas L --steps 1000 "
-                    f"--no-class-weights --tag v4cseg` for L = {lams} (862 s each); `ddn eval seg "
+                    f"--no-class-weights --tag v4cseg` for L = {lams} ({secs} s; rows in `sweep_seg_v4cseg.json`); `ddn eval seg "
                     f"../shared/data/camvid --sigma 30,60 --segmenter {seg} {models} --json "
                     f"benchmarks/results/cascade/{seg_f}`:")
     parts += json_section(
@@ -596,7 +598,10 @@ def shared_trunk_seg_section() -> list[str]:
         lambda doc: f"`ddn eval cls ../shared/data/cifar10/train --sigma 30,60 {cls_models} --json "
                     f"benchmarks/results/cascade/{cls_f}`:",
         after="Against the default (and the control): " + "; ".join(line(r) for r in runs) + ". So "
-              + "; ".join(verdict(r) for r in runs) + ". Through the bundled segmenter no segmentation task "
+              + "; ".join(verdict(r) for r in runs) + (
+                  ". The gains grow with lambda on both tasks at both sigmas" if len(runs) == 2 and all(
+                      len(_above(metric_of(f, runs[1]), metric_of(f, runs[0]))) == 2 for f in (seg_f, cls_f)) else "")
+              + ". Through the bundled segmenter no segmentation task "
               "loss was clearly above its control (at best level, sections above). This segmenter keeps less "
               f"of its clean score behind a denoiser (the default: {pair(metric_of(seg_f, d0))} against the "
               f"bundled one's {pair(metric_of('eval_seg.json', d0))}), so it does not replace the bundled one: "
