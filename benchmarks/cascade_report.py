@@ -606,6 +606,20 @@ def shared_trunk_seg_section() -> list[str]:
               f"of its clean score behind a denoiser (the default: {pair(metric_of(seg_f, d0))} against the "
               f"bundled one's {pair(metric_of('eval_seg.json', d0))}), so it does not replace the bundled one: "
               f"`ddn segment`'s pair (`ddn.seg` v2, bundled segmenter) gives {pair(metric_of('eval_seg.json', 'ddn.seg'))}.")
+    on_b = "eval_seg_shared_trunk_seg_on_bundled.json"
+    if have(on_b):
+        b_models = m_flags(d0, "ddn.seg", *runs, ctl)
+        ctl_b = metric_of(on_b, ctl)
+        parts += json_section(
+            on_b, "Those denoisers through the bundled segmenter (the other way round)",
+            lambda doc: f"`ddn eval seg ../shared/data/camvid --sigma 30,60 {b_models} --json "
+                        f"benchmarks/results/cascade/{on_b}`:",
+            after="Against the lambda-0 control on the bundled segmenter: " + "; ".join(
+                f"lambda {r.split('lambda')[1].split('_')[0]} {delta(metric_of(on_b, r), ctl_b)}" for r in runs)
+            + (". Guided through the shared-trunk segmenter, the task loss does not help the bundled one beyond "
+               "what the CamVid fine-tune alone does: it helps the networks that share the features it was "
+               "computed through (this segmenter and the classifier), not another."
+               if all(not _above(metric_of(on_b, r), ctl_b) for r in runs) else "."))
     return parts
 
 
