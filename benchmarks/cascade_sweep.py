@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (a lent GPU: benchmarks/device_cascade.sh)")
     ap.add_argument("--budget", type=float, default=0.0, help="seconds per run; with --steps 0 the step count is calibrated to it")
     ap.add_argument("--val-every", type=int, default=0, help="validate every N steps (default: once, at the end)")
+    ap.add_argument("--seed", type=int, default=0, help="another seed: other crops, noise and sample order")
     a = ap.parse_args()
     data = a.data or str(ROOT.parent / "shared/data" / ("camvid" if a.task == "seg" else "cifar10/train"))
     batch = a.batch or (4 if a.task == "seg" else 128)
@@ -64,7 +65,7 @@ def main() -> None:
                           rehearse=tuple(v for v in a.rehearse.split(",") if v), rehearse_batch=a.rehearse_batch,
                           rehearse_patch=a.rehearse_patch, task_rec_weight=a.task_rec_weight,
                           task_grad_blur=a.task_grad_blur, task_grad_highpass=a.task_grad_highpass,
-                          train_only=tuple(v for v in a.train_only.split(",") if v))
+                          train_only=tuple(v for v in a.train_only.split(",") if v), seed=a.seed)
         t0 = time.time()
         res = train_denoiser(cfg, lambda e: print(json.dumps(e, default=str), flush=True)
                              if e["event"] in ("val", "done", "cascade") else None)
