@@ -606,6 +606,25 @@ def shared_trunk_seg_section() -> list[str]:
               f"of its clean score behind a denoiser (the default: {pair(metric_of(seg_f, d0))} against the "
               f"bundled one's {pair(metric_of('eval_seg.json', d0))}), so it does not replace the bundled one: "
               f"`ddn segment`'s pair (`ddn.seg` v2, bundled segmenter) gives {pair(metric_of('eval_seg.json', 'ddn.seg'))}.")
+    s1_seg, s1_cls = "eval_seg_shared_trunk_seed1.json", "eval_cls_shared_trunk_seed1.json"
+    if have(s1_seg, s1_cls):
+        g1 = "runs/sweep/seg_lambda0.0003_v4cseg_seed1.safetensors"
+        c1 = "runs/sweep_ctl/seg_lambda0_v4cseg_seed1.safetensors"
+        cmd = (f"`OMP_NUM_THREADS=1 python benchmarks/cascade_sweep.py --task seg --task-net {seg} --steps 1000 "
+               "--no-class-weights --seed 1 --tag v4cseg_seed1")
+        parts += json_section(
+            s1_seg, "The segmentation cascade through the shared-trunk segmenter, another seed",
+            lambda doc: f"Lambda 3e-4 and its lambda-0 control again with seed 1 (other crops, noise and order), side "
+                        f"by side: {cmd} --lambdas 0.0003` and {cmd} --lambdas 0 --out runs/sweep_ctl`; `ddn eval "
+                        f"seg ../shared/data/camvid --sigma 30,60 --segmenter {seg} {m_flags(d0, g1, c1)} --json "
+                        f"benchmarks/results/cascade/{s1_seg}` and `ddn eval cls ../shared/data/cifar10/train "
+                        f"--sigma 30,60 {m_flags(d0, g1, c1)} --json benchmarks/results/cascade/{s1_cls}`:",
+            after=f"Seed 1: CamVid {delta(metric_of(s1_seg, g1), metric_of(s1_seg, c1))} over its control "
+                  f"({delta(metric_of(s1_seg, g1), metric_of(s1_seg, d0))} over the default), CIFAR-10 "
+                  f"{delta(metric_of(s1_cls, g1), metric_of(s1_cls, c1))} over the control "
+                  f"({delta(metric_of(s1_cls, g1), metric_of(s1_cls, d0))} over the default); seed 0 (above): "
+                  f"CamVid {delta(metric_of(seg_f, runs[-1]), metric_of(seg_f, ctl))}, CIFAR-10 "
+                  f"{delta(metric_of(cls_f, runs[-1]), metric_of(cls_f, ctl))} over its control.")
     on_b = "eval_seg_shared_trunk_seg_on_bundled.json"
     if have(on_b):
         b_models = m_flags(d0, "ddn.seg", *runs, ctl)
