@@ -473,6 +473,11 @@ def _above(a: dict[str, float], b: dict[str, float]) -> list[str]:
     return [x for x in ("30", "60") if a[x] > b[x]]
 
 
+def _lam(weights: str) -> str:
+    """The lambda in a cascade_sweep weight file's name (``.../seg_lambda0.0003_tag.safetensors``)."""
+    return weights.split("lambda")[1].split("_")[0]
+
+
 def _where(sig: list[str]) -> str:
     return "at both sigmas" if len(sig) == 2 else f"at sigma {sig[0]} only" if sig else "at neither sigma"
 
@@ -562,14 +567,14 @@ def shared_trunk_seg_section() -> list[str]:
     if not runs:
         raise SystemExit(f"{RES / seg_f}: no v4cseg row; rerun the command its section names")
     ctl = "runs/sweep/seg_lambda0_v4.safetensors"
-    lams = ", ".join(r.split("lambda")[1].split("_")[0] for r in runs)
+    lams = ", ".join(_lam(r) for r in runs)
     models = m_flags(d0, *runs, ctl, "ddn.cls")
     cls_models = m_flags(d0, *runs, ctl)
     sweep = RES / "sweep_seg_v4cseg.json"
     secs = " / ".join(f"{r['seconds']:.0f}" for r in json.loads(sweep.read_text())["rows"]) if sweep.is_file() else "?"
 
     def line(r: str) -> str:
-        lam = r.split("lambda")[1].split("_")[0]
+        lam = _lam(r)
         return (f"lambda {lam}: CamVid {against(metric_of(seg_f, r), metric_of(seg_f, d0))}, "
                 f"{delta(metric_of(seg_f, r), metric_of(seg_f, ctl))} over the control, PSNR "
                 f"{delta(psnr_of(seg_f, r), psnr_of(seg_f, d0))} dB; CIFAR-10 "
@@ -577,7 +582,7 @@ def shared_trunk_seg_section() -> list[str]:
                 f"{delta(metric_of(cls_f, r), metric_of(cls_f, ctl))} over the control")
 
     def verdict(r: str) -> str:
-        lam = r.split("lambda")[1].split("_")[0]
+        lam = _lam(r)
         s_ctl = _above(metric_of(seg_f, r), metric_of(seg_f, ctl))
         s_def = _above(metric_of(seg_f, r), metric_of(seg_f, d0))
         c_def = _above(metric_of(cls_f, r), metric_of(cls_f, d0))
@@ -634,7 +639,7 @@ def shared_trunk_seg_section() -> list[str]:
             lambda doc: f"`ddn eval seg ../shared/data/camvid --sigma 30,60 {b_models} --json "
                         f"benchmarks/results/cascade/{on_b}`:",
             after="Against the lambda-0 control on the bundled segmenter: " + "; ".join(
-                f"lambda {r.split('lambda')[1].split('_')[0]} {delta(metric_of(on_b, r), ctl_b)}" for r in runs)
+                f"lambda {_lam(r)} {delta(metric_of(on_b, r), ctl_b)}" for r in runs)
             + (". Guided through the shared-trunk segmenter, the task loss does not help the bundled one beyond "
                "what the CamVid fine-tune alone does: it helps the networks that share the features it was "
                "computed through (this segmenter and the classifier), not another."

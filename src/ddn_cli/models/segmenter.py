@@ -52,6 +52,17 @@ class _Block(nn.Module):
         return F.relu(self.c2(self.c1(x)) + s)
 
 
+def _normalise_pad16(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std``, padded at the bottom and right to a multiple of 16 (reflected where
+    the image is large enough, else replicated); the caller crops the output back."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 16, (-w) % 16
+    x = (x - mean) / std
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return x
+
+
 class _Up(nn.Module):
     """Bilinear x2, add the projected skip, 3x3 conv."""
 
@@ -85,10 +96,7 @@ class ResUNetS(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 16, (-w) % 16
-        x = (x - self.mean) / self.std
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = _normalise_pad16(x, self.mean, self.std)
         s0 = self.stem(x)
         s1 = self.enc1(s0)
         s2 = self.enc2(s1)
@@ -150,10 +158,7 @@ class ResNet9UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 16, (-w) % 16
-        x = (x - self.mean) / self.std
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = _normalise_pad16(x, self.mean, self.std)
         t = self.trunk
         s1 = t[2](t[1](t[0](x)))  # 1/2
         s2 = t[3](s1)  # 1/4
