@@ -75,20 +75,32 @@ def classifier_entry() -> dict | None:
     }
 
 
-def segmenter_entry() -> dict | None:
-    """The bundled CamVid segmenter, if trained and copied into weights/."""
-    if (got := shipped("resunet_s.camvid.safetensors")) is None:
+SEGMENTERS = {  # name -> (description, how it started); the default is the first one shipped
+    "resnet9_unet.camvid": (("CamVid segmenter (11 classes) on the bundled CIFAR-10 classifier's ResNet-9 trunk, "
+                             "fine-tuned, + a 1/16 context block and a U-Net decoder: the default segmenter (from "
+                             "2026-12-01; more robust behind denoisers than resunet_s.camvid)"),
+                            "trunk initialised from resnet9.cifar10 and fine-tuned, decoder from scratch"),
+    "resunet_s.camvid": (("compact residual U-Net CamVid segmenter (11 classes): the frozen high-level network of "
+                          "the seg cascade until 2026-12-01 (ddn.seg v1 and v2 were fine-tuned through it)"),
+                         "from scratch"),
+}
+
+
+def segmenter_entry(name: str) -> dict | None:
+    """A bundled CamVid segmenter, if trained and copied into weights/."""
+    if (got := shipped(f"{name}.safetensors")) is None:
         return None
     facts, meta = got
     t = meta["training"]
     v = meta["val"]
+    what, start = SEGMENTERS[name]
     return {
-        "name": "resunet_s.camvid", "arch": "resunet_s", "task": "segmenter", **facts,
+        "name": name, "arch": meta.get("arch", "resunet_s"), "task": "segmenter", **facts,
         "license": "MIT (weights; CamVid data CC BY-NC 4.0)",
-        "description": "compact residual U-Net CamVid segmenter (11 classes): the frozen high-level network of the seg cascade",
+        "description": what,
         "config": meta["config"], "classes": meta["classes"], "input_size": meta["input_size"],
         "ignore_index": meta["ignore_index"], "palette": meta["palette"], "normalisation": meta["normalisation"],
-        "training": {"data": "CamVid train (367 images, ../shared/data/camvid/train), from scratch",
+        "training": {"data": f"CamVid train (367 images, ../shared/data/camvid/train), {start}",
                      "steps": meta["step"], "batch": t["batch_size"], "crop": t["crop"],
                      "optimizer": f"AdamW lr {t['lr']} (warmup {t['warmup']} + cosine), wd {t['weight_decay']}",
                      "loss": "class-weighted cross entropy (1/ln(1.10 + p)), void ignored",
@@ -124,27 +136,39 @@ def guided_entry(task: str) -> dict | None:
     rehearse = t.get("rehearse") or []
     gpu = t.get("device") == "cuda"
     # the recipe, by hand: which default the fine-tune started from (weight files record no hash of their init):
-    # ddn.cls v2 (CPU, rehearsal) and ddn.seg v2 (lent H200) from v4; ddn.seg v1 and ddn.cls v1 from v1
-    start = ("v4 (sha256 e34d2b3a..., BatchNorm frozen)" if rehearse or gpu else "v1 (stages 1-2, sha256 460de281...)")
+    # ddn.cls v2 (CPU, rehearsal), ddn.seg v2 (lent H200) and v3 (CPU) from v4, all with BatchNorm frozen;
+    # ddn.seg v1 and ddn.cls v1 (BatchNorm trained) from v1
+    start = ("v4 (sha256 e34d2b3a..., BatchNorm frozen)" if rehearse or gpu or t.get("freeze_bn")
+             else "v1 (stages 1-2, sha256 460de281...)")
+    # the task network by its bundled name (ddn.seg v3 was trained through runs/cseg/tuned.safetensors, the file
+    # bundled since as resnet9_unet.camvid; the state hash below identifies it)
+    task_net = {"tuned.safetensors": "resnet9_unet.camvid.safetensors"}.get(c["task_net"], c["task_net"])
+    segmenter = task_net.removesuffix(".safetensors")
     data = t["data"][0].replace(str(ROOT.parent) + "/", "../").replace(".devdata/", "../shared/data/")
     return {
         "name": name, "arch": "ddn", "task": task, **facts, "license": "MIT",
         "description": ("segmentation" if task == "seg" else "classification") + f"-guided denoiser: ddn.color-sigma "
-                       f"{start} fine-tuned through the frozen " + ("CamVid segmenter" if task == "seg" else "CIFAR-10 classifier")
+                       f"{start} fine-tuned through the frozen " + (f"CamVid segmenter {segmenter}" if task == "seg"
+                                                                    else "CIFAR-10 classifier")
                        + " with L = MSE + lambda * cross entropy (Liu et al. 2020)"
                        + (f", plus the MSE on {t['rehearse_batch']} photo patches of {t['rehearse_patch']} px per step "
                           "(rehearsal, so it stays a general denoiser)" if rehearse else ""),
         "config": meta["config"],
         "training": {"init": t["init"], "data": data,
-                     "task_net": c["task_net"], "task_net_sha256_of_state": c["task_net_sha"], "lambda": c["lambda"],
+                     "task_net": task_net, "task_net_sha256_of_state": c["task_net_sha"], "lambda": c["lambda"],
                      "task_target": c.get("target", "labels") + (" (the frozen network's argmax on the clean image)"
                                                                   if c.get("target") == "clean" else " (ground truth)"),
                      "loss": t["loss"], "sigma": t["sigma"], "clip_fraction": t["clip_fraction"],
+                     **({"task_loss": "cross entropy, " + ("class-weighted as the segmenter was trained"
+                                                          if t.get("task_class_weights", True) else "unweighted")}
+                        if task == "seg" else {}),
                      "steps": meta["best"]["step"], "batch": t["batch_size"], "patch": t["patch"], "lr": t["lr"],
                      **({"rehearse": [r.replace(str(ROOT.parent) + "/", "../") for r in rehearse],
                          "rehearse_batch": t["rehearse_batch"], "rehearse_patch": t["rehearse_patch"]} if rehearse else {}),
-                     "selection": f"best mean task metric at sigma {t['val_sigmas']} on {c['held_out']} images held "
-                                  "out of the training data",
+                     "selection": (f"best mean task metric at sigma {t['val_sigmas']} on {c['held_out']} images held "
+                                   "out of the training data" if t["val_every"] < t["steps"] else
+                                   f"final weights (validated once, at the end, on {c['held_out']} images held out of "
+                                   "the training data)"),
                      "wall_s": round(meta["elapsed"], 1), "precision": meta["precision"],
                      "hardware": ("1x NVIDIA H200 (a lent device, shared by the runs of benchmarks/device_cascade.sh; "
                                   "the data carried there as .devdata/camvid)" if gpu else "2-core Sapphire Rapids CPU")},
@@ -249,13 +273,14 @@ def main() -> None:
     }
     entries = [entry]
     defaults = {"denoise": name}
-    for kind, e in (("seg", guided_entry("seg")), ("cls", guided_entry("cls")), ("segmenter", segmenter_entry()),
-                    ("classifier", classifier_entry())):
+    segs = [segmenter_entry(n) for n in SEGMENTERS]
+    for kind, e in (("seg", guided_entry("seg")), ("cls", guided_entry("cls")),
+                    *(("segmenter", x) for x in segs), ("classifier", classifier_entry())):
         if e:
             entries.append(e)
             if kind in ("seg", "cls") and not beats_reconstruction(kind):
                 continue  # shipped and listed, but not the default while it measures worse
-            defaults[kind] = e["name"]
+            defaults.setdefault(kind, e["name"])
     man = {"schema": 1, "defaults": defaults, "weights": entries}
     (ROOT / "weights" / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
     print(json.dumps(metrics, indent=1))

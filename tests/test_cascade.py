@@ -156,6 +156,20 @@ def test_cli_train_cls(tmp_path):
     assert r.exit_code != 0 and "Traceback" not in r.output
 
 
+def test_cli_train_seg_defaults_to_the_shipped_recipe(tmp_path):
+    """`ddn train --task seg` uses the plain cross entropy and lambda 3e-4 unless told otherwise;
+    --task-class-weights brings the class weighting back."""
+    data, net = tiny_camvid(tmp_path / "camvid", 4), tiny_segmenter(tmp_path / "seg.safetensors")
+    for extra, want in (([], False), (["--task-class-weights"], True)):
+        out = tmp_path / f"seg{len(extra)}.safetensors"
+        r = runner.invoke(app, ["train", "--task", "seg", "--data", str(data), "--task-net", str(net), "--out", str(out),
+                                "--steps", "2", "--batch-size", "2", "--patch", "32", "--warmup", "1", "--val-every", "2",
+                                "--precision", "fp32", "--device", "cpu", "--quiet", *extra])
+        assert r.exit_code == 0, r.output
+        assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["task_class_weights"] is want
+        assert json.loads(out.with_suffix(".json").read_text())["cascade"]["lambda"] == 3e-4
+
+
 def test_camvid_subset_keeps_only_the_named_sequences(tmp_path):
     data = two_sequences(tiny_camvid(tmp_path / "camvid", n=6))
     x, y, names = load_camvid(data, "train", subset=("A",))
@@ -465,7 +479,8 @@ def test_seg_default_lambda_is_the_shipped_seg_denoisers(tmp_path):
     man = bundled_manifest()
     if "ddn.seg" in man.names():
         assert c.lam == man.get("ddn.seg").training["lambda"]
-    assert c.lam == 1e-4
+        assert man.get("ddn.seg").training["task_loss"] == "cross entropy, unweighted"
+    assert c.lam == 3e-4
 
 
 def test_train_only_fine_tunes_just_the_named_layers(tmp_path, default_weights):

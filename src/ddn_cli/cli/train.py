@@ -17,7 +17,7 @@ def train(
                                            "frozen segmenter / classifier, L = MSE + lambda * task loss).")] = "denoise",
     data: Annotated[list[str], typer.Option("--data", help="denoise: folder(s) of clean images or list file(s), repeatable; "
                                                            "seg: the CamVid folder; cls: CIFAR-10 class folders.")] = [],  # noqa: B006
-    lam: Annotated[float | None, typer.Option("--lambda", help="Cascade: weight of the task loss (default 1e-4 for seg, "
+    lam: Annotated[float | None, typer.Option("--lambda", help="Cascade: weight of the task loss (default 3e-4 for seg, "
                                                                "0.01 for cls; see the README).")] = None,
     task_net: Annotated[str | None, typer.Option(help="Cascade: the frozen high-level network, NAME or PATH "
                                                       "(default: the bundled segmenter / classifier).")] = None,
@@ -26,9 +26,11 @@ def train(
                                                   "on the clean image).")] = "labels",
     task_augment: Annotated[bool, typer.Option("--task-augment", help="seg: shift (0-7 px) and downscale (0.75-1) "
                                                                       "the denoised crop at random before the segmenter.")] = False,
-    task_class_weights: Annotated[bool, typer.Option("--task-class-weights/--no-task-class-weights",
-                                                     help="seg: weigh the task cross entropy by class (rare classes "
-                                                          "2-10x, as the segmenter was trained) or not.")] = True,
+    task_class_weights: Annotated[bool | None, typer.Option("--task-class-weights/--no-task-class-weights",
+                                                            help="seg: weigh the task cross entropy by class (rare "
+                                                                 "classes 2-10x, as the segmenter was trained) or not "
+                                                                 "(default: not, as ddn.seg was trained).",
+                                                            show_default=False)] = None,
     subset: Annotated[list[str], typer.Option("--subset", help="seg: train only on CamVid images of these sequences "
                                                                 "(name prefixes such as 0001TP; repeatable).")] = [],  # noqa: B006
     rehearse: Annotated[list[str], typer.Option("--rehearse", help="Cascade: folder(s) or list file(s) of clean photos whose "
@@ -93,6 +95,8 @@ def train(
             raise fail(f"--val-sigma {val_sigma!r}: expected numbers like 30,60") from None
         if cascade and init is None and not resume:
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
+        if task_class_weights is None:  # seg: the plain cross entropy by default (the shipped ddn.seg's)
+            task_class_weights = task != "seg"
         cfg = TrainConfig(distill=distill, train_only=tuple(v.strip() for v in train_only.split(",")) if train_only else (),
                           task_grad_highpass=task_grad_highpass, task_grad_blur=task_grad_blur, task_rec_weight=task_rec_weight, rehearse=tuple(rehearse), rehearse_batch=rehearse_batch, rehearse_patch=rehearse_patch, lam=lam, task_net=task_net, task_target=task_target, task_augment=task_augment, task_class_weights=task_class_weights, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
