@@ -509,10 +509,10 @@ def shared_trunk_sections() -> list[str]:
         return metric_of(bun_f, bundled[x])
 
     def row(lam: str) -> str:
-        return f"lambda {lam}: {pair(shared(lam))} ({delta(shared(lam), sd0)}; bundled segmenter {delta(bund(lam), b0)})"
+        return f"lambda {lam}: {pair(shared(lam))} ({delta(shared(lam), sd0)}; `resunet_s.camvid` {delta(bund(lam), b0)})"
 
     def spread(sig: str, ref_here: dict[str, float], ref_bundled: dict[str, float]) -> str:
-        """min-max over the lambdas of (gap to a reference here) - (gap to it on the bundled segmenter)."""
+        """min-max over the lambdas of (gap to a reference here) - (gap to it on `resunet_s.camvid`)."""
         shift = [(shared(x)[sig] - ref_here[sig]) - (bund(x)[sig] - ref_bundled[sig]) for x in lams]
         return f"{min(shift):.1f}-{max(shift):.1f}"
 
@@ -523,31 +523,31 @@ def shared_trunk_sections() -> list[str]:
     parts = json_section(
         main_f, "Does the cross-task gain need shared features? A segmenter on the classifier's trunk (cls -> seg)",
         lambda doc: "In the paper both high-level networks stand on the same ImageNet-trained VGG-16 features; the "
-                    "bundled ResUNet-S and ResNet-9 share none. So a second CamVid segmenter reads the image through "
+                    "then-bundled ResUNet-S (`resunet_s.camvid`) and ResNet-9 share none. So a second CamVid segmenter reads the image through "
                     "the bundled classifier's own convolutional trunk (its layers to the last residual block, 1/2 to "
                     "1/8 scale, frozen, BatchNorm statistics included), with a trainable 1/16-scale context block "
-                    "and a U-Net decoder, trained with the bundled segmenter's recipe: `python "
+                    "and a U-Net decoder, trained with `resunet_s.camvid`'s recipe: `python "
                     "benchmarks/train_segmenter.py --arch resnet9_unet --backbone resnet9.cifar10 --out "
                     f"{seg} --steps 2700 --val-every 900` (33 minutes; log in "
                     "`benchmarks/results/training/segmenter_resnet9_unet_log.jsonl`). It segments clean CamVid val "
-                    f"images at {clean:.2f} mIoU (the bundled one: 62.85). Fixed before any denoiser went through "
+                    f"images at {clean:.2f} mIoU (`resunet_s.camvid`: 62.85). Fixed before any denoiser went through "
                     "it: the explanation holds if `ddn.cls` beats the reconstruction default on it at sigma 30 and "
                     f"60. `ddn eval seg ../shared/data/camvid --sigma 0,30,60 --segmenter {seg} {main_models} "
                     f"--json benchmarks/results/cascade/{main_f}`:",
         after=f"`ddn.cls` against the default through this segmenter: {delta(metric_of(main_f, 'ddn.cls'), metric_of(main_f, d0))} "
-              f"(bundled segmenter: {delta(bund('0.003'), b0)}): above it {_where(held)}, so the test fixed "
+              f"(`resunet_s.camvid`: {delta(bund('0.003'), b0)}): above it {_where(held)}, so the test fixed "
               f"beforehand is {'passed' if len(held) == 2 else 'not passed'}. `ddn.seg` v2 (fine-tuned through the "
-              f"bundled segmenter) is above the default on this one {_where(seg_here)}.")
+              f"`resunet_s.camvid`) is above the default on this one {_where(seg_here)}.")
     parts += json_section(
         lam_f, "The classification cascade's lambdas through the shared-trunk segmenter",
         lambda doc: "The rehearsal runs of 'Rehearsal' above (lambda 0 is their control; lambda 0.01 had 8 photo "
                     "patches per step, the others 16), unchanged: `ddn eval seg ../shared/data/camvid --sigma 30,60 "
                     f"--segmenter {seg} {lam_models} --json benchmarks/results/cascade/{lam_f}`:",
-        after="Against the default on this segmenter (and, in brackets after it, on the bundled one, from "
+        after="Against the default on this segmenter (and, in brackets after it, on `resunet_s.camvid`, from "
               f"`{bun_f}`): " + "; ".join(row(x) for x in lams) + f"; the KL-target run {pair(metric_of(lam_f, soft))} "
               f"({delta(metric_of(lam_f, soft), sd0)}). Each label-loss lambda gains {spread('30', sd0, b0)} points "
-              f"at sigma 30 and {spread('60', sd0, b0)} at 60 over where it stood against the default on the bundled "
-              f"segmenter, and {spread('30', sc, bc)} / {spread('60', sc, bc)} against the lambda-0 control (which "
+              f"at sigma 30 and {spread('60', sd0, b0)} at 60 over where it stood against the default on `resunet_s.camvid`, "
+              f"and {spread('30', sc, bc)} / {spread('60', sc, bc)} against the lambda-0 control (which "
               "moves too). At sigma 60, lambda " + " and ".join(both_at_60) + " are above both the default and "
               "the control here; at sigma 30, lambda " + (" and ".join(above_30) or "none") + " is above the "
               "default, by a margin of the size that separates fine-tunes (single runs). Lambda 0.001 was not "
@@ -593,7 +593,7 @@ def shared_trunk_seg_section() -> list[str]:
         seg_f, "The segmentation cascade through the shared-trunk segmenter (seg, and seg -> cls)",
         lambda doc: "The CPU recipe of `runs/sweep/seg_lambda0_v4` (1000 steps of 4 crops of 192 px from v4, "
                     "BatchNorm frozen, lr 2e-4, same seed, so the same crops and noise: that run is the lambda-0 "
-                    "control) with the plain cross entropy, through this segmenter instead of the bundled one: "
+                    "control) with the plain cross entropy, through this segmenter instead of `resunet_s.camvid`: "
                     f"`python benchmarks/cascade_sweep.py --task seg --task-net {seg} --lambdas L --steps 1000 "
                     f"--no-class-weights --tag v4cseg` for L = {lams} ({secs} s; rows in `sweep_seg_v4cseg.json`); `ddn eval seg "
                     f"../shared/data/camvid --sigma 30,60 --segmenter {seg} {models} --json "
@@ -606,7 +606,7 @@ def shared_trunk_seg_section() -> list[str]:
               + "; ".join(verdict(r) for r in runs) + (
                   ". The gains grow with lambda on both tasks at both sigmas" if len(runs) == 2 and all(
                       len(_above(metric_of(f, runs[1]), metric_of(f, runs[0]))) == 2 for f in (seg_f, cls_f)) else "")
-              + ". Through the bundled segmenter no segmentation task "
+              + ". Through `resunet_s.camvid` no segmentation task "
               "loss was clearly above its control (at best level, sections above). This segmenter keeps less "
               f"of its clean score behind a denoiser (the default: {pair(metric_of(seg_f, d0))} against the "
               f"then-bundled `resunet_s.camvid`'s {pair(metric_of('eval_seg_resunet_s.json', d0))}), so it did not replace it: "
@@ -635,12 +635,12 @@ def shared_trunk_seg_section() -> list[str]:
         b_models = m_flags(d0, "ddn.seg", *runs, ctl)
         ctl_b = metric_of(on_b, ctl)
         parts += json_section(
-            on_b, "Those denoisers through the bundled segmenter (the other way round)",
+            on_b, "Those denoisers through `resunet_s.camvid` (the other way round)",
             lambda doc: f"`ddn eval seg ../shared/data/camvid --sigma 30,60 {b_models} --json "
                         f"benchmarks/results/cascade/{on_b}`:",
-            after="Against the lambda-0 control on the bundled segmenter: " + "; ".join(
+            after="Against the lambda-0 control on `resunet_s.camvid`: " + "; ".join(
                 f"lambda {_lam(r)} {delta(metric_of(on_b, r), ctl_b)}" for r in runs)
-            + (". Guided through the shared-trunk segmenter, the task loss does not help the bundled one beyond "
+            + (". Guided through the shared-trunk segmenter, the task loss does not help `resunet_s.camvid` beyond "
                "what the CamVid fine-tune alone does: it helps the networks that share the features it was "
                "computed through (this segmenter and the classifier), not another."
                if all(not _above(metric_of(on_b, r), ctl_b) for r in runs) else "."))
@@ -827,7 +827,7 @@ def main() -> None:
         crop = RES / f"crop_{task}_sigma60{tag}.png"
         if crop.is_file():
             parts += ["Side by side at sigma 60 (`python benchmarks/cascade_figures.py --sigma 60`"
-                      + (", with that segmenter then" if tag else "") + "):", "", f"![crop](crop_{task}_sigma60{tag}.png)", ""]
+                      + (", run while `resunet_s.camvid` and `ddn.seg` v2 were the defaults" if tag else "") + "):", "", f"![crop](crop_{task}_sigma60{tag}.png)", ""]
     for ver, what in (("v2", "`ddn.color-sigma` v2 (two more reconstruction-only fine-tuning stages, +0.01-0.02 dB on "
                               "CBSD68; measured while it was the default)"),
                       ("v3", "`ddn.color-sigma` v3 (v2 + a 7-minute MSE fine-tune on the CPU with BatchNorm "
@@ -1120,8 +1120,8 @@ def main() -> None:
     parts += ["## Where this stands", "",
               "- Classification reproduces the paper: `ddn.cls` v2 beats the reconstruction-only default on "
               "CIFAR-10 at sigma 30 and 60 at the default's PSNR, and the gain over its lambda-0 control shows it "
-              "comes from the task loss, not from fine-tuning on CIFAR images. Across tasks it still costs CamVid "
-              "0.5 / 1.0 mIoU (v1: 1.9 / 8.3); rehearsal on photos removed the part that came from CIFAR's "
+              "comes from the task loss, not from fine-tuning on CIFAR images. Across tasks it cost CamVid "
+              "0.5 / 1.0 mIoU through `resunet_s.camvid` (v1: 1.9 / 8.3; through today's segmenter 1.9 / 3.3); rehearsal on photos removed the part that came from CIFAR's "
               "images, the rest grows with lambda (Rehearsal, above).",
               "- Segmentation reproduces it since 2026-12-01 (ninth session), through the segmenter bundled since "
               "then (`resnet9_unet.camvid`, the classifier's trunk fine-tuned on CamVid): `ddn.seg` v3 is above "
@@ -1145,8 +1145,8 @@ def main() -> None:
               "v4 puts a guided denoiser above the default (62.0 / 59.5 against 61.9 / 58.9), but only because "
               "its CamVid fine-tune helps: the same fine-tune without the task loss reaches 62.6 / 59.9. On a lent "
               "H200 (2026-11-30, fifth session) with batches of 16 and about ten times the crops, the same holds at "
-              "every lambda (1e-4: 62.2 / 59.7, control 62.7 / 60.2). That run is shipped as `ddn.seg` v2, the "
-              "`ddn segment` default: above the reconstruction-only default on both tasks and a far better general "
+              "every lambda (1e-4: 62.2 / 59.7, control 62.7 / 60.2). That run was shipped as `ddn.seg` v2, the "
+              "`ddn segment` default until 2026-12-01: above the reconstruction-only default on both tasks and a far better general "
               "denoiser than v1, with its control reported beside it. The plain (unweighted) cross entropy "
               "takes most of the cost away at lambda 1e-4 (62.4 / 59.8 against the weighted 62.0 / 59.5 and the "
               "control's 62.6 / 59.9, CPU; 62.5 / 59.9 with --task-augment too; 62.5 / 59.9 against 62.6 / 60.0 in 25-minute runs) but not at 1e-3 (61.9 / 59.1). Blurring the task loss's gradient "

@@ -78,7 +78,7 @@ def classifier_entry() -> dict | None:
 SEGMENTERS = {  # name -> (description, how it started); the default is the first one shipped
     "resnet9_unet.camvid": (("CamVid segmenter (11 classes) on the bundled CIFAR-10 classifier's ResNet-9 trunk, "
                              "fine-tuned, + a 1/16 context block and a U-Net decoder: the default segmenter (from "
-                             "2026-12-01; more robust behind denoisers than resunet_s.camvid)"),
+                             "2026-12-01; higher mIoU than resunet_s.camvid clean and behind every denoiser measured)"),
                             "trunk initialised from resnet9.cifar10 and fine-tuned, decoder from scratch"),
     "resunet_s.camvid": (("compact residual U-Net CamVid segmenter (11 classes): the frozen high-level network of "
                           "the seg cascade until 2026-12-01 (ddn.seg v1 and v2 were fine-tuned through it)"),

@@ -13,6 +13,7 @@ from ddn_cli.cli.app import app
 from ddn_cli.errors import UsageError
 from ddn_cli.models.classifier import CIFAR10_CLASSES, CIFAR10_MEAN, ResNet9
 from ddn_cli.models.segmenter import ResNet9UNet, ResUNetS
+from ddn_cli.registry import bundled_manifest
 from ddn_cli.training.camvid import SegBank, confusion, load_camvid, miou
 from ddn_cli.training.cascade import build_cascade, state_hash
 from ddn_cli.training.checkpoint import load_checkpoint
@@ -166,8 +167,20 @@ def test_cli_train_seg_defaults_to_the_shipped_recipe(tmp_path):
                                 "--steps", "2", "--batch-size", "2", "--patch", "32", "--warmup", "1", "--val-every", "2",
                                 "--precision", "fp32", "--device", "cpu", "--quiet", *extra])
         assert r.exit_code == 0, r.output
-        assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["task_class_weights"] is want
+        cfg = load_checkpoint(out.with_suffix(".ckpt"))["config"]
+        assert cfg["task_class_weights"] is want
+        assert cfg["lam"] == 3e-4  # the resolved default is recorded: a resume keeps it if the default moves
         assert json.loads(out.with_suffix(".json").read_text())["cascade"]["lambda"] == 3e-4
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(tiny_cifar(tmp_path / "cifar", 4)),
+                            "--out", str(tmp_path / "c.safetensors"), "--no-task-class-weights", "--steps", "1"])
+    assert r.exit_code != 0 and "--no-task-class-weights applies to --task seg only" in r.output
+    out = tmp_path / "c2.safetensors"  # no --task-net: the bundled default's name is recorded
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(tmp_path / "cifar"), "--out", str(out),
+                            "--steps", "1", "--batch-size", "2", "--warmup", "1", "--val-every", "1",
+                            "--precision", "fp32", "--device", "cpu", "--quiet"])
+    assert r.exit_code == 0, r.output
+    cfg = load_checkpoint(out.with_suffix(".ckpt"))["config"]
+    assert (cfg["task_net"], cfg["lam"]) == (bundled_manifest().defaults["classifier"], 0.01)
 
 
 def test_camvid_subset_keeps_only_the_named_sequences(tmp_path):

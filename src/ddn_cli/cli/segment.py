@@ -18,7 +18,8 @@ def segment(
                                                       "segmentation default, ddn.seg; for photos unlike CamVid's "
                                                       "street scenes ddn.color-sigma denoises 0.2 dB better).")] = None,
     segmenter: Annotated[str | None, typer.Option(help="Segmenter NAME|PATH or torchvision:<model> (default: the "
-                                                       "bundled CamVid ResUNet-S).")] = None,
+                                                       "manifest's, resnet9_unet.camvid; resunet_s.camvid is "
+                                                       "the earlier, faster one).")] = None,
     sigma: Annotated[str, typer.Option(help="auto or N (0-255 scale).")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive")] = True,

@@ -46,7 +46,8 @@ class TrainConfig:
     task_net: str | None = None  # cascade tasks: the frozen high-level network (None = bundled)
     task_target: str = "labels"  # cascade tasks: labels, or clean = the network's prediction on the clean image
     task_augment: bool = False  # seg cascade: random shift + downscale before the segmenter
-    task_class_weights: bool = True  # seg cascade: the segmenter's class-balanced cross entropy (False: plain)
+    task_class_weights: bool = True  # seg cascade: the segmenter's class-balanced cross entropy (False: plain;
+    # `ddn train --task seg` passes False unless told --task-class-weights, the shipped ddn.seg v3's recipe)
     subset: tuple[str, ...] = ()  # seg cascade: only CamVid training images whose names start with these
     # BatchNorm on its running statistics (only its affine weights learn); None = when fine-tuning (init)
     freeze_bn: bool | None = None

@@ -9,6 +9,7 @@ minutes, bit-exact ``--resume``, a hard time budget, and DDP under torchrun.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -188,6 +189,14 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
                                 class_weighted=cfg.task_class_weights, grad_blur=cfg.task_grad_blur,
                                 grad_highpass=cfg.task_grad_highpass)
         bank = cascade
+        if cfg.lam is None or cfg.task_net is None:
+            # record what the defaults resolved to, so that a --resume after a release changes
+            # them (seg: lambda 1e-4 -> 3e-4, resunet_s -> resnet9_unet) keeps this run's recipe
+            from ..registry import bundled_manifest
+
+            net_kind = {"seg": "segmenter", "cls": "classifier"}[cfg.task]
+            cfg = dataclasses.replace(cfg, lam=cascade.lam,
+                                      task_net=cfg.task_net or bundled_manifest().defaults[net_kind])
         emit({"event": "cascade", "task_net": cascade.net_path, "lambda": cascade.lam,
               "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
     else:

@@ -4,8 +4,9 @@ segmentation cascade), from scratch, on clean images. Library code: progress goe
 
 Recipe: random scale 0.75-1.5 + crop + flip + mild colour jitter; class-weighted cross
 entropy (void ignored); AdamW with warmup + cosine; bf16 autocast + channels_last; atomic
-checkpoints and ``resume``. ``arch``: ``resunet_s`` (the bundled one) or ``resnet9_unet`` (the
-classifier's trunk, from ``backbone``, frozen unless ``frozen_trunk`` is off). The output is the final weights (the schedule's end), not a
+checkpoints and ``resume``. ``arch``: ``resunet_s`` (bundled as resunet_s.camvid) or ``resnet9_unet`` (the
+classifier's trunk, from ``backbone``, frozen unless ``frozen_trunk`` is off; bundled, trunk
+fine-tuned, as resnet9_unet.camvid, the default segmenter). The output is the final weights (the schedule's end), not a
 pick of the best validation score, so the reported val mIoU is not selected on val.
 """
 
