@@ -683,6 +683,19 @@ def tuned_trunk_sections() -> list[str]:
               "are what `ddn segment` is for. Its cost: 21.1 against 7.5 GMAC for a 360x480 image (4.6 M against "
               "3.3 M parameters); and without a denoiser in front it copes worse with noise (the noisy-input "
               "rows of the first table and of the `resunet_s.camvid` one).")
+    lam_f = "eval_seg_tuned_trunk_cls_lambdas.json"
+    if have(lam_f):
+        lams = {"0 (control)": ctl, "0.001": "runs/sweep/cls_lambda0.001_v4rehearse16.safetensors",
+                "0.003 (`ddn.cls`)": "ddn.cls", "0.01": "runs/sweep/cls_lambda0.01_v4rehearse.safetensors"}
+        parts += json_section(
+            lam_f, "The classification cascade's lambdas through the fine-tuned-trunk segmenter (cls -> seg)",
+            lambda doc: "The rehearsal runs again (reported only; `ddn.cls` stays lambda 0.003): `ddn eval seg "
+                        f"../shared/data/camvid --sigma 30,60 --segmenter resnet9_unet.camvid {m_flags(d0, *lams.values())} "
+                        f"--json benchmarks/results/cascade/{lam_f}`:",
+            after="Against the default: " + "; ".join(f"lambda {k} {delta(metric_of(lam_f, v), metric_of(lam_f, d0))}"
+                                                      for k, v in lams.items())
+                  + ". The cost grows with lambda and no classification-guided run reaches the default: through "
+                    "this segmenter the cls -> seg bar is further away than through `resunet_s.camvid`.")
     seg_f, cls_f = "eval_seg_tuned_trunk_seg.json", "eval_cls_tuned_trunk_seg.json"
     if have(seg_f, cls_f):
         g, c0 = "runs/sweep/seg_lambda0.0003_v4tseg.safetensors", "runs/sweep/seg_lambda0_v4.safetensors"
