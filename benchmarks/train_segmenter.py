@@ -32,13 +32,15 @@ def main() -> None:
     ap.add_argument("--arch", default="resunet_s", choices=("resunet_s", "resnet9_unet"))
     ap.add_argument("--backbone", default=None, help="resnet9_unet: classifier weights for its trunk (e.g. resnet9.cifar10)")
     ap.add_argument("--train-trunk", action="store_true", help="resnet9_unet: fine-tune the trunk too (default: frozen)")
+    ap.add_argument("--trunk-lr-scale", type=float, default=1.0,
+                    help="resnet9_unet with --train-trunk: the trunk's learning rate relative to --lr")
     ap.add_argument("--subset", default="", help="comma-separated CamVid sequence ids to train on (default: all)")
     a = ap.parse_args()
     crop = tuple(int(v) for v in a.crop.split(","))
     cfg = SegmenterConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch, crop=crop, lr=a.lr,
                           width=a.width, val_every=a.val_every, resume=a.resume,
                           subset=tuple(v for v in a.subset.split(",") if v), arch=a.arch, backbone=a.backbone,
-                          frozen_trunk=not a.train_trunk)
+                          frozen_trunk=not a.train_trunk, trunk_lr_scale=a.trunk_lr_scale)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     train_segmenter(cfg, lambda e: print(json.dumps({**e, "t": round(time.time() - t0, 1)}), flush=True))

@@ -586,6 +586,29 @@ def test_resnet9_unet_with_train_trunk_fine_tunes_the_trunk_too(tmp_path):
     assert not torch.equal(sd["trunk.0.1.running_mean"], cls_sd["net.0.1.running_mean"])
 
 
+def test_resnet9_unet_trunk_lr_scale_slows_only_the_trunk(tmp_path):
+    from ddn_cli.training.segmenter import SegmenterConfig, train_segmenter
+
+    data = tiny_camvid(tmp_path / "camvid", n=4)
+    cls_path = tiny_classifier(tmp_path / "cls.safetensors")
+    cls_sd, _ = load_weights(cls_path)
+    moved = {}
+    for scale in (1.0, 0.01):
+        out = tmp_path / f"seg{scale}.safetensors"
+        train_segmenter(SegmenterConfig(data=str(data), out=str(out), steps=2, batch_size=2, crop=(32, 48), warmup=1,
+                                        val_every=2, precision="fp32", arch="resnet9_unet", backbone=str(cls_path),
+                                        frozen_trunk=False, trunk_lr_scale=scale))
+        sd, meta = load_weights(out)
+        assert meta["training"]["trunk_lr_scale"] == scale
+        moved[scale] = (sd["trunk.0.0.weight"] - cls_sd["net.0.0.weight"]).abs().max().item()
+        groups = load_checkpoint(out.with_suffix(".ckpt"))["opt"]["param_groups"]
+        assert sorted({(g["lr_scale"], round(g["lr"] / groups[0]["lr"], 6)) for g in groups}) == \
+            sorted({(1.0, 1.0), (scale, scale)})  # the decoder keeps the full rate, the trunk gets scale x
+    assert 0 < moved[0.01] < 0.05 * moved[1.0]  # Adam's step scales with the learning rate
+    with pytest.raises(UsageError, match="trunk_lr_scale"):
+        SegmenterConfig(data=str(data), arch="resnet9_unet", backbone=str(cls_path), trunk_lr_scale=0.1)
+
+
 def test_seg_cascade_through_a_resnet9_unet_leaves_it_untouched(tmp_path):
     """The cascade behind the shared-trunk results: a resnet9_unet file as --task-net stays frozen."""
     data = tiny_camvid(tmp_path / "camvid")

@@ -59,6 +59,7 @@ class SegmenterConfig:
     arch: str = "resunet_s"  # or "resnet9_unet": the CIFAR-10 classifier's trunk + a U-Net decoder
     backbone: str | None = None  # resnet9_unet: the classifier weights (name or path) its trunk starts from
     frozen_trunk: bool = True  # resnet9_unet: keep the trunk exactly the classifier's
+    trunk_lr_scale: float = 1.0  # resnet9_unet with the trunk trained: its learning rate relative to lr
 
     def __post_init__(self) -> None:
         if self.arch not in ("resunet_s", "resnet9_unet"):
@@ -68,6 +69,11 @@ class SegmenterConfig:
                              "pass backbone (e.g. resnet9.cifar10)")
         if self.arch == "resunet_s" and self.backbone:
             raise UsageError("resunet_s trains from scratch and takes no backbone", "drop backbone")
+        if self.trunk_lr_scale != 1.0 and (self.arch != "resnet9_unet" or self.frozen_trunk):
+            raise UsageError("trunk_lr_scale applies to resnet9_unet with its trunk trained",
+                             "train the trunk (--train-trunk) or drop trunk_lr_scale")
+        if not self.trunk_lr_scale > 0:
+            raise UsageError(f"trunk_lr_scale {self.trunk_lr_scale}: must be > 0", "use e.g. 0.1")
 
 
 def build_segmenter(cfg: SegmenterConfig, num_classes: int) -> tuple[torch.nn.Module, dict, dict]:
@@ -113,10 +119,13 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
     model, arch_cfg, norm = build_segmenter(cfg, nc)
     model = model.to(device).to(memory_format=torch.channels_last)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    trunk_ids = {id(p) for p in model.trunk.parameters()} if cfg.arch == "resnet9_unet" else set()
+    groups = []
+    for scale, pick in ((1.0, lambda p: id(p) not in trunk_ids), (cfg.trunk_lr_scale, lambda p: id(p) in trunk_ids)):
+        ps = [p for p in trainable if pick(p)]
+        groups += [{"params": [p for p in ps if p.ndim > 1], "weight_decay": cfg.weight_decay, "lr_scale": scale},
+                   {"params": [p for p in ps if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.out)
     ckpt = out.with_suffix(".ckpt")
@@ -154,7 +163,7 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
         xb = xb.float().div_(255).to(device).contiguous(memory_format=torch.channels_last)
         yb = yb.to(device)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr_at(step) * g.get("lr_scale", 1.0)  # checkpoints before trunk_lr_scale have none
         with precision.autocast(device):
             logits = model(xb)
         loss = F.cross_entropy(logits.float(), yb, weight=cw, ignore_index=CAMVID_IGNORE)
