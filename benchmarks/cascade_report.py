@@ -1168,7 +1168,7 @@ def main() -> None:
               "- Segmentation reproduces it since 2026-12-01 (ninth session), through the segmenter bundled since "
               "then (`resnet9_unet.camvid`, the classifier's trunk fine-tuned on CamVid): `ddn.seg` v3 is above "
               "the same fine-tune without the task loss in two seeds and above the default on CamVid and on "
-              "CIFAR-10 at the default's PSNR (first table; 'The segmentation cascade through the fine-tuned-trunk "
+              "CIFAR-10 at sigma 30 and 60, at the default's PSNR (first table; 'The segmentation cascade through the fine-tuned-trunk "
               "segmenter'). Through the earlier `resunet_s.camvid` it did not, as follows. That segmenter loses "
               "little behind the reconstruction-only "
               "denoiser (62.1 of 62.9 mIoU at sigma 30), and the cascade's task loss, computed on CamVid *train* "
