@@ -31,6 +31,7 @@ from ..errors import UsageError
 # cross entropy, the shipped ddn.seg v3's (through resnet9_unet.camvid; above its lambda-0 control
 # in two seeds). With the earlier segmenter (resunet_s.camvid) 1e-4 was the best and still no gain.
 DEFAULT_LAMBDA = {"seg": 3e-4, "cls": 0.01}
+NET_KIND = {"seg": "segmenter", "cls": "classifier"}  # the frozen network each cascade task runs through
 CASCADE_SIGMA = "0-75"
 # what the task loss fits: labels = cross entropy with the ground truth (the paper); clean =
 # cross entropy with the frozen network's argmax on the clean image; soft = KL divergence
@@ -250,7 +251,7 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
     2-10x), else the plain per-pixel mean."""
     from ..registry import resolve_weights
 
-    net_kind = {"seg": "segmenter", "cls": "classifier"}[kind]
+    net_kind = NET_KIND[kind]
     path = resolve_weights(task_net, net_kind)
     net, meta = load_task_net(path, net_kind, device)
     lam = DEFAULT_LAMBDA[kind] if lam is None else lam

@@ -193,10 +193,10 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             # record what the defaults resolved to, so that a --resume after a release changes
             # them (seg: lambda 1e-4 -> 3e-4, resunet_s -> resnet9_unet) keeps this run's recipe
             from ..registry import bundled_manifest
+            from .cascade import NET_KIND
 
-            net_kind = {"seg": "segmenter", "cls": "classifier"}[cfg.task]
             cfg = dataclasses.replace(cfg, lam=cascade.lam,
-                                      task_net=cfg.task_net or bundled_manifest().defaults[net_kind])
+                                      task_net=cfg.task_net or bundled_manifest().defaults[NET_KIND[cfg.task]])
         emit({"event": "cascade", "task_net": cascade.net_path, "lambda": cascade.lam,
               "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
     else:
