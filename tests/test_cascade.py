@@ -145,10 +145,11 @@ def test_cli_train_cls(tmp_path):
     r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out", str(out),
                             "--steps", "2", "--batch-size", "2", "--patch", "32", "--warmup", "1", "--val-every", "2",
                             "--precision", "fp32", "--device", "cpu", "--lambda", "0.05", "--quiet",
-                            "--task-grad-blur", "1", "--task-grad-highpass", "3", "--task-rec-weight", "0.5"])
+                            "--task-grad-blur", "1", "--task-grad-highpass", "3", "--task-rec-weight", "0.5",
+                            "--task-noise", "8"])
     assert r.exit_code == 0, r.output
     cfg = load_checkpoint(out.with_suffix(".ckpt"))["config"]
-    assert (cfg["task_grad_blur"], cfg["task_grad_highpass"], cfg["task_rec_weight"]) == (1.0, 3.0, 0.5)
+    assert (cfg["task_grad_blur"], cfg["task_grad_highpass"], cfg["task_rec_weight"], cfg["task_noise"]) == (1.0, 3.0, 0.5, 8.0)
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["task"] == "cls" and meta["training"]["loss"] == "mse" and meta["cascade"]["lambda"] == 0.05
     assert meta["training"]["init"] == "ddn.color-sigma"
@@ -316,7 +317,7 @@ def test_rehearsal_adds_a_photo_reconstruction_term_and_resumes_exactly(tmp_path
         TrainConfig(task="denoise", data=(str(photos),), rehearse=(str(photos),))
     # the gradient filter and the task images' L_rec weight come back from the checkpoint on
     # resume: resumed without them, the run still matches an uninterrupted one that had them
-    extra = {"task_rec_weight": 0.5, "task_grad_blur": 1.0, "task_grad_highpass": 3.0}
+    extra = {"task_rec_weight": 0.5, "task_grad_blur": 1.0, "task_grad_highpass": 3.0, "task_noise": 10.0}
     run_cascade("cls", data, net, tmp_path / "c.safetensors", steps=4, **kw, **extra)
     run_cascade("cls", data, net, tmp_path / "d.safetensors", steps=4, time_budget=1e-6, **kw, **extra)
     run_cascade("cls", data, net, tmp_path / "d.safetensors", steps=4, resume=True, **kw)
@@ -404,6 +405,45 @@ def test_filter_gradient_band_pass_removes_coarse_and_fine_pushes_and_keeps_the_
     assert TrainConfig(task="seg", data=("d",), task_grad_highpass=4.0).task_grad_highpass == 4.0
     with pytest.raises(UsageError, match="finite"):
         TrainConfig(task="seg", data=("d",), task_grad_blur=float("nan"))
+
+
+def test_task_noise_shows_the_network_the_denoised_image_plus_fresh_seeded_noise():
+    """--task-noise S: the task network sees denoised + N(0, S/255), drawn from the loop's
+    generator (so a run and its resume draw alike), and the loss still reaches the denoiser."""
+    from ddn_cli.devices import resolve_precision
+    from ddn_cli.training.cascade import Cascade
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            self.seen = x.detach().clone()
+            return x.mean((2, 3))[:, :2] * 10
+
+    cpu, spy = torch.device("cpu"), Spy()
+    prec = resolve_precision("fp32", cpu, training=True)
+    labels = torch.zeros(64, dtype=torch.long)
+    den = torch.full((64, 3, 16, 16), 0.5, requires_grad=True)
+    plain = Cascade("cls", spy, {}, "spy", None, None, None, 1.0, "")
+    plain.task_loss(den, labels, prec, cpu)
+    assert torch.equal(spy.seen, den.detach())  # off by default: the denoised image itself
+    noisy = Cascade("cls", spy, {}, "spy", None, None, None, 1.0, "", noise=25.0)
+    loss = noisy.task_loss(den, labels, prec, cpu, gen=torch.Generator().manual_seed(3))
+    d = spy.seen - 0.5
+    assert abs(float(d.std()) - 25 / 255) < 0.003 and abs(float(d.mean())) < 0.002
+    first = spy.seen
+    noisy.task_loss(den, labels, prec, cpu, gen=torch.Generator().manual_seed(3))
+    assert torch.equal(spy.seen, first)  # the same generator state, the same draw
+    noisy.task_loss(den, labels, prec, cpu, gen=torch.Generator().manual_seed(4))
+    assert not torch.equal(spy.seen, first)
+    (g,) = torch.autograd.grad(loss, den)
+    assert g.abs().sum() > 0
+    with pytest.raises(ValueError, match="generator"):
+        noisy.task_loss(den, labels, prec, cpu)
+    with pytest.raises(UsageError, match="cascade tasks"):
+        TrainConfig(task="denoise", data=("d",), task_noise=5.0)
+    with pytest.raises(UsageError, match="must be >= 0"):
+        TrainConfig(task="cls", data=("d",), task_noise=-1.0)
+    with pytest.raises(UsageError, match="finite"):
+        TrainConfig(task="cls", data=("d",), task_noise=float("inf"))
 
 
 def test_task_grad_blur_changes_training_and_is_recorded(tmp_path):

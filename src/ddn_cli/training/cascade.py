@@ -102,6 +102,7 @@ class Cascade:
     augment: bool = False  # seg: random shift and downscale between the denoiser and the network
     grad_blur: float = 0.0  # > 0: the task loss's gradient reaches the denoiser blurred (Gaussian, px)
     grad_highpass: float = 0.0  # > 0: ... minus its blur by this Gaussian (px): no coarse push
+    noise: float = 0.0  # > 0: the network sees the denoised batch + fresh N(0, noise/255) (smoothed loss)
 
     def __len__(self) -> int:
         return len(self.bank)
@@ -151,6 +152,12 @@ class Cascade:
             if self.target == "clean":
                 labels = clean_logits.argmax(1)
         x = denoised
+        if self.noise > 0:
+            # the loss of the network smoothed by Gaussian noise (one draw per step): its expected
+            # gradient keeps what survives the noise, not the fragile pixel-exact directions
+            if gen is None:
+                raise ValueError("task noise needs the loop's generator")
+            x = x + torch.randn(x.shape, generator=gen).to(x.device, x.dtype) * (self.noise / 255)
         if precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with precision.autocast(device):
@@ -242,7 +249,7 @@ def filter_gradient(x: torch.Tensor, blur: float = 0.0, highpass: float = 0.0) -
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
                   *, crop: int = 192, val_count: int = 0, target: str = "labels",
                   subset: tuple[str, ...] = (), augment: bool = False, class_weighted: bool = True,
-                  grad_blur: float = 0.0, grad_highpass: float = 0.0) -> Cascade:
+                  grad_blur: float = 0.0, grad_highpass: float = 0.0, noise: float = 0.0) -> Cascade:
     """Load the frozen task network and the task's data. ``data``: the CamVid folder
     (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
     (width = 4/3 of it). ``subset``: CamVid sequence ids to draw the training images from
@@ -287,5 +294,7 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
     if grad_highpass and grad_highpass <= grad_blur:
         raise UsageError(f"--task-grad-highpass {grad_highpass} must be larger than --task-grad-blur {grad_blur}",
                          "the high-pass removes what a wider Gaussian keeps")
+    if not noise >= 0:
+        raise UsageError(f"--task-noise {noise}: must be >= 0 (0 = off)")
     return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target, augment,
-                   float(grad_blur), float(grad_highpass))
+                   float(grad_blur), float(grad_highpass), float(noise))

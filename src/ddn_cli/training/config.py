@@ -66,6 +66,10 @@ class TrainConfig:
     # cascade tasks: > 0 also removes from that gradient what a Gaussian of this std (px) keeps,
     # so the task loss cannot push large areas' colour and brightness (with the blur: a band-pass)
     task_grad_highpass: float = 0.0
+    # cascade tasks: > 0 adds fresh Gaussian noise of this std (8-bit levels, as --sigma) to the
+    # denoised batch before the task network, so the task loss is that of the network smoothed
+    # over the noise: its gradient loses the network-specific, pixel-exact directions
+    task_noise: float = 0.0
     # fine-tuning: only these top-level layers of the denoiser learn (names as in its state_dict,
     # e.g. down2,res2,up1); the others keep their initial weights. Empty = all layers learn
     train_only: tuple[str, ...] = ()
@@ -100,7 +104,7 @@ class TrainConfig:
             raise UsageError("--rehearse applies to the cascade tasks (seg, cls) only", "drop --rehearse")
         if self.rehearse_batch < 1 or self.rehearse_patch < 16 or self.rehearse_patch % 4:
             raise UsageError("--rehearse-batch must be >= 1 and --rehearse-patch a multiple of 4, >= 16")
-        for name in ("task_rec_weight", "task_grad_blur", "task_grad_highpass"):
+        for name in ("task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise"):
             if not math.isfinite(getattr(self, name)):
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be a finite number")
         if self.task_rec_weight < 0:
@@ -121,6 +125,10 @@ class TrainConfig:
         if 0 < self.task_grad_highpass <= self.task_grad_blur:
             raise UsageError(f"--task-grad-highpass {self.task_grad_highpass} must be larger than --task-grad-blur "
                              f"{self.task_grad_blur}", "the high-pass removes what a wider Gaussian keeps")
+        if self.task_noise < 0:
+            raise UsageError(f"--task-noise {self.task_noise}: must be >= 0 (0 = off)")
+        if self.task_noise > 0 and self.task == "denoise":
+            raise UsageError("--task-noise applies to the cascade tasks (seg, cls) only", "drop --task-noise")
         if self.task_augment and self.task != "seg":
             raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
         if not self.task_class_weights and self.task != "seg":
