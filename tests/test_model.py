@@ -187,6 +187,7 @@ def test_onednn_fused_form_is_the_same_function():
     """ReLUs and residual adds fused into the oneDNN convolutions: in fp32 the same output as
     the plain inference form (random BatchNorm statistics, odd and tiny sizes), in bf16 close
     to fp32; the input is never written to, and repeated calls agree."""
+    from ddn_cli.models import onednn
     from ddn_cli.models.fast import FastDenoiser
     from ddn_cli.models.onednn import FusedBottleneck, onednn_form
 
@@ -196,7 +197,10 @@ def test_onednn_fused_form_is_the_same_function():
     plain = FastDenoiser(m).eval()
     fused = onednn_form(FastDenoiser(m).eval(), torch.float32)
     assert isinstance(fused.res3, FusedBottleneck) and not isinstance(plain.res3, FusedBottleneck)
-    fused_bf16 = onednn_form(FastDenoiser(m).eval(), torch.bfloat16)
+    # oneDNN runs bf16 only on CPUs with AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; elsewhere the
+    # descriptor keeps the plain form in bf16 (test below), so only fp32 is checked there
+    bf16 = onednn.available(torch.bfloat16)
+    fused_bf16 = onednn_form(FastDenoiser(m).eval(), torch.bfloat16) if bf16 else None
     with torch.inference_mode():
         for h, w in ((16, 16), (29, 31), (64, 48), (131, 97)):
             x = torch.rand(1, 3, h, w).contiguous(memory_format=torch.channels_last)
@@ -206,6 +210,8 @@ def test_onednn_fused_form_is_the_same_function():
             assert torch.equal(x, keep)
             assert torch.allclose(want, got, atol=1e-5), (h, w)
             assert torch.equal(got, fused(x, 0.1))
+            if fused_bf16 is None:
+                continue
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 b = fused_bf16(x, 0.1).float()
             # measured 1.5e-3 / 1.6e-4; dropping one block's residual branch gives 0.02-0.07 / 0.01+
