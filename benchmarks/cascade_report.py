@@ -810,6 +810,62 @@ def task_noise_section() -> list[str]:
                  "gradient's fragile, pixel-exact directions alone."))
 
 
+def reverse_trunk_sections() -> list[str]:
+    """Eleventh session: classifiers built for the cls -> seg transfer, the segmenter untouched: one on the
+    bundled segmenter's own trunk (a linear probe), one trained to be robust to noise."""
+    parts: list[str] = []
+    seg_f, cls_f = "eval_seg_cls_segtrunk.json", "eval_cls_segtrunk.json"
+    d0 = "ddn.color-sigma"
+    sweep_cmd = ("`OMP_NUM_THREADS=1 python benchmarks/cascade_sweep.py --task cls --steps 400 --rehearse "
+                 "../shared/data/bsds500/images/train,../shared/data/imagenet-samples --rehearse-batch 16 --lambdas L "
+                 "--task-net {net} --tag {tag}` for L = 0.003 (`ddn.cls`'s) and 0.01, side by side")
+
+    def held(tag: str) -> str:
+        rows = json.loads((RES / f"sweep_cls_{tag}.json").read_text())["rows"]
+        return "; ".join(f"lambda {r['lambda']:g}: {100 * r['metric']['30.0']:.1f} / {100 * r['metric']['60.0']:.1f} "
+                         f"top-1, {r['psnr']['30.0']:.2f} / {r['psnr']['60.0']:.2f} dB ({r['seconds'] / 60:.0f} min)"
+                         for r in sorted(rows, key=lambda r: r["lambda"]))
+
+    if have(seg_f, cls_f, "sweep_cls_v4r16segtrunk.json"):
+        net = "runs/probe/resnet9_segtrunk.safetensors"
+        runs = {lam: f"runs/sweep/cls_lambda{lam}_v4r16segtrunk.safetensors" for lam in ("0.003", "0.01")}
+        here = metric_of(seg_f, d0)
+        parts += json_section(
+            seg_f, "A classifier on the bundled segmenter's trunk (cls -> seg, the other way round)",
+            lambda doc: "Eleventh session (2026-12-02, the Intel machine again, bf16). Through the frozen shared trunk "
+                        "the classification-guided denoiser helped the segmenter; through the fine-tuned trunk (the "
+                        "bundled segmenter) it does not. So here the sharing is turned round: a classifier whose "
+                        "trunk is the bundled segmenter's own (`ResNet9`'s layers 0-5 with the segmenter's weights "
+                        "and BatchNorm statistics, unchanged) and only the last linear layer fitted on CIFAR-10, "
+                        f"`python benchmarks/probe_classifier.py --out {net}` (3 minutes): 61.7% on the held-out "
+                        "part (flip TTA; what the CamVid-tuned trunk still tells CIFAR-10's classes apart by). Fixed "
+                        "before any cascade ran (runs/probe/PREREGISTERED.txt): a candidate for `ddn.cls` v3 only if "
+                        "above the default on CamVid through the bundled segmenter and on CIFAR-10 through the "
+                        "bundled classifier at sigma 30 and 60, within 0.5 dB PSNR. "
+                        + sweep_cmd.format(net=net, tag="v4r16segtrunk")
+                        + f" (on the cascade's held-out slice, through the probe: {held('v4r16segtrunk')}); `ddn eval "
+                        f"seg ../shared/data/camvid --sigma 30,60 {m_flags(d0, *runs.values())} --json "
+                        f"benchmarks/results/cascade/{seg_f}`:",
+            after="Against the default: " + "; ".join(f"lambda {lam} {against(metric_of(seg_f, w), here)}"
+                                                      for lam, w in runs.items())
+                  + " (`ddn.cls`, through the bundled classifier: -1.92 / -3.33). Sharing the segmenter's features "
+                    "does not carry the transfer this way round: the denoiser guided by a classifier that sees "
+                    "exactly through the segmenter's trunk costs the segmenter more than `ddn.cls` does.")
+        cl = metric_of(cls_f, d0)
+        parts += json_section(
+            cls_f, "The same denoisers on CIFAR-10, through the bundled classifier (another network, same task)",
+            lambda doc: f"`ddn eval cls ../shared/data/cifar10/train --sigma 30,60 {m_flags(d0, *runs.values())} "
+                        f"--json benchmarks/results/cascade/{cls_f}`:",
+            after="Against the default: " + "; ".join(f"lambda {lam} {against(metric_of(cls_f, w), cl)}"
+                                                      for lam, w in runs.items())
+                  + f" (`ddn.cls`: {pair(metric_of('eval_cls.json', 'ddn.cls'))} in the second table). Guided by a "
+                    "61.7% classifier whose trunk began as the bundled classifier's but was retrained on CamVid, the "
+                    "denoiser still lifts the bundled classifier by most of what `ddn.cls` does: the gain carries over to another "
+                    "network of the same task, as the paper reports; what does not carry over is the step to "
+                    "segmentation.")
+    return parts
+
+
 def long_candidate_extra(b: str, c: str) -> str:
     """What the long blurred run does outside CamVid, if measured."""
     cls_f, cb_f = "eval_cls_seg_longblur2.json", "eval_cbsd68_seg_longblur2.json"
@@ -1183,9 +1239,11 @@ def main() -> None:
     parts += tuned_trunk_sections()
     parts += slow_trunk_section()
     parts += task_noise_section()
+    parts += reverse_trunk_sections()
     for task in ("cls", "seg", "seg_clean", "seg_v2", "seg_proxy", "seg_soft_v2", "seg_v2frozen", "cls_v3frozen",
                  "seg_v4", "seg_soft_v4", "seg_v4aug", "seg_v4unw", "seg_v4unwaug", "seg_v4unwblur2", "seg_v4unwblur4", "seg_v4unwband2_8", "seg_v4longblur2", "seg_v4longband2_8", "cls_v4rehearse", "cls_v4rehearse16", "cls_v4r0", "cls_v4rehearse16blur1", "cls_v4rehearse16band1_4",
-                 "cls_v4rehearse16_only_quarter", "cls_v4rehearse16_no_dec", "cls_v4r16noise10", "cls_v4r16noise25"):
+                 "cls_v4rehearse16_only_quarter", "cls_v4rehearse16_no_dec", "cls_v4r16noise10", "cls_v4r16noise25",
+                 "cls_v4r16segtrunk", "cls_v4r16robust50"):
         f = RES / f"sweep_{task}.json"
         if f.is_file():
             doc = json.loads(f.read_text())
