@@ -820,6 +820,10 @@ def reverse_trunk_sections() -> list[str]:
                  "../shared/data/bsds500/images/train,../shared/data/imagenet-samples --rehearse-batch 16 --lambdas L "
                  "--task-net {net} --tag {tag}` for L = 0.003 (`ddn.cls`'s) and 0.01, side by side")
 
+    def per_lambda(f: str, runs: dict[str, str], ref: dict[str, float]) -> str:
+        """'lambda L a / b (+d / +e); ...' for each run against ``ref``."""
+        return "; ".join(f"lambda {lam} {against(metric_of(f, w), ref)}" for lam, w in runs.items())
+
     def held(tag: str) -> str:
         rows = json.loads((RES / f"sweep_cls_{tag}.json").read_text())["rows"]
         return "; ".join(f"lambda {r['lambda']:g}: {100 * r['metric']['30.0']:.1f} / {100 * r['metric']['60.0']:.1f} "
@@ -846,8 +850,7 @@ def reverse_trunk_sections() -> list[str]:
                         + f" (on the cascade's held-out slice, through the probe: {held('v4r16segtrunk')}); `ddn eval "
                         f"seg ../shared/data/camvid --sigma 30,60 {m_flags(d0, *runs.values())} --json "
                         f"benchmarks/results/cascade/{seg_f}`:",
-            after="Against the default: " + "; ".join(f"lambda {lam} {against(metric_of(seg_f, w), here)}"
-                                                      for lam, w in runs.items())
+            after="Against the default: " + per_lambda(seg_f, runs, here)
                   + " (`ddn.cls`, through the bundled classifier: -1.92 / -3.33). Sharing the segmenter's features "
                     "does not carry the transfer this way round: the denoiser guided by a classifier that sees "
                     "exactly through the segmenter's trunk costs the segmenter more than `ddn.cls` does.")
@@ -856,8 +859,7 @@ def reverse_trunk_sections() -> list[str]:
             cls_f, "The same denoisers on CIFAR-10, through the bundled classifier (another network, same task)",
             lambda doc: f"`ddn eval cls ../shared/data/cifar10/train --sigma 30,60 {m_flags(d0, *runs.values())} "
                         f"--json benchmarks/results/cascade/{cls_f}`:",
-            after="Against the default: " + "; ".join(f"lambda {lam} {against(metric_of(cls_f, w), cl)}"
-                                                      for lam, w in runs.items())
+            after="Against the default: " + per_lambda(cls_f, runs, cl)
                   + f" (`ddn.cls`: {pair(metric_of('eval_cls.json', 'ddn.cls'))} in the second table). Guided by a "
                     "61.7% classifier whose trunk began as the bundled classifier's but was retrained on CamVid, the "
                     "denoiser still lifts the bundled classifier by most of what `ddn.cls` does: the gain carries over to another "
@@ -889,16 +891,14 @@ def reverse_trunk_sections() -> list[str]:
                         + f" (held-out slice, through the robust classifier: {held('v4r16robust50')}); `ddn eval seg "
                         f"../shared/data/camvid --sigma 30,60 {m_flags(d0, 'ddn.cls', *runs.values())} --json "
                         f"benchmarks/results/cascade/{rs}`:",
-            after="Against the default on CamVid: " + "; ".join(
-                f"lambda {lam} {against(metric_of(rs, w), here)}" for lam, w in runs.items())
+            after="Against the default on CamVid: " + per_lambda(rs, runs, here)
                   + f"; `ddn.cls` {against(metric_of(rs, 'ddn.cls'), here)}.")
         c3 = metric_of(rc, runs["0.003"])
         parts += json_section(
             rc, "The same denoisers on CIFAR-10, through the bundled classifier",
             lambda doc: f"`ddn eval cls ../shared/data/cifar10/train --sigma 30,60 "
                         f"{m_flags(d0, 'ddn.cls', *runs.values())} --json benchmarks/results/cascade/{rc}`:",
-            after="Against the default: " + "; ".join(f"lambda {lam} {against(metric_of(rc, w), cl)}"
-                                                      for lam, w in runs.items())
+            after="Against the default: " + per_lambda(rc, runs, cl)
                   + f"; `ddn.cls` {against(metric_of(rc, 'ddn.cls'), cl)}. "
                   + (f"Above the default on both tasks at both sigmas: lambda {', '.join(ok)} (a candidate)." if ok else
                      "No run is above the default on CamVid, so no candidate and nothing shipped. At lambda 0.003 "

@@ -18,13 +18,18 @@ def test_resnet9_shapes():
     assert m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_tiny_classifier_training_and_split(tmp_path):
+def fake_cifar(root, per_class: int) -> None:
+    """CIFAR-10's folder layout: per class, ``per_class`` 32 px JPEGs of a class-specific grey level."""
     rng = np.random.default_rng(0)
     for ci, name in enumerate(CIFAR10_CLASSES):
-        (tmp_path / name).mkdir()
-        for k in range(10):
+        (root / name).mkdir()
+        for k in range(per_class):
             a = np.full((32, 32, 3), ci * 25, np.uint8) + rng.integers(0, 10, (32, 32, 3), dtype=np.uint8)
-            Image.fromarray(a).save(tmp_path / name / f"{k:04d}.jpg")
+            Image.fromarray(a).save(root / name / f"{k:04d}.jpg")
+
+
+def test_tiny_classifier_training_and_split(tmp_path):
+    fake_cifar(tmp_path, 10)
     tx, ty, vx, vy = load_split(tmp_path, 0.2)
     assert len(tx) == 80 and len(vx) == 20 and set(vy.tolist()) == set(range(10))
     out = tmp_path / "c.safetensors"
@@ -56,12 +61,7 @@ def test_classifier_fine_tune_starts_from_init(tmp_path):
 
     from ddn_cli.errors import UsageError
 
-    rng = np.random.default_rng(0)
-    for ci, name in enumerate(CIFAR10_CLASSES):
-        (tmp_path / name).mkdir()
-        for k in range(5):
-            a = np.full((32, 32, 3), ci * 25, np.uint8) + rng.integers(0, 10, (32, 32, 3), dtype=np.uint8)
-            Image.fromarray(a).save(tmp_path / name / f"{k:04d}.jpg")
+    fake_cifar(tmp_path, 5)
     first = tmp_path / "first.safetensors"
     train_classifier(ClassifierConfig(data=str(tmp_path), out=str(first), epochs=2, batch_size=8, lr=0.05,
                                       precision="fp32", holdout=0.2))
