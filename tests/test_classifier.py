@@ -80,6 +80,8 @@ def test_classifier_fine_tune_starts_from_init(tmp_path):
                                       precision="fp32", holdout=0.2, seed=5))
     sd2, _ = load_weights(scratch)
     assert not all(torch.equal(sd0[k], sd2[k]) for k in convs)
+    with pytest.raises(UsageError, match="noise_max"):
+        ClassifierConfig(data=str(tmp_path), noise_max=-1.0)
     with pytest.raises(UsageError, match="resnet9"):
         train_classifier(ClassifierConfig(data=str(tmp_path), out=str(tmp_path / "x.safetensors"), epochs=1,
                                           batch_size=8, precision="fp32", holdout=0.2, init=str(first), width=16))

@@ -53,6 +53,10 @@ class ClassifierConfig:
     noise_max: float = 0.0  # 8-bit levels; 0 = clean training images
     init: str | None = None  # a resnet9 classifier (name or path) to fine-tune
 
+    def __post_init__(self) -> None:
+        if not self.noise_max >= 0:
+            raise UsageError(f"noise_max {self.noise_max}: must be >= 0 (8-bit levels)", "use e.g. 50, or 0 for none")
+
 
 def add_noise(x01: torch.Tensor, noise_max: float, gen: torch.Generator) -> torch.Tensor:
     """``x01`` (N, 3, H, W) in [0, 1] plus Gaussian noise of std U(0, noise_max)/255 per image,
