@@ -124,6 +124,13 @@ def test_eval_seg_and_cls_tables_json_plot(tmp_path, seg_net, default_weights):
     noisy_v, den_v = doc["variants"][1], doc["variants"][2]
     assert noisy_v["psnr"]["0"] is None and den_v["psnr"]["30"] > noisy_v["psnr"]["30"] + 3
     assert all(0 <= v["metric"][s] <= 1 for v in doc["variants"] for s in ("0", "30"))
+    # per-class IoU beside each mIoU: one value per class, whose mean over the classes present is the mIoU
+    assert doc["classes"] and all(len(v["per_class"][s]) == len(doc["classes"])
+                                  for v in doc["variants"] for s in ("0", "30"))
+    for v in doc["variants"]:
+        per = [x for x in v["per_class"]["30"] if x > 0]
+        assert v["metric"]["30"] >= (sum(per) / len(doc["classes"])) - 1e-9
+        assert v["metric"]["30"] <= max(per, default=0.0) + 1e-9
     assert Image.open(tmp_path / "s.png").size == (900, 560)
     cif = tiny_cifar(tmp_path / "cifar", 10)
     clf = tiny_classifier(tmp_path / "c.safetensors")
@@ -132,6 +139,7 @@ def test_eval_seg_and_cls_tables_json_plot(tmp_path, seg_net, default_weights):
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["images"] == 10 and doc["metric"] == "top-1"  # one held-out image per class
+    assert "classes" not in doc and all("per_class" not in v for v in doc["variants"])
 
 
 @pytest.mark.skipif("segmenter" not in bundled_manifest().defaults, reason="no bundled segmenter")

@@ -59,6 +59,7 @@ class Variant:
     metric: dict[str, float] = field(default_factory=dict)  # sigma -> mIoU / top-1
     psnr: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
+    per_class: dict[str, list[float]] = field(default_factory=dict)  # seg: sigma -> IoU of each class
 
 
 def _predict(net, batch_u8: np.ndarray, device, precision) -> np.ndarray:
@@ -69,14 +70,22 @@ def _predict(net, batch_u8: np.ndarray, device, precision) -> np.ndarray:
         return net(x).float().argmax(1).cpu().numpy()
 
 
-def _metric(data: TaskData, preds: np.ndarray) -> float:
+def _metric(data: TaskData, preds: np.ndarray) -> tuple[float, list[float] | None]:
+    """(top-1 or mIoU, the per-class IoU for segmentation / None)."""
     if data.kind == "cls":
-        return float((preds == data.labels).mean())
+        return float((preds == data.labels).mean()), None
     from ..training.camvid import confusion, miou
 
     conf = confusion(torch.from_numpy(preds.astype(np.int64)), torch.from_numpy(data.labels.astype(np.int64)),
                      len(data.classes))
-    return miou(conf)[0]
+    m, per, _ = miou(conf)
+    return m, per
+
+
+def _record(v: Variant, key: str, scored: tuple[float, list[float] | None]) -> None:
+    v.metric[key] = scored[0]
+    if scored[1] is not None:
+        v.per_class[key] = scored[1]
 
 
 def evaluate_task(data: TaskData, net, denoisers: list[tuple[str, str, object]], sigmas: list[float], *,
@@ -92,15 +101,15 @@ def evaluate_task(data: TaskData, net, denoisers: list[tuple[str, str, object]],
         return np.concatenate([_predict(net, images_u8[i:i + bs], device, precision) for i in range(0, n, bs)])
 
     clean = Variant("clean input", "clean")
-    m_clean = _metric(data, run_net(data.images))
+    scored_clean = _metric(data, run_net(data.images))
     noisy_v = Variant("noisy input", "noisy")
     dvs = [Variant(lbl, role) for lbl, role, _ in denoisers]
     for s in sigmas:
         key = f"{s:g}"
-        clean.metric[key] = m_clean
+        _record(clean, key, scored_clean)
         noisy = np.stack([make_noisy(im, s, nm, clip=clip) for im, nm in zip(data.images, data.names)])
         noisy_u8 = to_uint8(noisy)
-        noisy_v.metric[key] = _metric(data, run_net(noisy_u8))
+        _record(noisy_v, key, _metric(data, run_net(noisy_u8)))
         noisy_v.psnr[key] = float(np.mean([psnr(a, b) for a, b in zip(noisy_u8, data.images)])) if s > 0 else None
         for v, (_, _, den) in zip(dvs, denoisers):
             t0 = time.perf_counter()
@@ -109,7 +118,7 @@ def evaluate_task(data: TaskData, net, denoisers: list[tuple[str, str, object]],
                 outs.append(to_uint8(den(np.clip(noisy[i:i + bs], -1, 2), s)))
             out = np.concatenate(outs)
             v.seconds += time.perf_counter() - t0
-            v.metric[key] = _metric(data, run_net(out))
+            _record(v, key, _metric(data, run_net(out)))
             ps = [psnr(a, b) for a, b in zip(out, data.images)]
             finite = [p for p in ps if np.isfinite(p)]
             v.psnr[key] = float(np.mean(finite)) if finite else None
@@ -117,7 +126,9 @@ def evaluate_task(data: TaskData, net, denoisers: list[tuple[str, str, object]],
             "  ".join(f"{v.label} {v.metric[key]:.4f}" for v in dvs))
     return {"kind": data.kind, "images": n, "sigmas": [f"{s:g}" for s in sigmas], "clip": clip,
             "metric": "mIoU" if data.kind == "seg" else "top-1",
-            "variants": [v.__dict__ for v in [clean, noisy_v, *dvs]]}
+            **({"classes": list(data.classes)} if data.kind == "seg" else {}),
+            "variants": [{k: x for k, x in v.__dict__.items() if k != "per_class" or x}
+                         for v in [clean, noisy_v, *dvs]]}
 
 
 def plot_png(result: dict, title: str, size: tuple[int, int] = (900, 560)) -> bytes:
