@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,11 @@ def json_section(name: str, heading: str, intro, after: str = "") -> list[str]:
         return []
     doc = json.loads(f.read_text())
     return [f"## {heading}", "", intro(doc), "", table(doc), "", *([after, ""] if after else [])]
+
+
+def rehearsed(tag: str) -> bool:
+    """A sweep tag of a run with --rehearse (v4rehearse..., v4r0, v4r16..., v4r64)."""
+    return "rehearse" in tag or re.search(r"v4r\d", tag) is not None
 
 
 def have(*names: str) -> bool:
@@ -1355,7 +1361,7 @@ def main() -> None:
         if f.is_file():
             doc = json.loads(f.read_text())
             parts += [f"## Choosing lambda ({task})", "", f"`{doc['command']}`: {doc['steps']} steps each from "
-                      f"`ddn.color-sigma` {'v1' if task in ('cls', 'seg', 'seg_clean') else 'v3' if 'v3' in task else 'v4' if 'v4' in task else 'v2'}{' with rehearsal' if 'rehearse' in task or 'r0' in task else ''}, batch {doc['batch']}, lr {doc['lr']}; scored on {doc['held_out']} "
+                      f"`ddn.color-sigma` {'v1' if task in ('cls', 'seg', 'seg_clean') else 'v3' if 'v3' in task else 'v4' if 'v4' in task else 'v2'}{' with rehearsal' if rehearsed(task) else ''}, batch {doc['batch']}, lr {doc['lr']}; scored on {doc['held_out']} "
                       "(so the reported sets above are never used to choose).", "",
                       f"| lambda | PSNR sigma 30 | PSNR sigma 60 | {doc['metric']} sigma 30 | {doc['metric']} sigma 60 |",
                       "|---|---|---|---|---|"]
