@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ddn_cli.devices import Precision, resolve_precision
 from ddn_cli.models import ResNet9
 from ddn_cli.models.classifier import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
-from ddn_cli.training.classifier import augment, load_split
+from ddn_cli.training.classifier import accuracy, augment, load_split
 from ddn_cli.weightfile import load_weights, save_weights
 
 
@@ -104,9 +104,8 @@ def main() -> None:
     net.net[-1].weight.data.copy_(head.weight.data)
     net = net.to(memory_format=torch.contiguous_format)
     # the saved classifier, measured end to end as ``ddn`` runs it (fp32, flip TTA)
-    with torch.no_grad():
-        acc = sum(int((net(x_va[i:i + 1000].float() / 255).argmax(1) == y_va[i:i + 1000]).sum())
-                  for i in range(0, len(x_va), 1000)) / len(x_va)
+    cpu = torch.device("cpu")
+    acc = accuracy(net, x_va, y_va, resolve_precision("fp32", cpu), cpu)
     meta = {
         "task": "classifier", "arch": "resnet9", "config": {"width": width, "num_classes": 10, "tta_flip": True},
         "classes": list(CIFAR10_CLASSES), "input_size": [32, 32],

@@ -187,9 +187,8 @@ def test_onednn_fused_form_is_the_same_function():
     """ReLUs and residual adds fused into the oneDNN convolutions: in fp32 the same output as
     the plain inference form (random BatchNorm statistics, odd and tiny sizes), in bf16 close
     to fp32; the input is never written to, and repeated calls agree."""
-    from ddn_cli.models import onednn
     from ddn_cli.models.fast import FastDenoiser
-    from ddn_cli.models.onednn import FusedBottleneck, onednn_form
+    from ddn_cli.models.onednn import FusedBottleneck, available, onednn_form
 
     torch.manual_seed(3)
     m = build_denoiser().eval()
@@ -199,8 +198,7 @@ def test_onednn_fused_form_is_the_same_function():
     assert isinstance(fused.res3, FusedBottleneck) and not isinstance(plain.res3, FusedBottleneck)
     # oneDNN runs bf16 only on CPUs with AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; elsewhere the
     # descriptor keeps the plain form in bf16 (test below), so only fp32 is checked there
-    bf16 = onednn.available(torch.bfloat16)
-    fused_bf16 = onednn_form(FastDenoiser(m).eval(), torch.bfloat16) if bf16 else None
+    fused_bf16 = onednn_form(FastDenoiser(m).eval(), torch.bfloat16) if available(torch.bfloat16) else None
     with torch.inference_mode():
         for h, w in ((16, 16), (29, 31), (64, 48), (131, 97)):
             x = torch.rand(1, 3, h, w).contiguous(memory_format=torch.channels_last)

@@ -58,6 +58,19 @@ class ClassifierConfig:
             raise UsageError(f"noise_max {self.noise_max}: must be >= 0 (8-bit levels)", "use e.g. 50, or 0 for none")
 
 
+def load_resnet9_weights(spec: str, role: str) -> tuple[dict, int]:
+    """(state dict, width) of a resnet9 classifier weight file (name or path), for the training
+    that starts from it; ``role`` names the setting that chose it, for the error's fix."""
+    from ..registry import resolve_weights
+    from ..weightfile import load_weights
+
+    sd, meta = load_weights(resolve_weights(spec, "classifier"))
+    if meta.get("arch") != "resnet9":
+        raise UsageError(f"{spec}: not a resnet9 classifier (arch {meta.get('arch')!r})",
+                         f"pass a resnet9 classifier weight file as {role}")
+    return sd, int(meta.get("config", {}).get("width", 32))
+
+
 def add_noise(x01: torch.Tensor, noise_max: float, gen: torch.Generator) -> torch.Tensor:
     """``x01`` (N, 3, H, W) in [0, 1] plus Gaussian noise of std U(0, noise_max)/255 per image,
     clipped to [0, 1]; drawn from ``gen`` (a resumed run draws alike)."""
@@ -126,13 +139,10 @@ def train_classifier(cfg: ClassifierConfig, on_event: Callable[[dict], None] | N
     emit({"event": "data", "train": len(x_tr), "val": len(x_va), "precision": precision.name})
     model = ResNet9(cfg.width)
     if cfg.init:
-        from ..registry import resolve_weights
-        from ..weightfile import load_weights
-
-        sd, meta = load_weights(resolve_weights(cfg.init, "classifier"))
-        if meta.get("arch") != "resnet9" or int(meta.get("config", {}).get("width", 32)) != cfg.width:
-            raise UsageError(f"{cfg.init}: not a width-{cfg.width} resnet9 classifier",
-                             "pass a resnet9 classifier weight file of the same width as init")
+        sd, width = load_resnet9_weights(cfg.init, "init")
+        if width != cfg.width:
+            raise UsageError(f"{cfg.init}: a width-{width} resnet9 classifier, not width {cfg.width}",
+                             "pass a classifier of the configured width as init, or set width to match")
         model.load_state_dict(sd)
     model = model.to(device).to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -217,4 +227,4 @@ def train_classifier(cfg: ClassifierConfig, on_event: Callable[[dict], None] | N
     return res
 
 
-__all__ = ["ClassifierConfig", "accuracy", "add_noise", "augment", "load_split", "math", "train_classifier"]
+__all__ = ["ClassifierConfig", "accuracy", "add_noise", "augment", "load_resnet9_weights", "load_split", "math", "train_classifier"]

@@ -81,14 +81,9 @@ def build_segmenter(cfg: SegmenterConfig, num_classes: int) -> tuple[torch.nn.Mo
     if cfg.arch == "resunet_s":
         return ResUNetS(cfg.width, num_classes), {"width": cfg.width, "num_classes": num_classes}, \
             {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "inside_model": True}
-    from ..registry import resolve_weights
-    from ..weightfile import load_weights
+    from .classifier import load_resnet9_weights
 
-    sd, meta = load_weights(resolve_weights(cfg.backbone, "classifier"))
-    if meta.get("arch") != "resnet9":
-        raise UsageError(f"{cfg.backbone}: not a resnet9 classifier (arch {meta.get('arch')!r})",
-                         "pass a resnet9 classifier weight file as backbone")
-    width = int(meta.get("config", {}).get("width", 32))
+    sd, width = load_resnet9_weights(cfg.backbone, "backbone")
     model = ResNet9UNet(width, num_classes, cfg.frozen_trunk)
     model.load_trunk(sd)
     return model, {"width": width, "num_classes": num_classes, "frozen_trunk": cfg.frozen_trunk}, \
