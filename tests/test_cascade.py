@@ -682,3 +682,53 @@ def test_segmenter_config_refuses_a_missing_or_misplaced_backbone(tmp_path):
         SegmenterConfig(data=str(tmp_path), backbone="resnet9.cifar10")
     with pytest.raises(UsageError, match="unknown segmenter arch"):
         SegmenterConfig(data=str(tmp_path), arch="unet")
+
+
+def test_task_scale_upscales_the_training_images_and_downscales_the_denoised_ones_for_the_classifier(tmp_path):
+    """--task-scale S (cls): the bank's 32 px images reach the denoiser S times larger (bicubic,
+    8-bit), the classifier sees the denoised output area-downscaled back to 32 px, and the task
+    loss's gradient reaches the denoiser equal over each S x S block; validation stays at 32 px."""
+    from ddn_cli.devices import resolve_precision
+    from ddn_cli.training.cascade import Cascade, upscale_u8
+
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    c = build_cascade("cls", str(data), str(net), 1.0, torch.device("cpu"), val_count=4, scale=3)
+    x, y = c.sample(4, torch.Generator().manual_seed(0))
+    plain = build_cascade("cls", str(data), str(net), 1.0, torch.device("cpu"), val_count=4)
+    x1, y1 = plain.sample(4, torch.Generator().manual_seed(0))
+    assert x.dtype == torch.uint8 and x.shape == (4, 3, 96, 96) and torch.equal(y, y1)
+    assert torch.equal(x, upscale_u8(x1, 3)) and torch.equal(upscale_u8(x1, 1), x1)
+    # bicubic up, area down: close to the original, not a different picture
+    back = torch.nn.functional.avg_pool2d(x.float(), 3)
+    assert (back - x1.float()).abs().mean() < 2.0
+    assert c.val_x.shape[-1] == 32
+
+    class Spy(torch.nn.Module):
+        def forward(self, t):
+            self.seen = t.detach().clone()
+            return t.mean((2, 3))[:, :2] * 10 + t[:, :1, :2, :2].flatten(1)[:, :2]
+
+    cpu, spy = torch.device("cpu"), Spy()
+    prec = resolve_precision("fp32", cpu, training=True)
+    den = torch.rand(2, 3, 12, 12, requires_grad=True)
+    sc = Cascade("cls", spy, {}, "spy", None, None, None, 1.0, "", scale=3)
+    loss = sc.task_loss(den, torch.zeros(2, dtype=torch.long), prec, cpu)
+    assert spy.seen.shape == (2, 3, 4, 4)
+    assert torch.allclose(spy.seen, torch.nn.functional.avg_pool2d(den.detach(), 3))
+    (g,) = torch.autograd.grad(loss, den)
+    blocks = g.unfold(2, 3, 3).unfold(3, 3, 3)  # (N, C, 4, 4, 3, 3): one value per block
+    assert g.abs().sum() > 0 and torch.allclose(blocks, blocks[..., :1, :1].expand_as(blocks))
+
+    res = run_cascade("cls", data, net, tmp_path / "s.safetensors", steps=2, task_scale=2)
+    assert res["steps_done"] == 2
+    assert load_checkpoint(tmp_path / "s.ckpt")["config"]["task_scale"] == 2
+    with pytest.raises(UsageError, match="cls only"):
+        TrainConfig(task="seg", data=("d",), task_scale=2)
+    with pytest.raises(UsageError, match="1 to 8"):
+        TrainConfig(task="cls", data=("d",), task_scale=0)
+    out = tmp_path / "cli.safetensors"
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out", str(out),
+                            "--steps", "1", "--batch-size", "2", "--warmup", "1", "--val-every", "1", "--precision",
+                            "fp32", "--device", "cpu", "--quiet", "--task-scale", "2"])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["task_scale"] == 2

@@ -103,12 +103,14 @@ class Cascade:
     grad_blur: float = 0.0  # > 0: the task loss's gradient reaches the denoiser blurred (Gaussian, px)
     grad_highpass: float = 0.0  # > 0: ... minus its blur by this Gaussian (px): no coarse push
     noise: float = 0.0  # > 0: the network sees the denoised batch + fresh N(0, noise/255) (smoothed loss)
+    scale: int = 1  # cls, > 1: the images are upscaled this much for the denoiser, its output area-downscaled back
 
     def __len__(self) -> int:
         return len(self.bank)
 
     def sample(self, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.bank.sample(batch, gen)
+        x, y = self.bank.sample(batch, gen)
+        return upscale_u8(x, self.scale), y
 
     def jitter(self, gen: torch.Generator, *maps: torch.Tensor | None) -> list[torch.Tensor | None]:
         """The same random geometry on each of ``maps`` (images (N, C, H, W) or label maps
@@ -133,6 +135,9 @@ class Cascade:
 
     def task_loss(self, denoised: torch.Tensor, labels: torch.Tensor, precision, device,
                   clean: torch.Tensor | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+        if self.scale > 1:  # back to the network's own input size (the mean of each scale x scale block)
+            denoised = F.avg_pool2d(denoised, self.scale)
+            clean = None if clean is None else F.avg_pool2d(clean, self.scale)
         if self.grad_blur > 0 or self.grad_highpass > 0:
             denoised = filter_gradient(denoised, self.grad_blur, self.grad_highpass)
         if self.augment:
@@ -220,6 +225,15 @@ class Cascade:
         return after
 
 
+def upscale_u8(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """uint8 images (N, C, H, W) upscaled ``scale`` times (bicubic, rounded back to 8 bits);
+    ``x`` itself when ``scale`` is 1."""
+    if scale == 1:
+        return x
+    up = F.interpolate(x.float(), scale_factor=scale, mode="bicubic", align_corners=False)
+    return up.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def gaussian_blur(x: torch.Tensor, std: float) -> torch.Tensor:
     """Separable Gaussian blur of (N, C, H, W) with standard deviation ``std`` px (kernel
     radius ceil(3 std), reflect padding; replicate where the image is too small to reflect)."""
@@ -249,11 +263,13 @@ def filter_gradient(x: torch.Tensor, blur: float = 0.0, highpass: float = 0.0) -
 def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None, device: torch.device,
                   *, crop: int = 192, val_count: int = 0, target: str = "labels",
                   subset: tuple[str, ...] = (), augment: bool = False, class_weighted: bool = True,
-                  grad_blur: float = 0.0, grad_highpass: float = 0.0, noise: float = 0.0) -> Cascade:
+                  grad_blur: float = 0.0, grad_highpass: float = 0.0, noise: float = 0.0, scale: int = 1) -> Cascade:
     """Load the frozen task network and the task's data. ``data``: the CamVid folder
     (seg) or CIFAR-10 class folders (cls). ``crop`` is the segmentation crop height
     (width = 4/3 of it). ``subset``: CamVid sequence ids to draw the training images from
-    (e.g. the ones the task network was *not* trained on). ``class_weighted`` (seg): the label
+    (e.g. the ones the task network was *not* trained on). ``scale`` (cls): train on the images
+    upscaled this much, the denoised output area-downscaled back for the classifier; validation
+    stays at the images' own size. ``class_weighted`` (seg): the label
     cross entropy with the class weights the segmenter was trained with (rare classes count
     2-10x), else the plain per-pixel mean."""
     from ..registry import resolve_weights
@@ -296,5 +312,7 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
                          "the high-pass removes what a wider Gaussian keeps")
     if not noise >= 0:
         raise UsageError(f"--task-noise {noise}: must be >= 0 (0 = off)")
+    if scale != 1 and (kind != "cls" or not 1 <= scale <= 8):
+        raise UsageError(f"--task-scale {scale}: an integer from 1 to 8, for --task cls only")
     return Cascade(kind, net, meta, str(path), bank, val_x, val_y, float(lam), state_hash(net), cw, target, augment,
-                   float(grad_blur), float(grad_highpass), float(noise))
+                   float(grad_blur), float(grad_highpass), float(noise), int(scale))

@@ -70,6 +70,11 @@ class TrainConfig:
     # denoised batch before the task network, so the task loss is that of the network smoothed
     # over the noise: its gradient loses the network-specific, pixel-exact directions
     task_noise: float = 0.0
+    # cls cascade: > 1 upscales each CIFAR-10 image by this integer factor (bicubic) before the
+    # noise, the denoiser sees it at that size and its output is area-downscaled back before the
+    # classifier: the classifier's guidance reaches the denoiser at the scale of objects in photos
+    # (tens of px), never on single pixels. 1 = the images as they are (the paper)
+    task_scale: int = 1
     # fine-tuning: only these top-level layers of the denoiser learn (names as in its state_dict,
     # e.g. down2,res2,up1); the others keep their initial weights. Empty = all layers learn
     train_only: tuple[str, ...] = ()
@@ -129,6 +134,10 @@ class TrainConfig:
             raise UsageError(f"--task-noise {self.task_noise}: must be >= 0 (0 = off)")
         if self.task_noise > 0 and self.task == "denoise":
             raise UsageError("--task-noise applies to the cascade tasks (seg, cls) only", "drop --task-noise")
+        if self.task_scale < 1 or self.task_scale > 8:
+            raise UsageError(f"--task-scale {self.task_scale}: must be an integer from 1 to 8 (1 = off)")
+        if self.task_scale != 1 and self.task != "cls":
+            raise UsageError("--task-scale applies to --task cls only", "drop --task-scale")
         if self.task_augment and self.task != "seg":
             raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
         if not self.task_class_weights and self.task != "seg":

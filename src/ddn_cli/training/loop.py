@@ -154,7 +154,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
             "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "task_augment", "task_class_weights", "subset", "freeze_bn",
-            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "train_only", "distill")}, "resume": True})
+            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "task_scale", "train_only", "distill")}, "resume": True})
 
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
@@ -187,7 +187,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         cascade = build_cascade(cfg.task, cfg.data[0], cfg.task_net, cfg.lam, device, crop=cfg.patch,
                                 target=cfg.task_target, subset=cfg.subset, augment=cfg.task_augment,
                                 class_weighted=cfg.task_class_weights, grad_blur=cfg.task_grad_blur,
-                                grad_highpass=cfg.task_grad_highpass, noise=cfg.task_noise)
+                                grad_highpass=cfg.task_grad_highpass, noise=cfg.task_noise,
+                                scale=cfg.task_scale)
         bank = cascade
         if cfg.lam is None or cfg.task_net is None:
             # record what the defaults resolved to, so that a --resume after a release changes
