@@ -128,6 +128,16 @@ def psnr_of(name: str, label: str) -> dict[str, float]:
     return dict(_variant(name, label)["psnr"])
 
 
+def per_class_delta(name: str, label: str, classes: tuple[str, ...], ref: str = "ddn.color-sigma") -> str:
+    """'Class +d30 / +d60; ...': the IoU of row ``label`` minus row ``ref``'s, per named class, in
+    result file ``name`` (from ``ddn eval seg --json``'s per-class IoU)."""
+    doc = json.loads((RES / name).read_text())
+    rows, names = {v["label"]: v for v in doc["variants"]}, doc["classes"]
+    return "; ".join(
+        f"{c} {delta({s: 100 * (rows[label]['per_class'][s][names.index(c)] - rows[ref]['per_class'][s][names.index(c)]) for s in ('30', '60')}, {'30': 0.0, '60': 0.0})}"
+        for c in classes)
+
+
 def spectrum_rows(name: str, *models: str) -> dict[str, dict] | None:
     """The rows of an ``error_spectrum.py`` JSON by model; None if the file is absent."""
     f = RES / name
@@ -954,12 +964,7 @@ def per_class_section() -> list[str]:
     if have(r64, "sweep_cls_v4r64.json"):
         w = "runs/sweep/cls_lambda0.003_v4r64.safetensors"
         row = json.loads((RES / "sweep_cls_v4r64.json").read_text())["rows"][0]
-        rr = {v["label"]: v for v in json.loads((RES / r64).read_text())["variants"]}
-        names = json.loads((RES / r64).read_text())["classes"]
-        tex = ("Building", "Fence", "Tree")
-        per = lambda lbl: "; ".join(
-            f"{c} {delta({s: 100 * (rr[lbl]['per_class'][s][names.index(c)] - rr[d0]['per_class'][s][names.index(c)]) for s in ('30', '60')}, {'30': 0.0, '60': 0.0})}"
-            for c in tex)
+        per = lambda lbl: per_class_delta(r64, lbl, ("Building", "Fence", "Tree"))
         here = metric_of(r64, d0)
         out += json_section(
             r64, "Four times the rehearsal (cls -> seg)",
@@ -992,15 +997,7 @@ def task_scale_sections() -> list[str]:
     ho = lambda r: (f"{100 * r['metric']['30.0']:.1f} / {100 * r['metric']['60.0']:.1f} top-1, "
                     f"{r['psnr']['30.0']:.2f} / {r['psnr']['60.0']:.2f} dB")
     models = (d0, "ddn.cls", *SCALE_RUNS.values())
-    seg_doc = json.loads((RES / seg_f).read_text())
-    rows = {v["label"]: v for v in seg_doc["variants"]}
-    names = seg_doc["classes"]
-
-    def per(lbl: str, classes: tuple[str, ...]) -> str:
-        return "; ".join(
-            f"{c} {delta({s: 100 * (rows[lbl]['per_class'][s][names.index(c)] - rows[d0]['per_class'][s][names.index(c)]) for s in ('30', '60')}, {'30': 0.0, '60': 0.0})}"
-            for c in classes)
-
+    per = lambda lbl, classes: per_class_delta(seg_f, lbl, classes)
     tex, obj = ("Building", "Fence", "Tree"), ("Car", "Pedestrian", "Bicyclist")
     seg_here, cls_here = metric_of(seg_f, d0), metric_of(cls_f, d0)
     for s, w in SCALE_RUNS.items():  # the verdict below was written for these figures
