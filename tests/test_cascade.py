@@ -732,3 +732,96 @@ def test_task_scale_upscales_the_training_images_and_downscales_the_denoised_one
                             "fp32", "--device", "cpu", "--quiet", "--task-scale", "2"])
     assert r.exit_code == 0, r.output
     assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["task_scale"] == 2
+
+
+def test_pcgrad_combine_removes_only_the_conflicting_component():
+    """PCGrad for one protected loss: where the task gradient points against the reference, the
+    result minus the reference is orthogonal to it (over all parameters, including one the task
+    loss does not reach); where it does not, the plain sum."""
+    from ddn_cli.training.losses import pcgrad_combine
+
+    g = torch.Generator().manual_seed(0)
+    ref = [torch.randn(5, 3, generator=g), torch.randn(4, generator=g), None]
+    task = [-2 * ref[0] + torch.randn(5, 3, generator=g), None, torch.randn(2, generator=g)]
+    out, conflict = pcgrad_combine(task, ref)
+    assert conflict
+    dot = sum(((o - (r if r is not None else 0)) * r).sum() for o, r in zip(out, ref) if r is not None)
+    assert abs(float(dot)) < 1e-4
+    assert torch.equal(out[2], task[2])  # no reference there: the task gradient as it is
+    assert not torch.allclose(out[0], task[0] + ref[0]) and not torch.equal(out[1], ref[1])
+    agree = [2 * ref[0], None, None]
+    out2, conflict2 = pcgrad_combine(agree, ref)
+    assert not conflict2 and torch.equal(out2[0], agree[0] + ref[0]) and torch.equal(out2[1], ref[1]) and out2[2] is None
+
+
+def test_task_pcgrad_steps_with_the_projected_gradient(tmp_path, monkeypatch):
+    """The loop hands the task loss's and the reconstruction loss's gradients to pcgrad_combine
+    separately and steps with exactly what it returns (no gradient clipping here)."""
+    import ddn_cli.training.loop as loop_mod
+
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    calls, stepped = [], []
+    real = loop_mod.pcgrad_combine
+
+    def spy(task, ref):
+        out, conflict = real(task, ref)
+        calls.append((task, ref, out, conflict))
+        return out, conflict
+
+    real_step = torch.optim.AdamW.step
+
+    def step_spy(self, *a, **k):
+        stepped.append([p.grad.clone() for g in self.param_groups for p in g["params"] if p.grad is not None])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(loop_mod, "pcgrad_combine", spy)
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_spy)
+    run_cascade("cls", data, net, tmp_path / "c.safetensors", steps=2, val_every=2, lam=5.0, grad_clip=0.0,
+                task_pcgrad=True, rehearse=(str(data),), rehearse_batch=2, rehearse_patch=32)
+    assert len(calls) == 2 and len(stepped) == 2
+    for (task, ref, out, _), grads in zip(calls, stepped):
+        expect = [o for o in out if o is not None]
+        assert len(expect) == len(grads) and all(torch.equal(x, y) for x, y in zip(expect, grads))
+        # two different losses' gradients, not one split twice
+        assert not all(torch.allclose(t, r) for t, r in zip(task, ref) if t is not None and r is not None)
+
+
+def test_task_pcgrad_changes_only_steps_whose_gradients_conflict(tmp_path):
+    """--task-pcgrad: without a task loss (lambda 0) the run is bit-identical to the plain one;
+    with one, the run reports how many steps conflicted and, when some did, ends with other
+    weights than the plain run; the frozen network is untouched; the option survives a resume."""
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    kw = {"steps": 3, "val_every": 3, "lam": 5.0}
+    plain0 = run_cascade("cls", data, net, tmp_path / "p0.safetensors", **{**kw, "lam": 0.0})
+    pc0 = run_cascade("cls", data, net, tmp_path / "c0.safetensors", task_pcgrad=True, **{**kw, "lam": 0.0})
+    assert plain0["steps_done"] == pc0["steps_done"] == 3
+    a0, _ = load_weights(tmp_path / "p0.safetensors")
+    b0, _ = load_weights(tmp_path / "c0.safetensors")
+    assert all(torch.equal(a0[k], b0[k]) for k in a0)
+
+    events = []
+    run_cascade("cls", data, net, tmp_path / "p.safetensors", **kw)
+    res = train_denoiser(TrainConfig(task="cls", data=(str(data),), out=str(tmp_path / "c.safetensors"), batch_size=2,
+                                     patch=32, warmup=1, precision="fp32", device="cpu", ema=0.0, ckpt_minutes=0.0,
+                                     loss="mse", val_sigmas=(30.0,), init="ddn.color-sigma", task_net=str(net),
+                                     lr=1e-3, task_pcgrad=True, **kw), events.append)
+    assert res["task_net_sha_before"] == res["task_net_sha_after"]
+    conflicts = sum(e.get("pcgrad_conflicts", 0) for e in events if e["event"] == "step")
+    assert any("pcgrad_conflicts" in e for e in events if e["event"] == "step")
+    a, _ = load_weights(tmp_path / "p.safetensors")
+    b, _ = load_weights(tmp_path / "c.safetensors")
+    assert conflicts > 0  # this setting (a strong task loss, a stranger's images) does conflict
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    ck = load_checkpoint(tmp_path / "c.ckpt")
+    assert ck["config"]["task_pcgrad"] is True
+    again = train_denoiser(TrainConfig(task="cls", data=(str(data),), out=str(tmp_path / "c.safetensors"), resume=True))
+    assert again["steps_done"] == 3 and load_checkpoint(tmp_path / "c.ckpt")["config"]["task_pcgrad"] is True
+
+    with pytest.raises(UsageError, match="cascade tasks"):
+        TrainConfig(task="denoise", data=("d",), task_pcgrad=True)
+    out = tmp_path / "cli.safetensors"
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out", str(out),
+                            "--steps", "1", "--batch-size", "2", "--warmup", "1", "--val-every", "1", "--precision",
+                            "fp32", "--device", "cpu", "--quiet", "--task-pcgrad"])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["task_pcgrad"] is True

@@ -54,6 +54,10 @@ def train(
                                                            "before the noise and area-downscale the denoised one back "
                                                            "for the classifier, so its guidance acts at the scale of "
                                                            "objects in photos; 1 = off (the paper).")] = 1,
+    task_pcgrad: Annotated[bool, typer.Option("--task-pcgrad", help="Cascade: where the task loss's gradient "
+                                                                  "points against the reconstruction loss's (task images "
+                                                                  "and rehearsal photos), remove that component (PCGrad), "
+                                                                  "so no step trades reconstruction for the task.")] = False,
     train_only: Annotated[str | None, typer.Option(help="Fine-tuning: only these layers of the denoiser learn, comma-separated "
                                                         "(head, down1, res1, down2, res2, up1, fuse1, res3, up2, tail); the "
                                                         "others keep --init's weights. Default: all learn.")] = None,
@@ -104,7 +108,7 @@ def train(
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
         if task_class_weights is None:  # seg: the plain cross entropy by default (the shipped ddn.seg's)
             task_class_weights = task != "seg"
-        cfg = TrainConfig(distill=distill, task_noise=task_noise, task_scale=task_scale, train_only=tuple(v.strip() for v in train_only.split(",")) if train_only else (),
+        cfg = TrainConfig(distill=distill, task_pcgrad=task_pcgrad, task_noise=task_noise, task_scale=task_scale, train_only=tuple(v.strip() for v in train_only.split(",")) if train_only else (),
                           task_grad_highpass=task_grad_highpass, task_grad_blur=task_grad_blur, task_rec_weight=task_rec_weight, rehearse=tuple(rehearse), rehearse_batch=rehearse_batch, rehearse_patch=rehearse_patch, lam=lam, task_net=task_net, task_target=task_target, task_augment=task_augment, task_class_weights=task_class_weights, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,

@@ -75,6 +75,11 @@ class TrainConfig:
     # classifier: the classifier's guidance reaches the denoiser at the scale of objects in photos
     # (tens of px), never on single pixels. 1 = the images as they are (the paper)
     task_scale: int = 1
+    # cascade tasks: where the task loss's gradient (lambda * L_task) points against
+    # the reconstruction loss's (L_rec on the task images and the rehearsal photos), remove that
+    # component before the step (PCGrad, Yu et al., NeurIPS 2020), so that no step trades the
+    # denoiser's reconstruction for the task to first order. Single process only
+    task_pcgrad: bool = False
     # fine-tuning: only these top-level layers of the denoiser learn (names as in its state_dict,
     # e.g. down2,res2,up1); the others keep their initial weights. Empty = all layers learn
     train_only: tuple[str, ...] = ()
@@ -138,6 +143,8 @@ class TrainConfig:
             raise UsageError(f"--task-scale {self.task_scale}: must be an integer from 1 to 8 (1 = off)")
         if self.task_scale != 1 and self.task != "cls":
             raise UsageError("--task-scale applies to --task cls only", "drop --task-scale")
+        if self.task_pcgrad and self.task == "denoise":
+            raise UsageError("--task-pcgrad applies to the cascade tasks (seg, cls) only", "drop --task-pcgrad")
         if self.task_augment and self.task != "seg":
             raise UsageError("--task-augment applies to --task seg only", "drop --task-augment")
         if not self.task_class_weights and self.task != "seg":

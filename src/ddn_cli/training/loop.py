@@ -26,7 +26,7 @@ from ..weightfile import load_weights, save_weights
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import ImageBank, list_training_images, make_noisy, parse_sigma
-from .losses import reconstruction_loss
+from .losses import pcgrad_combine, reconstruction_loss
 from .schedule import lr_at
 
 Event = Callable[[dict], None]
@@ -154,8 +154,11 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
             "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "task_augment", "task_class_weights", "subset", "freeze_bn",
-            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "task_scale", "train_only", "distill")}, "resume": True})
+            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "task_scale", "task_pcgrad", "train_only", "distill")}, "resume": True})
 
+    if distributed and cfg.task_pcgrad:
+        raise UsageError("--task-pcgrad runs in one process (it takes the two gradients apart before DDP could average them)",
+                         "train without torchrun, or drop --task-pcgrad")
     torch.manual_seed(cfg.seed)
     model_cfg = {"noise_level": cfg.noise_level}
     if state is not None and "model_config" in state:
@@ -271,6 +274,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             t = target(noisy, s) if target.config.noise_level else target(noisy)
         return out, t.float()
 
+    pcgrad_conflicts = [0]  # --task-pcgrad: steps whose two gradients conflicted since the last report
+
     def one_step(m: torch.nn.Module, optim, g_cpu, g_dev, lr: float) -> float:
         for group in optim.param_groups:
             group["lr"] = lr
@@ -286,13 +291,26 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         loss = reconstruction_loss(cfg.loss, pred.float(), target)
         if cascade is not None and cfg.task_rec_weight != 1.0:
             loss = loss * cfg.task_rec_weight
+        task = None
         if cascade is not None and cascade.lam > 0:
-            loss = loss + cascade.lam * cascade.task_loss(pred.float(), labels, precision, device, clean, gen=g_cpu)
+            task = cascade.lam * cascade.task_loss(pred.float(), labels, precision, device, clean, gen=g_cpu)
         if rehearsal is not None:  # L_rec also on photos of the denoiser's own domain
             rc = rehearsal.sample(cfg.rehearse_batch, g_cpu).to(torch.float32).div_(255.0)
             loss = loss + reconstruction_loss(cfg.loss, denoise_noisy(m, rc, g_cpu, g_dev).float(), rc)
         optim.zero_grad(set_to_none=True)
-        loss.backward()
+        if task is not None and cfg.task_pcgrad:  # the task loss may not work against reconstruction
+            params = [p for p in m.parameters() if p.requires_grad]
+            g_task = torch.autograd.grad(task, params, retain_graph=True, allow_unused=True)
+            g_rec = torch.autograd.grad(loss, params, allow_unused=True)
+            grads, conflict = pcgrad_combine(list(g_task), list(g_rec))
+            pcgrad_conflicts[0] += int(conflict)
+            for p, g in zip(params, grads):
+                p.grad = g
+            loss = loss.detach() + task.detach()
+        else:
+            if task is not None:
+                loss = loss + task
+            loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
         optim.step()
@@ -386,8 +404,12 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             loss_v = float(loss_acc) / max(1, loss_n)
             loss_acc.zero_()
             loss_n = 0
+            extra = {}
+            if cfg.task_pcgrad:
+                extra["pcgrad_conflicts"] = pcgrad_conflicts[0]
+                pcgrad_conflicts[0] = 0
             emit({"event": "step", "step": step, "total": total, "loss": loss_v, "lr": lr,
-                  "patches_per_s": rate * cfg.batch_size * world, "eta_s": (total - step) / max(rate, 1e-9)})
+                  "patches_per_s": rate * cfg.batch_size * world, "eta_s": (total - step) / max(rate, 1e-9), **extra})
         if rank == 0 and (val_images or cascade is not None) and (step % cfg.val_every == 0 or last):
             rec = {"step": step}
             history.append(rec)
