@@ -112,7 +112,11 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
     emit({"event": "data", "train": len(x_tr), "val": len(x_va), "precision": precision.name,
           "class_weights": [round(float(v), 3) for v in cw]})
     model, arch_cfg, norm = build_segmenter(cfg, nc)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    # torch 2.14.1's oneDNN kernels for AVX2-only CPUs corrupt the heap (abort, segfault or hang) when
+    # they compute the weight gradient of a 1x1 stride-2 convolution with fewer than 8 input channels in
+    # channels_last, as in a test-size ResUNet-S's first downsampling block: such narrow models train in NCHW
+    cl = arch_cfg["width"] >= 8
+    model = model.to(device).to(memory_format=torch.channels_last if cl else torch.contiguous_format)
     trainable = [p for p in model.parameters() if p.requires_grad]
     trunk_ids = {id(p) for p in model.trunk.parameters()} if cfg.arch == "resnet9_unet" else set()
     groups = []
@@ -155,7 +159,7 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
     model.train()
     while step < cfg.steps:
         xb, yb = bank.sample(cfg.batch_size, gen)
-        xb = xb.float().div_(255).to(device).contiguous(memory_format=torch.channels_last)
+        xb = xb.float().div_(255).to(device).contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
         yb = yb.to(device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step) * g.get("lr_scale", 1.0)  # checkpoints before trunk_lr_scale have none
