@@ -57,7 +57,7 @@ def train(
     task_pcgrad: Annotated[bool, typer.Option("--task-pcgrad", help="Cascade: where the task loss's gradient "
                                                                   "points against the reconstruction loss's (task images "
                                                                   "and rehearsal photos), remove that component (PCGrad), "
-                                                                  "so no step trades reconstruction for the task.")] = False,
+                                                                  "so the optimiser gets no gradient against reconstruction.")] = False,
     train_only: Annotated[str | None, typer.Option(help="Fine-tuning: only these layers of the denoiser learn, comma-separated "
                                                         "(head, down1, res1, down2, res2, up1, fuse1, res3, up2, tail); the "
                                                         "others keep --init's weights. Default: all learn.")] = None,

@@ -77,8 +77,9 @@ class TrainConfig:
     task_scale: int = 1
     # cascade tasks: where the task loss's gradient (lambda * L_task) points against
     # the reconstruction loss's (L_rec on the task images and the rehearsal photos), remove that
-    # component before the step (PCGrad, Yu et al., NeurIPS 2020), so that no step trades the
-    # denoiser's reconstruction for the task to first order. Single process only
+    # component before the step (PCGrad, Yu et al., NeurIPS 2020), so that the gradient handed to the
+    # optimiser has no part against reconstruction (AdamW's per-parameter scaling and momentum still
+    # shape the step itself). Single process only
     task_pcgrad: bool = False
     # fine-tuning: only these top-level layers of the denoiser learn (names as in its state_dict,
     # e.g. down2,res2,up1); the others keep their initial weights. Empty = all layers learn

@@ -342,6 +342,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             dist.broadcast(t, 0)
             total = int(t.item())
         emit({"event": "calibrated", "steps_per_s": rate, "total": total, "val_reserve": n_val})
+        pcgrad_conflicts[0] = 0  # the probe's steps are not the run's
 
     def cascade_info() -> dict:
         if cascade is None:
