@@ -95,6 +95,18 @@ def m_flags(*models: str) -> str:
     return " ".join(f"-m {x}" for x in models)
 
 
+def held_out(row: dict) -> str:
+    """'a / b top-1, c / d dB': a cls sweep row's score on the cascade's held-out slice at sigma 30 / 60."""
+    return (f"{100 * row['metric']['30.0']:.1f} / {100 * row['metric']['60.0']:.1f} top-1, "
+            f"{row['psnr']['30.0']:.2f} / {row['psnr']['60.0']:.2f} dB")
+
+
+def eval_cmd(task: str, name: str, *models: str) -> str:
+    """The `ddn eval cls|seg ... --sigma 30,60 -m ... --json` command that wrote result file ``name``."""
+    data = "../shared/data/camvid" if task == "seg" else "../shared/data/cifar10/train"
+    return f"`ddn eval {task} {data} --sigma 30,60 {m_flags(*models)} --json benchmarks/results/cascade/{name}`"
+
+
 def pair(d: dict[str, float]) -> str:
     """'a / b' of a {sigma: value} at sigma 30 and 60."""
     return f"{d['30']:.2f} / {d['60']:.2f}"
@@ -796,8 +808,6 @@ def task_noise_section() -> list[str]:
     d0, runs = "ddn.color-sigma", {s: f"runs/sweep/cls_lambda0.003_v4r16noise{s}.safetensors" for s in (10, 25)}
     here, cls_here = metric_of(f, d0), metric_of(f, "ddn.cls")
     held = {s: json.loads((RES / f"sweep_cls_v4r16noise{s}.json").read_text())["rows"][0] for s in runs}
-    ho = lambda r: (f"{100 * r['metric']['30.0']:.1f} / {100 * r['metric']['60.0']:.1f} top-1, "
-                    f"{r['psnr']['30.0']:.2f} / {r['psnr']['60.0']:.2f} dB")
     res = {s: metric_of(f, w) for s, w in runs.items()}
     ok = [s for s in runs if len(_above(res[s], here)) == 2]
     return json_section(
@@ -812,7 +822,7 @@ def task_noise_section() -> list[str]:
                     "--task cls --steps 400 --rehearse ../shared/data/bsds500/images/train,../shared/data/imagenet-samples "
                     "--rehearse-batch 16 --lambdas 0.003 --task-noise S --tag v4r16noiseS` for S = 10 and 25, side by side "
                     f"({held[10]['seconds'] / 60:.0f} and {held[25]['seconds'] / 60:.0f} minutes; on the cascade's held-out "
-                    f"CIFAR-10 slice at sigma 30 / 60: S 10 {ho(held[10])}, S 25 {ho(held[25])}; `ddn.cls` had 92.5 / 82.4, "
+                    f"CIFAR-10 slice at sigma 30 / 60: S 10 {held_out(held[10])}, S 25 {held_out(held[25])}; `ddn.cls` had 92.5 / 82.4, "
                     f"28.04 / 24.47 dB there); `ddn eval seg ../shared/data/camvid --sigma 30,60 "
                     f"{m_flags(d0, 'ddn.cls', *runs.values())} --json benchmarks/results/cascade/{f}`:",
         after=f"Against the default through the bundled segmenter: `ddn.cls` {against(cls_here, here)}; S 10 "
@@ -994,8 +1004,6 @@ def task_scale_sections() -> list[str]:
         return []
     d0 = "ddn.color-sigma"
     held = {s: json.loads((RES / f).read_text())["rows"][0] for s, f in sweeps.items()}
-    ho = lambda r: (f"{100 * r['metric']['30.0']:.1f} / {100 * r['metric']['60.0']:.1f} top-1, "
-                    f"{r['psnr']['30.0']:.2f} / {r['psnr']['60.0']:.2f} dB")
     models = (d0, "ddn.cls", *SCALE_RUNS.values())
     per = lambda lbl, classes: per_class_delta(seg_f, lbl, classes)
     tex, obj = ("Building", "Fence", "Tree"), ("Car", "Pedestrian", "Bicyclist")
@@ -1018,15 +1026,13 @@ def task_scale_sections() -> list[str]:
                      "--rehearse-batch 16 --task-rec-weight 0 --lambdas 0.003 --task-scale S --batch B --tag v4r0scaleS` "
                      "for S 3, B 16 (96 px) and S 2, B 32 (64 px), side by side "
                      f"({held[3]['seconds'] / 60:.0f} and {held[2]['seconds'] / 60:.0f} minutes; on the cascade's held-out "
-                     f"CIFAR-10 slice, at 32 px, sigma 30 / 60: S 3 {ho(held[3])}, S 2 {ho(held[2])}; `ddn.cls` had 92.5 / "
+                     f"CIFAR-10 slice, at 32 px, sigma 30 / 60: S 3 {held_out(held[3])}, S 2 {held_out(held[2])}; `ddn.cls` had 92.5 / "
                      "82.4, 28.04 / 24.47 dB there). A run was to be a candidate for `ddn.cls` v3 only if above the default "
                      "on CamVid val and on CIFAR-10 at sigma 30 and 60 at its PSNR (within 0.5 dB), and again with seed 1. "
-                     f"`ddn eval cls ../shared/data/cifar10/train --sigma 30,60 {m_flags(*models)} --json "
-                     f"benchmarks/results/cascade/{cls_f}`:"))
+                     f"{eval_cmd('cls', cls_f, *models)}:"))
     parts += json_section(
         seg_f, "The same denoisers on segmentation (cross-task)",
-        lambda doc: (f"`ddn eval seg ../shared/data/camvid --sigma 30,60 {m_flags(*models)} --json "
-                     f"benchmarks/results/cascade/{seg_f}`:"),
+        lambda doc: f"{eval_cmd('seg', seg_f, *models)}:",
         after=(f"Against the default: on CIFAR-10 `ddn.cls` {against(metric_of(cls_f, 'ddn.cls'), cls_here)}, "
                f"S 3 {against(metric_of(cls_f, SCALE_RUNS[3]), cls_here)}, S 2 {against(metric_of(cls_f, SCALE_RUNS[2]), cls_here)} "
                f"top-1; on CamVid `ddn.cls` {against(metric_of(seg_f, 'ddn.cls'), seg_here)}, S 3 "
@@ -1081,16 +1087,13 @@ def pcgrad_sections() -> list[str]:
                      "--rehearse-batch 16 --lambdas 0.003 --task-pcgrad --tag v4r16pcgrad` "
                      f"({held['seconds'] / 60:.0f} minutes; the two gradients conflicted in {conflicts} of its {held['steps']} steps, "
                      f"`{steps_f}`; on the cascade's held-out CIFAR-10 slice at sigma 30 / 60: "
-                     f"{100 * held['metric']['30.0']:.1f} / {100 * held['metric']['60.0']:.1f} top-1, "
-                     f"{held['psnr']['30.0']:.2f} / {held['psnr']['60.0']:.2f} dB; `ddn.cls` had 92.5 / 82.4, 28.04 / "
+                     f"{held_out(held)}; `ddn.cls` had 92.5 / 82.4, 28.04 / "
                      "24.47 dB there). A candidate for `ddn.cls` v3 only if above the default on CamVid val and on "
                      "CIFAR-10 at sigma 30 and 60 within 0.5 dB of its PSNR, and then again with seed 1. "
-                     f"`ddn eval cls ../shared/data/cifar10/train --sigma 30,60 {m_flags(*models)} --json "
-                     f"benchmarks/results/cascade/{cls_f}`:"))
+                     f"{eval_cmd('cls', cls_f, *models)}:"))
     parts += json_section(
         seg_f, "The same denoiser on segmentation (cross-task)",
-        lambda doc: (f"`ddn eval seg ../shared/data/camvid --sigma 30,60 {m_flags(*models)} --json "
-                     f"benchmarks/results/cascade/{seg_f}`:"),
+        lambda doc: f"{eval_cmd('seg', seg_f, *models)}:",
         after=(f"Against the default: on CIFAR-10 `ddn.cls` {against(metric_of(cls_f, 'ddn.cls'), cls_here)}, with "
                f"PCGrad {against(metric_of(cls_f, w), cls_here)} top-1; on CamVid `ddn.cls` "
                f"{against(metric_of(seg_f, 'ddn.cls'), seg_here)}, with PCGrad {against(metric_of(seg_f, w), seg_here)} "
