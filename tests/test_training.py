@@ -196,3 +196,46 @@ def test_resume_keeps_a_narrowed_architecture(data_dir, tmp_path):
     ca, cb = load_checkpoint(a.with_suffix(".ckpt")), load_checkpoint(b.with_suffix(".ckpt"))
     assert cb["model_config"]["fuse"] == 28
     assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+
+
+def test_mse_sigma_weights_each_noise_level_alike():
+    from ddn_cli.training.losses import reconstruction_loss
+
+    target = torch.zeros(3, 3, 8, 8)
+    # the same relative error at sigma 12.5, 25 and 50 (error proportional to sigma) costs the same
+    pred = torch.stack([torch.full((3, 8, 8), s / 255 * 0.1) for s in (12.5, 25.0, 50.0)])
+    per = [float(reconstruction_loss("mse-sigma", pred[i:i + 1], target[i:i + 1], torch.tensor([s])))
+           for i, s in enumerate((12.5, 25.0, 50.0))]
+    assert per[0] == pytest.approx(per[1], rel=1e-5) and per[2] == pytest.approx(per[1], rel=1e-5)
+    # at sigma 25 it is the plain MSE; the batch loss is the mean of the samples' weighted losses
+    assert per[1] == pytest.approx(float(reconstruction_loss("mse", pred[1:2], target[1:2])), rel=1e-6)
+    both = reconstruction_loss("mse-sigma", pred, target, torch.tensor([12.5, 25.0, 50.0]))
+    assert float(both) == pytest.approx(sum(per) / 3, rel=1e-5)
+    # near-clean samples are weighted as sigma 5, not without bound
+    tiny = reconstruction_loss("mse-sigma", pred[1:2], target[1:2], torch.tensor([0.0]))
+    assert float(tiny) == pytest.approx(per[1] * 25, rel=1e-5)
+    with pytest.raises(ValueError, match="noise level"):
+        reconstruction_loss("mse-sigma", pred, target)
+
+
+def test_training_with_mse_sigma_uses_the_drawn_sigmas(data_dir, tmp_path, default_weights, monkeypatch):
+    from ddn_cli.training import loop
+
+    seen = []
+    real = loop.reconstruction_loss
+
+    def spy(kind, pred, target, sigma=None):
+        seen.append((kind, None if sigma is None else sigma.clone()))
+        return real(kind, pred, target, sigma)
+
+    monkeypatch.setattr(loop, "reconstruction_loss", spy)
+    events = []
+    train_denoiser(cfg(data_dir, tmp_path / "s.safetensors", init=str(default_weights), steps=2, loss="mse-sigma",
+                       sigma="10-40", distill=str(default_weights)), events.append)
+    steps = [k for k, _ in seen]
+    assert steps and set(steps) == {"mse-sigma"}
+    sig = torch.cat([s for _, s in seen])
+    assert sig.numel() == 2 * len(seen) and bool(((sig >= 10) & (sig <= 40)).all())
+    assert any(e["event"] == "step" for e in events)
+    with pytest.raises(UsageError, match="--loss"):
+        TrainConfig(data=("d",), loss="mse_sigma")

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import UsageError
 
 TASKS = ("denoise", "seg", "cls")
-LOSSES = ("l1", "mse", "charbonnier")
+LOSSES = ("l1", "mse", "charbonnier", "mse-sigma")
 
 
 @dataclass(frozen=True)

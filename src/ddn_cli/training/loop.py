@@ -257,8 +257,9 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
 
     def denoise_noisy(m: torch.nn.Module, clean: torch.Tensor, g_cpu, g_dev,
                       target: torch.nn.Module | None = None):
-        """Fresh noise on ``clean`` (sigma and clipping drawn per sample), then the model's output;
-        with ``target`` (a frozen denoiser), also that denoiser's output on the same noisy input."""
+        """Fresh noise on ``clean`` (sigma and clipping drawn per sample), then the model's output,
+        with ``target`` (a frozen denoiser) that denoiser's output on the same noisy input (else
+        None), and the sigmas drawn (0-255 scale)."""
         n = len(clean)
         sig = noise.draw_sigma(n, g_cpu)
         clip = torch.rand(n, generator=g_cpu) < noise.clip_fraction
@@ -269,10 +270,10 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         with precision.autocast(device):
             out = m(noisy, s) if noise_level else m(noisy)
         if target is None:
-            return out
+            return out, None, sig
         with torch.no_grad(), precision.autocast(device):
             t = target(noisy, s) if target.config.noise_level else target(noisy)
-        return out, t.float()
+        return out, t.float(), sig
 
     pcgrad_conflicts = [0]  # --task-pcgrad: steps whose two gradients conflicted since the last report
 
@@ -284,11 +285,10 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             clean = clean_u8.to(device).to(torch.float32).div_(255.0)
         else:
             clean = bank.sample(cfg.batch_size, g_cpu).to(torch.float32).div_(255.0)
-        if teacher is not None:  # distillation: the teacher's output is the target
-            pred, target = denoise_noisy(m, clean, g_cpu, g_dev, teacher)
-        else:
-            pred, target = denoise_noisy(m, clean, g_cpu, g_dev), clean
-        loss = reconstruction_loss(cfg.loss, pred.float(), target)
+        pred, target, sig = denoise_noisy(m, clean, g_cpu, g_dev, teacher)
+        if target is None:  # else distillation: the teacher's output is the target
+            target = clean
+        loss = reconstruction_loss(cfg.loss, pred.float(), target, sig)
         if cascade is not None and cfg.task_rec_weight != 1.0:
             loss = loss * cfg.task_rec_weight
         task = None
@@ -296,7 +296,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             task = cascade.lam * cascade.task_loss(pred.float(), labels, precision, device, clean, gen=g_cpu)
         if rehearsal is not None:  # L_rec also on photos of the denoiser's own domain
             rc = rehearsal.sample(cfg.rehearse_batch, g_cpu).to(torch.float32).div_(255.0)
-            loss = loss + reconstruction_loss(cfg.loss, denoise_noisy(m, rc, g_cpu, g_dev).float(), rc)
+            rpred, _, rsig = denoise_noisy(m, rc, g_cpu, g_dev)
+            loss = loss + reconstruction_loss(cfg.loss, rpred.float(), rc, rsig)
         optim.zero_grad(set_to_none=True)
         if task is not None and cfg.task_pcgrad:  # the task loss may not work against reconstruction
             params = [p for p in m.parameters() if p.requires_grad]

@@ -5,8 +5,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+SIGMA_REF, SIGMA_FLOOR = 25.0, 5.0  # mse-sigma: weight 1 at sigma 25; below 5, weighted as 5
 
-def reconstruction_loss(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+
+def reconstruction_loss(kind: str, pred: torch.Tensor, target: torch.Tensor,
+                        sigma: torch.Tensor | None = None) -> torch.Tensor:
+    """``sigma`` (per sample, 0-255 scale) is needed by ``mse-sigma`` only: the MSE of each sample
+    weighted by (25 / sigma)^2, so every noise level counts alike in PSNR terms. Plain MSE is
+    dominated by the high-noise samples, whose errors are largest, and lets a model buy a little
+    at sigma 50 with a lot at sigma 15."""
+    if kind == "mse-sigma":
+        if sigma is None:
+            raise ValueError("mse-sigma needs the noise level of each sample")
+        per = (pred - target).pow(2).flatten(1).mean(dim=1)
+        w = (SIGMA_REF / sigma.to(per.device, per.dtype).clamp(min=SIGMA_FLOOR)).pow(2)
+        return (per * w).mean()
     if kind == "l1":
         return F.l1_loss(pred, target)
     if kind == "mse":
