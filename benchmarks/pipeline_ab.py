@@ -100,9 +100,20 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps({
             "command": "python benchmarks/pipeline_ab.py " + " ".join(sys.argv[1:]),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "candidate": a.candidate, "photo": f"{big.shape[1]}x{big.shape[0]}", "tile": 512, "overlap": 32, "rounds": a.rounds,
             "rows": rows}, indent=2) + "\n")
+
+
+def cpu_name() -> str:
+    """The CPU's model name and whether it has AMX (the bf16 figures depend on it)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+                platform.machine())
+    return f"{name} ({'AMX' if ' amx_bf16' in info else 'no AMX'})"
 
 
 if __name__ == "__main__":
