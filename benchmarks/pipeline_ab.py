@@ -106,14 +106,17 @@ def main() -> None:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and whether it has AMX (the bf16 figures depend on it)."""
+    """The CPU's model name and whether it runs bf16 natively (AMX / AVX512-BF16, as
+    ``--precision auto`` decides): the bf16 figures depend on it."""
+    from ddn_cli.devices import cpu_has_fast_bf16
+
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return platform.machine()
+        info = ""
     name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
                 platform.machine())
-    return f"{name} ({'AMX' if ' amx_bf16' in info else 'no AMX'})"
+    return f"{name} ({'native bf16' if cpu_has_fast_bf16() else 'no native bf16'})"
 
 
 if __name__ == "__main__":

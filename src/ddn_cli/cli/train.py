@@ -81,9 +81,9 @@ def train(
     sigma: Annotated[str, typer.Option(help="Noise: a range 0-75 (noise-level model) or values 15,25,50.")] = "0-75",
     clip_fraction: Annotated[float, typer.Option(help="Fraction of samples clipped to [0,255] and quantised, like real files.")] = 0.5,
     noise_level: Annotated[bool, typer.Option("--noise-level/--no-noise-level", help="Give the network a sigma map input (one model for all sigmas).")] = True,
-    loss: Annotated[str | None, typer.Option(help="l1, mse, charbonnier or mse-sigma (MSE with "
-                                                                    "each sample weighted by (25 / sigma)^2, so every noise level counts alike in PSNR "
-                                                                    "terms) (default l1; mse for the cascade).")] = None,
+    loss: Annotated[str | None, typer.Option(help="l1, mse, charbonnier or mse-sigma (MSE with each sample weighted "
+                                                   "by (25 / sigma)^2, so every noise level counts alike in PSNR terms) "
+                                                   "(default l1; mse for the cascade).")] = None,
     freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--train-bn", help="Keep BatchNorm on its running "
                                                    "statistics (default: yes when fine-tuning with --init or a cascade, "
                                                    "whose small batches would re-estimate them badly).")] = None,
