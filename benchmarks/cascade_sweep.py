@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--task-noise", type=float, default=0.0, help="Gaussian noise (8-bit levels) added before the task network")
     ap.add_argument("--task-scale", type=int, default=1, help="cls: upscale the images this much for the denoiser")
     ap.add_argument("--task-pcgrad", action="store_true", help="with --rehearse: project the task loss's gradient off the reconstruction loss's where they conflict")
+    ap.add_argument("--rehearse-features", type=float, default=0.0, help="with --rehearse: weight of the task network's trunk-feature error on the photos")
     ap.add_argument("--train-only", default="", help="comma-separated denoiser layers that learn (default: all)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (a lent GPU: benchmarks/device_cascade.sh)")
     ap.add_argument("--budget", type=float, default=0.0, help="seconds per run; with --steps 0 the step count is calibrated to it")
@@ -67,7 +68,7 @@ def main() -> None:
                           ema=0.0, ckpt_minutes=60, device=a.device, time_budget=a.budget,
                           rehearse=tuple(v for v in a.rehearse.split(",") if v), rehearse_batch=a.rehearse_batch,
                           rehearse_patch=a.rehearse_patch, task_rec_weight=a.task_rec_weight,
-                          task_grad_blur=a.task_grad_blur, task_grad_highpass=a.task_grad_highpass, task_noise=a.task_noise, task_scale=a.task_scale, task_pcgrad=a.task_pcgrad,
+                          task_grad_blur=a.task_grad_blur, task_grad_highpass=a.task_grad_highpass, task_noise=a.task_noise, task_scale=a.task_scale, task_pcgrad=a.task_pcgrad, rehearse_features=a.rehearse_features,
                           train_only=tuple(v for v in a.train_only.split(",") if v), seed=a.seed)
         t0 = time.time()
         res = train_denoiser(cfg, lambda e: print(json.dumps(e, default=str), flush=True)

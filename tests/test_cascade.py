@@ -835,3 +835,62 @@ def test_task_pcgrad_counts_conflicts_and_resumes(tmp_path):
                             "fp32", "--device", "cpu", "--quiet", "--task-pcgrad"])
     assert r.exit_code == 0, r.output
     assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["task_pcgrad"] is True
+
+
+def test_classifier_features_are_its_trunk():
+    """ResNet9.features: the maps at 1/2, 1/4 and 1/8 scale, the last of which the classifier's
+    head turns into exactly its logits."""
+    torch.manual_seed(0)
+    net = ResNet9(width=4).eval()
+    x = torch.rand(2, 3, 32, 48)
+    with torch.no_grad():
+        f = net.features(x)
+        assert [t.shape[1:] for t in f] == [(8, 16, 24), (16, 8, 12), (32, 4, 6)]
+        assert torch.allclose(net.net[6:](f[-1]) * net.scale, net(x), atol=1e-6)
+
+
+def test_feature_loss_through_the_frozen_classifier(tmp_path):
+    """Cascade.feature_loss: 0 for the clean photo itself, larger for a noisier one; its gradient
+    reaches the denoised image and never the frozen network."""
+    from ddn_cli.devices import resolve_precision
+
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    c = build_cascade("cls", str(data), str(net), 0.0, torch.device("cpu"))
+    prec = resolve_precision("fp32", torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 40, 40, generator=g)
+    assert float(c.feature_loss(clean, clean, prec, torch.device("cpu"))) == 0.0
+    noise = torch.randn(clean.shape, generator=g)
+    small = float(c.feature_loss(clean + 0.02 * noise, clean, prec, torch.device("cpu")))
+    den = (clean + 0.1 * noise).requires_grad_(True)
+    big = c.feature_loss(den, clean, prec, torch.device("cpu"))
+    assert 0 < small < float(big.detach())
+    big.backward()
+    assert den.grad is not None and float(den.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in c.net.parameters())
+    c.check_unchanged()
+
+
+def test_training_with_rehearse_features(tmp_path):
+    """--rehearse-features: it changes the step (against the same run without it), leaves the
+    frozen classifier bit-identical, is recorded in the checkpoint, and needs --rehearse."""
+    data, net = tiny_cifar(tmp_path / "cifar", 4), tiny_classifier(tmp_path / "cls.safetensors")
+    kw = {"steps": 2, "val_every": 2, "lam": 0.0, "rehearse": (str(data),), "rehearse_batch": 2, "rehearse_patch": 32}
+    run_cascade("cls", data, net, tmp_path / "a.safetensors", **kw)
+    res = run_cascade("cls", data, net, tmp_path / "b.safetensors", rehearse_features=1.0, **kw)
+    assert res["task_net_sha_before"] == res["task_net_sha_after"]
+    a, _ = load_weights(tmp_path / "a.safetensors")
+    b, _ = load_weights(tmp_path / "b.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "b.ckpt")["config"]["rehearse_features"] == 1.0
+    with pytest.raises(UsageError, match="--rehearse"):
+        TrainConfig(task="cls", data=("d",), rehearse_features=0.5)
+    with pytest.raises(UsageError, match=">= 0"):
+        TrainConfig(task="cls", data=("d",), rehearse=("p",), rehearse_features=-1.0)
+    out = tmp_path / "cli.safetensors"
+    r = runner.invoke(app, ["train", "--task", "cls", "--data", str(data), "--task-net", str(net), "--out", str(out),
+                            "--steps", "1", "--batch-size", "2", "--warmup", "1", "--val-every", "1", "--precision",
+                            "fp32", "--device", "cpu", "--quiet", "--rehearse", str(data), "--rehearse-patch", "32",
+                            "--rehearse-features", "0.5"])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(out.with_suffix(".ckpt"))["config"]["rehearse_features"] == 0.5

@@ -58,6 +58,10 @@ def train(
                                                                   "points against the reconstruction loss's (task images "
                                                                   "and rehearsal photos), remove that component (PCGrad), "
                                                                   "so the optimiser gets no gradient against reconstruction.")] = False,
+    rehearse_features: Annotated[float, typer.Option(min=0.0, help="Cascade with --rehearse: add this weight x the task "
+                                                                   "network's trunk-feature error (denoised vs clean photo, "
+                                                                   "relative) to the photos' loss, a perceptual loss through "
+                                                                   "the frozen network; 0 = off.")] = 0.0,
     train_only: Annotated[str | None, typer.Option(help="Fine-tuning: only these layers of the denoiser learn, comma-separated "
                                                         "(head, down1, res1, down2, res2, up1, fuse1, res3, up2, tail); the "
                                                         "others keep --init's weights. Default: all learn.")] = None,
@@ -110,7 +114,7 @@ def train(
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
         if task_class_weights is None:  # seg: the plain cross entropy by default (the shipped ddn.seg's)
             task_class_weights = task != "seg"
-        cfg = TrainConfig(distill=distill, task_pcgrad=task_pcgrad, task_noise=task_noise, task_scale=task_scale, train_only=tuple(v.strip() for v in train_only.split(",")) if train_only else (),
+        cfg = TrainConfig(distill=distill, task_pcgrad=task_pcgrad, rehearse_features=rehearse_features, task_noise=task_noise, task_scale=task_scale, train_only=tuple(v.strip() for v in train_only.split(",")) if train_only else (),
                           task_grad_highpass=task_grad_highpass, task_grad_blur=task_grad_blur, task_rec_weight=task_rec_weight, rehearse=tuple(rehearse), rehearse_batch=rehearse_batch, rehearse_patch=rehearse_patch, lam=lam, task_net=task_net, task_target=task_target, task_augment=task_augment, task_class_weights=task_class_weights, subset=tuple(subset), val_sigmas=vs, task=task, data=tuple(data), data_root=data_root, val=tuple(val), val_limit=val_limit,
                           out=str(out), init=init, resume=resume, steps=steps, time_budget=time_budget,
                           batch_size=batch_size, patch=patch, lr=lr, warmup=warmup, sigma=sigma,

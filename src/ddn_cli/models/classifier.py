@@ -46,6 +46,21 @@ class ResNet9(nn.Module):
         )
         self.scale = 0.125
 
+    # indices into ``net`` after which the trunk's feature maps are taken: 1/2, 1/4 and 1/8 scale
+    FEATURE_LAYERS = (2, 3, 5)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's feature maps of ``x`` (RGB in [0, 1], any size) at 1/2, 1/4 and 1/8
+        scale (64, 128 and 256 channels at width 32): what the classifier, and a segmenter
+        built on its trunk, read from an image before pooling it away."""
+        x = (x - self.mean) / self.std
+        out = []
+        for i, layer in enumerate(self.net[:max(self.FEATURE_LAYERS) + 1]):
+            x = layer(x)
+            if i in self.FEATURE_LAYERS:
+                out.append(x)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         if self.tta_flip:  # average the logits of the image and its mirror (test-time augmentation)

@@ -218,6 +218,26 @@ class Cascade:
         model.train(was)
         return res
 
+    def feature_loss(self, denoised: torch.Tensor, clean: torch.Tensor, precision, device) -> torch.Tensor:
+        """How far the frozen network's trunk features of ``denoised`` are from those of
+        ``clean`` (any size, RGB in [0, 1]): per feature map the squared error relative to the
+        clean features' mean square, averaged over the maps. A perceptual loss through the
+        task network, used on photos (``--rehearse-features``): it asks the denoiser to keep
+        what the network reads from real photos, where the label loss only sees the task's
+        own images."""
+        feats = getattr(self.net, "features", None)
+        if feats is None:
+            raise UsageError(f"{self.net_path}: this {NET_KIND[self.kind]} has no trunk features to compare",
+                             "drop --rehearse-features, or use a ResNet-9 classifier as --task-net")
+        xd = denoised.contiguous(memory_format=torch.channels_last) if precision.channels_last else denoised
+        xc = clean.contiguous(memory_format=torch.channels_last) if precision.channels_last else clean
+        with torch.no_grad(), precision.autocast(device):
+            fc = [f.float() for f in feats(xc)]
+        with precision.autocast(device):
+            fd = feats(xd)
+        terms = [(a.float() - b).pow(2).mean() / b.pow(2).mean().clamp_min(1e-8) for a, b in zip(fd, fc)]
+        return torch.stack(terms).mean()
+
     def check_unchanged(self) -> str:
         after = state_hash(self.net)
         if after != self.hash_before:

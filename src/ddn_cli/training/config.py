@@ -81,6 +81,10 @@ class TrainConfig:
     # optimiser has no part against reconstruction (AdamW's per-parameter scaling and momentum still
     # shape the step itself). Single process only
     task_pcgrad: bool = False
+    # cascade tasks with --rehearse: > 0 adds this weight x the frozen network's trunk-feature
+    # error (denoised vs clean rehearsal photo, relative to the clean features' mean square) to
+    # the photos' loss: a perceptual loss through the task network on real photos
+    rehearse_features: float = 0.0
     # fine-tuning: only these top-level layers of the denoiser learn (names as in its state_dict,
     # e.g. down2,res2,up1); the others keep their initial weights. Empty = all layers learn
     train_only: tuple[str, ...] = ()
@@ -144,6 +148,11 @@ class TrainConfig:
             raise UsageError(f"--task-scale {self.task_scale}: must be an integer from 1 to 8 (1 = off)")
         if self.task_scale != 1 and self.task != "cls":
             raise UsageError("--task-scale applies to --task cls only", "drop --task-scale")
+        if not (math.isfinite(self.rehearse_features) and self.rehearse_features >= 0):
+            raise UsageError(f"--rehearse-features {self.rehearse_features}: must be a finite number >= 0 (0 = off)")
+        if self.rehearse_features > 0 and not self.rehearse:
+            raise UsageError("--rehearse-features compares the task network's features on the --rehearse photos",
+                             "add --rehearse PHOTOS, or drop --rehearse-features")
         if self.task_pcgrad and self.task == "denoise":
             raise UsageError("--task-pcgrad applies to the cascade tasks (seg, cls) only", "drop --task-pcgrad")
         if self.task_augment and self.task != "seg":

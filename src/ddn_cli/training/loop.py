@@ -154,7 +154,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
             "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
             "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "task_augment", "task_class_weights", "subset", "freeze_bn",
-            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "task_scale", "task_pcgrad", "train_only", "distill")}, "resume": True})
+            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "task_scale", "task_pcgrad", "rehearse_features", "train_only", "distill")}, "resume": True})
 
     if distributed and cfg.task_pcgrad:
         raise UsageError("--task-pcgrad runs in one process (it takes the two gradients apart before DDP could average them)",
@@ -298,6 +298,8 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             rc = rehearsal.sample(cfg.rehearse_batch, g_cpu).to(torch.float32).div_(255.0)
             rpred, _, rsig = denoise_noisy(m, rc, g_cpu, g_dev)
             loss = loss + reconstruction_loss(cfg.loss, rpred.float(), rc, rsig)
+            if cfg.rehearse_features > 0:  # and keep what the task network reads from the photos
+                loss = loss + cfg.rehearse_features * cascade.feature_loss(rpred.float(), rc, precision, device)
         optim.zero_grad(set_to_none=True)
         if task is not None and cfg.task_pcgrad:  # the task loss may not work against reconstruction
             params = [p for p in m.parameters() if p.requires_grad]
