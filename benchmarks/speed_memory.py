@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,8 @@ def run(args: list[str]) -> dict:
 
 
 def main() -> None:
+    from machine import cpu_name
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--only", default="12mp,48mp,24mp16")
@@ -98,7 +99,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 dst.unlink()
-    doc = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "command":
+    doc = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "command":
            "python benchmarks/speed_memory.py", "rows": rows}
     if a.json:
         Path(a.json).write_text(json.dumps(doc, indent=2))

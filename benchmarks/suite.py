@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,11 @@ def method_fn(name: str):
         from ddn_cli.registry import resolve_weights
 
         den = Denoiser.load(resolve_weights(None), precision="fp32" if name.endswith("fp32") else "auto")
-        return (lambda b, s: den(b, s)), True
+        def ddn_fn(b: np.ndarray, s: float, border: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
+            return den(b, s, border)
+
+        ddn_fn.sides = True  # denoise_tiled tells it which tile sides are the image's edges, as ddn denoise does
+        return ddn_fn, True
     if name.startswith(("ffdnet", "cdncnn")):
         from anchors import load_anchor
 
@@ -94,6 +97,10 @@ def denoise_tiled(big: np.ndarray, fn) -> np.ndarray:
     """The suite's whole-image speed setting: an 8-bit photo through ``fn`` tiled 512 / 32."""
     from ddn_cli.tiling import run_tiled
 
+    if getattr(fn, "sides", False):  # ddn's own tiled path (pipeline.denoise_image)
+        return run_tiled(big, lambda b, border: fn(b, SIGMA, border), tile=512, overlap=32, batch_size=1, sides=True,
+                         to_float=lambda a: a.astype(np.float32) / 255,
+                         from_float=lambda f: np.clip(np.rint(f * 255), 0, 255).astype(np.uint8))
     return run_tiled(big, lambda b: fn(b, SIGMA), tile=512, overlap=32, batch_size=1,
                      to_float=lambda a: a.astype(np.float32) / 255,
                      from_float=lambda f: np.clip(np.rint(f * 255), 0, 255).astype(np.uint8))
@@ -141,6 +148,8 @@ def run_one(name: str, photo: Path, quick: bool) -> dict:
 
 
 def main() -> None:
+    from machine import cpu_name
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="PSNR on the first 8 CBSD68 images only")
     ap.add_argument("--methods", default=",".join(METHODS))
@@ -193,7 +202,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['method']:15s} {r.get('psnr', float('nan')):7.2f} {r.get('psnr_vs_ddn_db', float('nan')):+7.2f} "
               f"{r['mp_per_s']:8.4f} {r['speed_vs_ddn']:6.2f} {r['peak_rss_mb']:7.0f} {r['rss_vs_ddn']:6.2f}")
-    doc = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores", "sigma": SIGMA,
+    doc = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "sigma": SIGMA,
            "quick": a.quick, "command": "python benchmarks/suite.py" + (" --quick" if a.quick else ""), "rows": rows}
     if a.json:
         Path(a.json).write_text(json.dumps(doc, indent=2))
@@ -212,7 +221,7 @@ def main() -> None:
         ax.set_xscale("log")
         ax.set_xlabel("megapixels / s (this CPU, log scale)")
         ax.set_ylabel(f"PSNR dB, CBSD68{' (8 images)' if a.quick else ''}, sigma {SIGMA:g}")
-        ax.set_title("Quality vs speed on " + (platform.processor() or platform.machine()))
+        ax.set_title("Quality vs speed on " + cpu_name())
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(a.plot, dpi=120)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main() -> None:
+    from machine import cpu_name
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiles", default="512,768,1024")
     ap.add_argument("--rounds", type=int, default=7)
@@ -33,12 +34,12 @@ def main() -> None:
     a = ap.parse_args()
     import cv2
     import torch
+    from suite import make_photo
 
     from ddn_cli.descriptor import Denoiser
     from ddn_cli.io import ImageData
     from ddn_cli.pipeline import denoise_image
     from ddn_cli.registry import resolve_weights
-    from suite import make_photo
 
     with tempfile.TemporaryDirectory() as td:
         photo = Path(td) / "photo12mp.png"
@@ -66,7 +67,7 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps({
             "command": "python benchmarks/tile_size_whole.py " + " ".join(sys.argv[1:]),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "precision": den.precision.name,
             "photo": f"{big.shape[1]}x{big.shape[0]}", "overlap": den.overlap, "rounds": a.rounds,
             "rows": rows}, indent=2) + "\n")

@@ -14,8 +14,8 @@ from .devices import Precision, resolve_device, resolve_precision
 from .errors import DdnError, UnsafeWeights
 from .models import ARCHS
 from .models.denoiser import SIZE_MULTIPLE
+from .models.fast import FastDenoiser
 from .weightfile import load_weights
-
 
 # Smallest tile side given to the network. oneDNN's bf16 stride-2 convolution (torch 2.14.1,
 # this project's CPU) returns garbage, even NaN, for inputs 1-2 px wide, which images up to
@@ -74,8 +74,11 @@ class Denoiser:
                    noise_level=bool(model.config.noise_level))
 
     @torch.inference_mode()
-    def __call__(self, batch: np.ndarray, sigma255: float) -> np.ndarray:
-        """batch: (N, h, w, 3) float32 in [0,1]; returns the same shape, clamped."""
+    def __call__(self, batch: np.ndarray, sigma255: float,
+                 border: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> np.ndarray:
+        """batch: (N, h, w, 3) float32 in [0,1]; returns the same shape, clamped. ``border``
+        (top, bottom, left, right): the sides that are the image's own edges (the tiler's
+        ``sides``); the others may differ from the trained model in the outermost pixels."""
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected (N, h, w, 3), got {batch.shape}")
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
@@ -83,11 +86,12 @@ class Denoiser:
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
             x = x.to(self.device)
-        y = self.run_tensor(x, sigma255)
+        y = self.run_tensor(x, sigma255, border)
         return y.permute(0, 2, 3, 1).cpu().numpy()
 
     @torch.inference_mode()
-    def run_tensor(self, x: torch.Tensor, sigma255: float) -> torch.Tensor:
+    def run_tensor(self, x: torch.Tensor, sigma255: float,
+                   border: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> torch.Tensor:
         """x: (N, 3, h, w) float32 in [0,1] on this denoiser's device; returns the same
         shape, float32, clamped, on the device (the entry point of device-side tiling)."""
         if x.ndim != 4 or x.shape[1] != 3:
@@ -99,7 +103,8 @@ class Denoiser:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
             with self.precision.autocast(self.device):
-                y = self.model(x, sigma255 / 255.0) if self.noise_level else self.model(x)
+                kw = {} if all(border) or not isinstance(self.model, FastDenoiser) else {"exact": tuple(border)}
+                y = self.model(x, sigma255 / 255.0, **kw) if self.noise_level else self.model(x, **kw)
         except torch.OutOfMemoryError:
             raise OutOfMemory(f"out of memory on {self.device} with {tuple(x.shape)} tiles",
                               "use a smaller --tile or --batch-size") from None

@@ -137,13 +137,17 @@ def run_tiled(
     out: np.ndarray | None = None,
     on_tiles: Callable[[int, int], None] | None = None,
     work_channels: int | None = None,
+    sides: bool = False,
 ) -> np.ndarray:
     """Apply ``fn`` over ``src`` (H, W, C) tile by tile and blend.
 
     ``to_float`` converts a source crop to float32 (default: astype float32);
     ``from_float`` converts finished float rows to the output dtype (default: none,
     output float32). ``work_channels``: channels of ``fn``'s output if they differ from
-    the source's (``from_float`` maps them back). Same-size tiles are batched ``batch_size`` at a time. Memory: the
+    the source's (``from_float`` maps them back). ``sides``: call ``fn(crops, border)``
+    instead, ``border`` = (top, bottom, left, right), True where a tile of the batch lies on
+    that edge of the image (a model can skip work its output needs only at the image's own
+    edges: inside the image a tile's outermost pixels get blending weight 0). Same-size tiles are batched ``batch_size`` at a time. Memory: the
     output array plus one strip of tiles. ``on_tiles(done, total)`` reports progress.
     """
     h, w, c = src.shape
@@ -170,7 +174,10 @@ def run_tiled(
             wsum[off:off + k] += carry_w
         for batch in _batches(row, batch_size):
             crops = np.stack([to_f(src[t.y0:t.y1, t.x0:t.x1]) for t in batch])
-            res = fn(crops)
+            if sides:
+                res = fn(crops, batch_border(batch, h, w))
+            else:
+                res = fn(crops)
             for t, r in zip(batch, res):
                 win = tile_window(t, rows, h, w)[..., None]
                 acc[t.y0 - y0:t.y1 - y0, t.x0:t.x1] += r * win
@@ -183,6 +190,13 @@ def run_tiled(
         out[y0:next_y0] = from_f(acc[:fin] / wsum[:fin])
         carry_acc, carry_w, carry_y0 = acc[fin:], wsum[fin:], next_y0
     return out
+
+
+def batch_border(batch: list[Tile], h: int, w: int) -> tuple[bool, bool, bool, bool]:
+    """(top, bottom, left, right): whether any tile of ``batch`` lies on that edge of an
+    (h, w) image (what ``run_tiled(..., sides=True)`` tells its ``fn``)."""
+    return (any(t.y0 == 0 for t in batch), any(t.y1 == h for t in batch),
+            any(t.x0 == 0 for t in batch), any(t.x1 == w for t in batch))
 
 
 def _batches(row: list[Tile], n: int) -> Iterator[list[Tile]]:
