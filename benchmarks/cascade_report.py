@@ -107,6 +107,12 @@ def eval_cmd(task: str, name: str, *models: str) -> str:
     return f"`ddn eval {task} {data} --sigma 30,60 {m_flags(*models)} --json benchmarks/results/cascade/{name}`"
 
 
+def seg_cross_task(seg_f: str, models: tuple[str, ...], after: str, denoisers: str = "denoisers") -> list[str]:
+    """The CamVid half of a cls -> seg experiment: its eval command, its table, ``after``."""
+    return json_section(seg_f, f"The same {denoisers} on segmentation (cross-task)",
+                        lambda doc: f"{eval_cmd('seg', seg_f, *models)}:", after=after)
+
+
 def pair(d: dict[str, float]) -> str:
     """'a / b' of a {sigma: value} at sigma 30 and 60."""
     return f"{d['30']:.2f} / {d['60']:.2f}"
@@ -1030,9 +1036,8 @@ def task_scale_sections() -> list[str]:
                      "82.4, 28.04 / 24.47 dB there). A run was to be a candidate for `ddn.cls` v3 only if above the default "
                      "on CamVid val and on CIFAR-10 at sigma 30 and 60 at its PSNR (within 0.5 dB), and again with seed 1. "
                      f"{eval_cmd('cls', cls_f, *models)}:"))
-    parts += json_section(
-        seg_f, "The same denoisers on segmentation (cross-task)",
-        lambda doc: f"{eval_cmd('seg', seg_f, *models)}:",
+    parts += seg_cross_task(
+        seg_f, models,
         after=(f"Against the default: on CIFAR-10 `ddn.cls` {against(metric_of(cls_f, 'ddn.cls'), cls_here)}, "
                f"S 3 {against(metric_of(cls_f, SCALE_RUNS[3]), cls_here)}, S 2 {against(metric_of(cls_f, SCALE_RUNS[2]), cls_here)} "
                f"top-1; on CamVid `ddn.cls` {against(metric_of(seg_f, 'ddn.cls'), seg_here)}, S 3 "
@@ -1091,9 +1096,8 @@ def pcgrad_sections() -> list[str]:
                      "24.47 dB there). A candidate for `ddn.cls` v3 only if above the default on CamVid val and on "
                      "CIFAR-10 at sigma 30 and 60 within 0.5 dB of its PSNR, and then again with seed 1. "
                      f"{eval_cmd('cls', cls_f, *models)}:"))
-    parts += json_section(
-        seg_f, "The same denoiser on segmentation (cross-task)",
-        lambda doc: f"{eval_cmd('seg', seg_f, *models)}:",
+    parts += seg_cross_task(
+        seg_f, models, denoisers="denoiser",
         after=(f"Against the default: on CIFAR-10 `ddn.cls` {against(metric_of(cls_f, 'ddn.cls'), cls_here)}, with "
                f"PCGrad {against(metric_of(cls_f, w), cls_here)} top-1; on CamVid `ddn.cls` "
                f"{against(metric_of(seg_f, 'ddn.cls'), seg_here)}, with PCGrad {against(metric_of(seg_f, w), seg_here)} "
@@ -1164,9 +1168,8 @@ def feat_sections() -> list[str]:
                      "above the default on CamVid at sigma 30 and 60, above it on CIFAR-10 by at least 75% of `ddn.cls`'s "
                      "gain, within 0.5 dB of its PSNR on both, and again with seed 1. "
                      f"{eval_cmd('cls', cls_f, *models)}:"))
-    parts += json_section(
-        seg_f, "The same denoisers on segmentation (cross-task)",
-        lambda doc: f"{eval_cmd('seg', seg_f, *models)}:",
+    parts += seg_cross_task(
+        seg_f, models,
         after=(f"Against the default: on CIFAR-10 `ddn.cls` {against(metric_of(cls_f, 'ddn.cls'), cls_here)}, the "
                f"perceptual term alone {against(metric_of(cls_f, FEAT_CTL), cls_here)}, with the label loss "
                f"{against(metric_of(cls_f, FEAT_RUN), cls_here)} top-1; on CamVid `ddn.cls` "
