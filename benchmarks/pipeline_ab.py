@@ -70,8 +70,8 @@ def main() -> None:
             raise SystemExit(f"--candidate runs in {cand.precision.name} here: add it to --precisions")
         names.insert(1, "ddn-candidate")
 
-        def cand_fn(b, s, border=(True,) * 4):
-            return cand(b, s, border)
+        def cand_fn(b, s, exact=(True,) * 4):
+            return cand(b, s, exact)
 
         cand_fn.sides = True
         fns = {n: fns.get(n, cand_fn) for n in names}

@@ -54,8 +54,8 @@ def method_fn(name: str):
         from ddn_cli.registry import resolve_weights
 
         den = Denoiser.load(resolve_weights(None), precision="fp32" if name.endswith("fp32") else "auto")
-        def ddn_fn(b: np.ndarray, s: float, border: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
-            return den(b, s, border)
+        def ddn_fn(b: np.ndarray, s: float, exact: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
+            return den(b, s, exact)
 
         ddn_fn.sides = True  # denoise_tiled tells it which tile sides are the image's edges, as ddn denoise does
         return ddn_fn, True
@@ -98,7 +98,7 @@ def denoise_tiled(big: np.ndarray, fn) -> np.ndarray:
     from ddn_cli.tiling import run_tiled
 
     if getattr(fn, "sides", False):  # ddn's own tiled path (pipeline.denoise_image)
-        return run_tiled(big, lambda b, border: fn(b, SIGMA, border), tile=512, overlap=32, batch_size=1, sides=True,
+        return run_tiled(big, lambda b, exact: fn(b, SIGMA, exact), tile=512, overlap=32, batch_size=1, sides=True,
                          to_float=lambda a: a.astype(np.float32) / 255,
                          from_float=lambda f: np.clip(np.rint(f * 255), 0, 255).astype(np.uint8))
     return run_tiled(big, lambda b: fn(b, SIGMA), tile=512, overlap=32, batch_size=1,

@@ -45,7 +45,7 @@ def main() -> None:
         for tile, overlap in [tuple(map(int, t.split('/'))) for t in a.only.split(',')] if a.only else TILINGS:
             runs = {"exact": run_tiled(x, lambda b: den(b, 25.0), tile=tile, overlap=overlap, batch_size=1)}
             if a.sides:
-                runs["sides"] = run_tiled(x, lambda b, border: den(b, 25.0, border), tile=tile, overlap=overlap,
+                runs["sides"] = run_tiled(x, lambda b, exact: den(b, 25.0, exact), tile=tile, overlap=overlap,
                                           batch_size=1, sides=True)
             for ring, t in runs.items():
                 d = np.abs(t - whole) * 255

@@ -58,35 +58,44 @@ def test_tiled_equals_untiled_with_the_shipped_model(default_weights):
     assert diff.mean() < 0.1 / 255  # seams are rare and tiny
     # as `ddn denoise` runs it: the model told which tile sides are the image's edges, skipping the
     # exact border ring on the others (blend weight ~0.001 there): as close to the single pass
-    fast = run_tiled(img, lambda b, s: den(b, 25.0, s), tile=tile, overlap=den.overlap, batch_size=1, sides=True)
+    fast = run_tiled(img, lambda b, e: den(b, 25.0, e), tile=tile, overlap=den.overlap, batch_size=1, sides=True)
     d2 = np.abs(fast - whole)
     assert d2.max() <= 1 / 255, d2.max()
     assert d2.mean() < 1.1 * diff.mean() + 1e-6
     assert not np.array_equal(fast, tiled)  # the inner rings were really skipped
 
 
-def test_run_tiled_tells_fn_which_tile_sides_are_the_image_edges():
-    h, w = 100, 130
-    rows = plan_tiles(h, w, 48, 8)
+def test_run_tiled_tells_fn_which_tile_sides_must_be_exact():
+    """sides=True: fn hears, per batch, the sides where some tile lies on the image's edge or is
+    overlapped by less than SKIP_OVERLAP px (there its outermost pixels count in the blend)."""
+    from ddn_cli.tiling import SKIP_OVERLAP, window_extents
+
+    h, w = 200, 260
     seen = []
 
-    def fn(b, border):
-        seen.append((b.shape[1:3], border))
+    def fn(b, exact):
+        seen.append((b.shape[1:3], exact))
         return b
 
     src = np.random.default_rng(1).random((h, w, 3)).astype(np.float32)
-    out = run_tiled(src, fn, tile=48, overlap=8, batch_size=1, sides=True)
+    out = run_tiled(src, fn, tile=96, overlap=SKIP_OVERLAP, batch_size=1, sides=True)
     assert np.allclose(out, src, atol=1e-6)
-    want = [((t.h, t.w), (t.y0 == 0, t.y1 == h, t.x0 == 0, t.x1 == w)) for row in rows for t in row]
-    assert seen == want
-    assert any(not any(b) for _, b in seen) and all(any(b) for _, b in seen[:len(rows[0])])
-    seen.clear()  # batched: a side counts as the image's edge if any tile of the batch lies on it
+    rows = plan_tiles(h, w, 96, SKIP_OVERLAP)
+    edges = [(t.y0 == 0, t.y1 == h, t.x0 == 0, t.x1 == w) for row in rows for t in row]
+    assert [e for _, e in seen] == edges  # overlaps of SKIP_OVERLAP or more: only the image's edges
+    assert (False, False, False, False) in edges and all(any(e) for e in edges[:len(rows[0])])
+    seen.clear()  # batched: a side must be exact if it must for any tile of the batch
     n = len(rows[0])
-    run_tiled(src, fn, tile=48, overlap=8, batch_size=n, sides=True)
-    want = [tuple(any(flag) for flag in zip(*[(t.y0 == 0, t.y1 == h, t.x0 == 0, t.x1 == w) for t in batch]))
+    run_tiled(src, fn, tile=96, overlap=SKIP_OVERLAP, batch_size=n, sides=True)
+    want = [tuple(any(f) for f in zip(*[(t.y0 == 0, t.y1 == h, t.x0 == 0, t.x1 == w) for t in batch]))
             for row in rows for batch in _batches(row, n)]
-    assert [b for _, b in seen] == want
-    assert seen[0][1] == (True, False, True, False)  # the first row's full-width tiles: top and left only
+    assert [e for _, e in seen] == want and not all(all(e) for e in want)
+    for overlap in (0, SKIP_OVERLAP // 2):  # thin or no overlaps: every side exact, seams would show
+        seen.clear()
+        run_tiled(src, fn, tile=96, overlap=overlap, batch_size=1, sides=True)
+        thin = plan_tiles(h, w, 96, overlap)
+        assert all(min(window_extents(t, thin)) < SKIP_OVERLAP for row in thin for t in row)
+        assert all(all(e) for _, e in seen)
 
 
 def test_run_tiled_memory_is_strip_bounded():

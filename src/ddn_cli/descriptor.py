@@ -75,10 +75,11 @@ class Denoiser:
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray, sigma255: float,
-                 border: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> np.ndarray:
-        """batch: (N, h, w, 3) float32 in [0,1]; returns the same shape, clamped. ``border``
-        (top, bottom, left, right): the sides that are the image's own edges (the tiler's
-        ``sides``); the others may differ from the trained model in the outermost pixels."""
+                 exact: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> np.ndarray:
+        """batch: (N, h, w, 3) float32 in [0,1]; returns the same shape, clamped. ``exact``
+        (top, bottom, left, right): the sides on which the output must equal the trained
+        model's to the last pixel (``tiling.exact_sides``: the image's edges, thin overlaps); on
+        the others the outermost pixels may differ (the blend all but ignores them)."""
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected (N, h, w, 3), got {batch.shape}")
         x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
@@ -86,12 +87,12 @@ class Denoiser:
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
             x = x.to(self.device)
-        y = self.run_tensor(x, sigma255, border)
+        y = self.run_tensor(x, sigma255, exact)
         return y.permute(0, 2, 3, 1).cpu().numpy()
 
     @torch.inference_mode()
     def run_tensor(self, x: torch.Tensor, sigma255: float,
-                   border: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> torch.Tensor:
+                   exact: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> torch.Tensor:
         """x: (N, 3, h, w) float32 in [0,1] on this denoiser's device; returns the same
         shape, float32, clamped, on the device (the entry point of device-side tiling)."""
         if x.ndim != 4 or x.shape[1] != 3:
@@ -103,7 +104,7 @@ class Denoiser:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
             with self.precision.autocast(self.device):
-                kw = {} if all(border) or not isinstance(self.model, FastDenoiser) else {"exact": tuple(border)}
+                kw = {} if all(exact) or not isinstance(self.model, FastDenoiser) else {"exact": tuple(exact)}
                 y = self.model(x, sigma255 / 255.0, **kw) if self.noise_level else self.model(x, **kw)
         except torch.OutOfMemoryError:
             raise OutOfMemory(f"out of memory on {self.device} with {tuple(x.shape)} tiles",

@@ -144,10 +144,11 @@ def run_tiled(
     ``to_float`` converts a source crop to float32 (default: astype float32);
     ``from_float`` converts finished float rows to the output dtype (default: none,
     output float32). ``work_channels``: channels of ``fn``'s output if they differ from
-    the source's (``from_float`` maps them back). ``sides``: call ``fn(crops, border)``
-    instead, ``border`` = (top, bottom, left, right), True where a tile of the batch lies on
-    that edge of the image (a model can skip work its output needs only at the image's own
-    edges: inside the image a tile's outermost pixels get blending weight 0). Same-size tiles are batched ``batch_size`` at a time. Memory: the
+    the source's (``from_float`` maps them back). ``sides``: call ``fn(crops, exact)``
+    instead, ``exact`` = (top, bottom, left, right) from ``exact_sides``: False where every
+    tile of the batch has a neighbour overlapping it by at least ``SKIP_OVERLAP`` px on that
+    side, so that its outermost pixels there get a blending weight of at most 0.0034 and a
+    model may compute them less exactly (``models/fast.py`` skips its border ring there). Same-size tiles are batched ``batch_size`` at a time. Memory: the
     output array plus one strip of tiles. ``on_tiles(done, total)`` reports progress.
     """
     h, w, c = src.shape
@@ -175,7 +176,7 @@ def run_tiled(
         for batch in _batches(row, batch_size):
             crops = np.stack([to_f(src[t.y0:t.y1, t.x0:t.x1]) for t in batch])
             if sides:
-                res = fn(crops, batch_border(batch, h, w))
+                res = fn(crops, exact_sides(batch, rows))
             else:
                 res = fn(crops)
             for t, r in zip(batch, res):
@@ -192,11 +193,17 @@ def run_tiled(
     return out
 
 
-def batch_border(batch: list[Tile], h: int, w: int) -> tuple[bool, bool, bool, bool]:
-    """(top, bottom, left, right): whether any tile of ``batch`` lies on that edge of an
-    (h, w) image (what ``run_tiled(..., sides=True)`` tells its ``fn``)."""
-    return (any(t.y0 == 0 for t in batch), any(t.y1 == h for t in batch),
-            any(t.x0 == 0 for t in batch), any(t.x1 == w for t in batch))
+# a tile side whose neighbour overlaps it by this much or more gives its outermost pixel row a
+# blending weight of at most 0.0034 (``_ramp`` at half a pixel into a 16 px ramp, 0.0013 at 48 px)
+SKIP_OVERLAP = 16
+
+
+def exact_sides(batch: list[Tile], rows: list[list[Tile]]) -> tuple[bool, bool, bool, bool]:
+    """(top, bottom, left, right): True where some tile of ``batch`` lies on that edge of the
+    image or is overlapped there by less than ``SKIP_OVERLAP`` px (what ``run_tiled(...,
+    sides=True)`` tells its ``fn``: the sides whose outermost pixels count in the blend)."""
+    ext = [window_extents(t, rows) for t in batch]
+    return tuple(any(e[i] < SKIP_OVERLAP for e in ext) for i in range(4))  # type: ignore[return-value]
 
 
 def _batches(row: list[Tile], n: int) -> Iterator[list[Tile]]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .tiling import _batches, batch_border, plan_tiles, tile_window, window_extents
+from .tiling import _batches, exact_sides, plan_tiles, tile_window, window_extents
 
 # (N, 3, h, w) float32 in [0, 1] on the device -> the same shape, denoised
 TensorBatchFn = Callable[[torch.Tensor], torch.Tensor]
@@ -57,7 +57,7 @@ def run_tiled_device(
     """Denoise an (H, W, C) uint8 or uint16 image, C = 1 or 3, tile by tile with ``fn`` on
     ``device``. Grey images go to ``fn`` replicated to RGB and come back as the mean of its
     three channels (as in ``pipeline.denoise_image``). Returns ``out`` (same shape and
-    dtype as ``src``). ``sides``: call ``fn(x, border)`` as ``tiling.run_tiled`` does."""
+    dtype as ``src``). ``sides``: call ``fn(x, exact)`` as ``tiling.run_tiled`` does."""
     if src.dtype not in (np.uint8, np.uint16) or src.ndim != 3 or src.shape[2] not in (1, 3):
         raise ValueError(f"expected (H, W, 1|3) uint8/uint16, got {src.shape} {src.dtype}")
     h, w, c = src.shape
@@ -97,7 +97,7 @@ def run_tiled_device(
                 x = crops.to(torch.float32).div_(scale)
                 if c == 1:
                     x = x.expand(-1, 3, -1, -1)
-                res = (fn(x.contiguous(), batch_border(batch, h, w)) if sides else fn(x.contiguous())).float()
+                res = (fn(x.contiguous(), exact_sides(batch, rows)) if sides else fn(x.contiguous())).float()
                 for t, r in zip(batch, res):
                     win = window(t)
                     acc[:, :, t.x0:t.x1] += r * win
