@@ -3,7 +3,8 @@
     pip install -e ".[bench]"        # bm3d (non-commercial licence: benchmark only), psutil, matplotlib
     python benchmarks/suite.py [--quick] --json benchmarks/results/suite.json --plot benchmarks/results/suite.png
 
-Methods: ddn's default model (fp32 and the auto precision), CDnCNN-B and FFDNet from
+Methods: ddn's default model (fp32 and the auto precision), the other shipped denoisers (the
+task-guided ddn.seg and ddn.cls, auto precision: the same network, so the same speed), CDnCNN-B and FFDNet from
 ../shared/anchors (fp32 and bf16; skipped if absent), CBM3D (`bm3d` package) and OpenCV's
 fastNlMeansDenoisingColored (h picked from a small grid on the first two images).
 Columns: PSNR on CBSD68 (or the first 8 images with --quick) at sigma 25 (the papers'
@@ -30,7 +31,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 SHARED = ROOT.parent / "shared"
 SIGMA = 25.0
-METHODS = ["ddn-auto", "ddn-fp32", "ffdnet-bf16", "ffdnet-fp32", "cdncnn-b-bf16", "cdncnn-b-fp32", "opencv-nlm", "cbm3d"]
+METHODS = ["ddn-auto", "ddn-fp32", "ddn.seg-auto", "ddn.cls-auto", "ffdnet-bf16", "ffdnet-fp32", "cdncnn-b-bf16",
+           "cdncnn-b-fp32", "opencv-nlm", "cbm3d"]
 
 
 def make_photo(path: Path) -> None:
@@ -53,7 +55,8 @@ def method_fn(name: str):
         from ddn_cli.descriptor import Denoiser
         from ddn_cli.registry import resolve_weights
 
-        den = Denoiser.load(resolve_weights(None), precision="fp32" if name.endswith("fp32") else "auto")
+        model, _, prec = name.rpartition("-")  # ddn-auto: the default; ddn.seg-auto: another shipped denoiser
+        den = Denoiser.load(resolve_weights(None if model == "ddn" else model), precision=prec)
         def ddn_fn(b: np.ndarray, s: float, exact: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
             return den(b, s, exact)
 
