@@ -51,10 +51,10 @@ def main() -> None:
         size_multiple = 4
         device = torch.device(a.device)
 
-        def __call__(self, b, s):
+        def __call__(self, b, s, exact=(True,) * 4):  # the pipeline says which tile sides must be exact
             return b
 
-        def run_tensor(self, x, s):
+        def run_tensor(self, x, s, exact=(True,) * 4):
             return x
 
     res: dict = {"device": torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu",

@@ -11,7 +11,7 @@ precision.
 ``--candidate``: another denoiser weight file (e.g. a narrower model from prune_width.py), timed
 as "ddn-candidate" at the auto precision in the same rounds. ``--with-exact``: also "ddn-exact",
 the default at the auto precision with every tile's border ring recomputed as before 2026-12-02
-(the tiler not telling the model which sides are the image's edges).
+(the tiler not telling the model on which tile sides it must be exact).
 
 ddn is timed as `ddn denoise` runs it (the default model's inference form; "ddn-auto" is
 the CPU's auto precision, bf16 on this CPU); FFDNet from ../shared/anchors.

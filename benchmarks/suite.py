@@ -60,7 +60,7 @@ def method_fn(name: str):
         def ddn_fn(b: np.ndarray, s: float, exact: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
             return den(b, s, exact)
 
-        ddn_fn.sides = True  # denoise_tiled tells it which tile sides are the image's edges, as ddn denoise does
+        ddn_fn.sides = True  # denoise_tiled tells it on which tile sides it must be exact, as ddn denoise does
         return ddn_fn, True
     if name.startswith(("ffdnet", "cdncnn")):
         from anchors import load_anchor

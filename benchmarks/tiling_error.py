@@ -4,7 +4,7 @@
     python benchmarks/tiling_error.py --sides --only 256/48,512/32,512/48 --json benchmarks/results/tiling_error_sides.json
 
 ``--sides``: tile as `ddn denoise` does since 2026-12-02, the model told which tile sides are the
-image's edges (the border ring recomputed only there), each row beside the exact-ring tiling.
+image's edges or thinly overlapped (the border ring recomputed only there), each row beside the exact-ring tiling.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/kodak24"))
     ap.add_argument("--limit", type=int, default=4)
     ap.add_argument("--only", default="")
-    ap.add_argument("--sides", action="store_true", help="also tile with the border ring recomputed only on the image's edges")
+    ap.add_argument("--sides", action="store_true", help="also tile as ddn denoise does, the border ring recomputed only where it counts")
     ap.add_argument("--json")
     a = ap.parse_args()
     den = Denoiser.load(resolve_weights(None), precision="fp32")

@@ -243,36 +243,37 @@ def test_the_cpu_denoiser_uses_the_fused_form_unless_asked_not_to(default_weight
     assert not isinstance(plain.model.res1, onednn.FusedBottleneck)
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_inference_form_skips_only_the_ring_of_inner_sides(fused):
+@pytest.mark.parametrize("fused,dtype", [(False, torch.float32), (True, torch.float32), (True, torch.bfloat16)])
+def test_inference_form_skips_only_the_ring_of_inner_sides(fused, dtype):
     """``exact`` (top, bottom, left, right): a side given False differs from the trained model in
     its outermost ring of pixels only (bit for bit the same inside), and by enough there that
     the recomputation is what made the ring right; sides given True stay equal to the model."""
     from ddn_cli.models.fast import FastDenoiser
     from ddn_cli.models.onednn import available, onednn_form
 
-    if fused and not available(torch.float32):
-        pytest.skip("oneDNN's fused convolutions are not in this PyTorch build")
+    if fused and not available(dtype):
+        pytest.skip(f"oneDNN's fused convolutions do not run in {dtype} here")
     torch.manual_seed(0)
     m = build_denoiser().eval()
     random_bn_statistics(m)
     f = FastDenoiser(m).eval()
     if fused:
-        f = onednn_form(f, torch.float32)
+        f = onednn_form(f, dtype)
     x = torch.rand(2, 3, 40, 44)  # a multiple of the size step: the ring is the tensor's own edge
-    with torch.no_grad():
-        want, full = m(x, 0.1), f(x, 0.1)
-        assert torch.allclose(want, full, atol=1e-5)
+    bf16 = dtype == torch.bfloat16
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        want, full = m(x, 0.1).float(), f(x, 0.1).float()
+        assert torch.allclose(want, full, atol=0.05 if bf16 else 1e-5)
         ring = {"top": (slice(None), slice(None), 0), "bottom": (slice(None), slice(None), -1),
                 "left": (..., 0), "right": (..., -1)}
         for i, side in enumerate(("top", "bottom", "left", "right")):
             flags = [True] * 4
             flags[i] = False
-            got = f(x, 0.1, exact=tuple(flags))
+            got = f(x, 0.1, exact=tuple(flags)).float()
             off = torch.ones_like(got, dtype=torch.bool)
             off[ring[side]] = False
             assert torch.equal(got[off], full[off]), side  # the same computation everywhere else
             assert (got[ring[side]] - want[ring[side]]).abs().max() > 1e-3, side
-        none = f(x, 0.1, exact=(False,) * 4)
+        none = f(x, 0.1, exact=(False,) * 4).float()
         inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
         assert torch.equal(none[inner], full[inner])

@@ -54,8 +54,6 @@ class Denoiser:
             raise UnsafeWeights(f"{weights}: weights do not match the {arch} architecture ({str(e)[:120]})") from None
         model.eval()
         if fast:
-            from .models.fast import FastDenoiser
-
             model = FastDenoiser(model).eval()
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
@@ -104,7 +102,9 @@ class Denoiser:
             x = x.contiguous(memory_format=torch.channels_last)
         try:
             with self.precision.autocast(self.device):
-                kw = {} if all(exact) or not isinstance(self.model, FastDenoiser) else {"exact": tuple(exact)}
+                # (a torch.compile'd FastDenoiser keeps the original as _orig_mod and takes the same arguments)
+                fast = isinstance(getattr(self.model, "_orig_mod", self.model), FastDenoiser)
+                kw = {"exact": tuple(exact)} if fast and not all(exact) else {}
                 y = self.model(x, sigma255 / 255.0, **kw) if self.noise_level else self.model(x, **kw)
         except torch.OutOfMemoryError:
             raise OutOfMemory(f"out of memory on {self.device} with {tuple(x.shape)} tiles",
