@@ -7,7 +7,7 @@ with (b) a real `ddn denoise` folder run (PNG decode + encode overlapped by the 
 timed by its own JSON report (model loading excluded) and as a whole process.
 
     python benchmarks/folder_throughput.py --n 120 --size 256x320 [--rounds 3]
-Writes benchmarks/results/folder_throughput.json. Run it on an otherwise idle machine.
+Writes benchmarks/results/folder_throughput.json (or ``--json PATH``). Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--size", default="256x320")
     ap.add_argument("--sigma", type=float, default=25)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", default=str(ROOT / "benchmarks/results/folder_throughput.json"))
     a = ap.parse_args()
     h, w = (int(v) for v in a.size.split("x"))
     from ddn_cli.descriptor import Denoiser
@@ -123,7 +124,7 @@ def main() -> None:
            "ratio_vs_one_at_a_time": round(statistics.median(ratios_seq), 4),
            "whole_process_s": [round(v, 2) for v in walls],
            "whole_process_mp_s": round(mp / statistics.median(walls), 4), "command": " ".join(sys.argv)}
-    out = ROOT / "benchmarks/results/folder_throughput.json"
+    out = Path(a.json)
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
 
