@@ -49,7 +49,7 @@ def main() -> None:
     a = ap.parse_args()
     import cv2
     import torch
-    from suite import SIGMA, denoise_tiled, make_photo, method_fn
+    from suite import SIGMA, ddn_method, denoise_tiled, make_photo, method_fn
 
     if not (ROOT.parent / "shared" / "anchors").is_dir():
         raise SystemExit("../shared/anchors is absent: nothing to compare with")
@@ -69,12 +69,7 @@ def main() -> None:
         if f"ffdnet-{cand.precision.name}" not in fns:
             raise SystemExit(f"--candidate runs in {cand.precision.name} here: add it to --precisions")
         names.insert(1, "ddn-candidate")
-
-        def cand_fn(b, s, exact=(True,) * 4):
-            return cand(b, s, exact)
-
-        cand_fn.sides = True
-        fns = {n: fns.get(n, cand_fn) for n in names}
+        fns = {n: fns.get(n, ddn_method(cand)) for n in names}
     if a.with_exact:
         auto = fns.get("ddn-auto")
         if auto is None:

@@ -56,12 +56,7 @@ def method_fn(name: str):
         from ddn_cli.registry import resolve_weights
 
         model, _, prec = name.rpartition("-")  # ddn-auto: the default; ddn.seg-auto: another shipped denoiser
-        den = Denoiser.load(resolve_weights(None if model == "ddn" else model), precision=prec)
-        def ddn_fn(b: np.ndarray, s: float, exact: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
-            return den(b, s, exact)
-
-        ddn_fn.sides = True  # denoise_tiled tells it on which tile sides it must be exact, as ddn denoise does
-        return ddn_fn, True
+        return ddn_method(Denoiser.load(resolve_weights(None if model == "ddn" else model), precision=prec)), True
     if name.startswith(("ffdnet", "cdncnn")):
         from anchors import load_anchor
 
@@ -96,16 +91,23 @@ def method_fn(name: str):
     raise SystemExit(f"unknown method {name}")
 
 
+def ddn_method(den):
+    """A ddn ``Denoiser`` as a suite method: told on which tile sides it must be exact, as
+    ``ddn denoise`` tells it (``denoise_tiled`` sees the ``sides`` mark)."""
+    def fn(b: np.ndarray, s: float, exact: tuple[bool, bool, bool, bool] = (True,) * 4) -> np.ndarray:
+        return den(b, s, exact)
+
+    fn.sides = True
+    return fn
+
+
 def denoise_tiled(big: np.ndarray, fn) -> np.ndarray:
     """The suite's whole-image speed setting: an 8-bit photo through ``fn`` tiled 512 / 32."""
     from ddn_cli.tiling import run_tiled
 
-    if getattr(fn, "sides", False):  # ddn's own tiled path (pipeline.denoise_image)
-        return run_tiled(big, lambda b, exact: fn(b, SIGMA, exact), tile=512, overlap=32, batch_size=1, sides=True,
-                         to_float=lambda a: a.astype(np.float32) / 255,
-                         from_float=lambda f: np.clip(np.rint(f * 255), 0, 255).astype(np.uint8))
-    return run_tiled(big, lambda b: fn(b, SIGMA), tile=512, overlap=32, batch_size=1,
-                     to_float=lambda a: a.astype(np.float32) / 255,
+    sides = getattr(fn, "sides", False)  # ddn's own tiled path (pipeline.denoise_image)
+    return run_tiled(big, (lambda b, exact: fn(b, SIGMA, exact)) if sides else (lambda b: fn(b, SIGMA)),
+                     tile=512, overlap=32, batch_size=1, sides=sides, to_float=lambda a: a.astype(np.float32) / 255,
                      from_float=lambda f: np.clip(np.rint(f * 255), 0, 255).astype(np.uint8))
 
 

@@ -148,8 +148,9 @@ def run_tiled(
     instead, ``exact`` = (top, bottom, left, right) from ``exact_sides``: False where every
     tile of the batch has a neighbour overlapping it by at least ``SKIP_OVERLAP`` px on that
     side, so that its outermost pixels there get a blending weight of at most 0.0034 and a
-    model may compute them less exactly (``models/fast.py`` skips its border ring there). Same-size tiles are batched ``batch_size`` at a time. Memory: the
-    output array plus one strip of tiles. ``on_tiles(done, total)`` reports progress.
+    model may compute them less exactly (``models/fast.py`` skips its border ring there).
+    Same-size tiles are batched ``batch_size`` at a time. Memory: the output array plus one
+    strip of tiles. ``on_tiles(done, total)`` reports progress.
     """
     h, w, c = src.shape
     wc = work_channels or c
@@ -175,10 +176,7 @@ def run_tiled(
             wsum[off:off + k] += carry_w
         for batch in _batches(row, batch_size):
             crops = np.stack([to_f(src[t.y0:t.y1, t.x0:t.x1]) for t in batch])
-            if sides:
-                res = fn(crops, exact_sides(batch, rows))
-            else:
-                res = fn(crops)
+            res = fn(crops, exact_sides(batch, rows)) if sides else fn(crops)
             for t, r in zip(batch, res):
                 win = tile_window(t, rows, h, w)[..., None]
                 acc[t.y0 - y0:t.y1 - y0, t.x0:t.x1] += r * win

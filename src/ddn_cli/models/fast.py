@@ -128,6 +128,13 @@ def _f64(conv: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     return conv.weight.detach().double(), (conv.bias.detach().double() if conv.bias is not None else None)
 
 
+def _edge(t: torch.Tensor, dim: int, last: bool, width: int) -> torch.Tensor:
+    """The first (or ``last``) ``width`` rows (dim 2) or columns (dim 3) of ``t``, as a view
+    (all of them where ``t`` has fewer, as slicing would)."""
+    width = min(width, t.shape[dim])
+    return t.narrow(dim, t.shape[dim] - width if last else 0, width)
+
+
 class _FastBottleneck(nn.Module):
     def __init__(self, body: nn.Sequential) -> None:
         super().__init__()
@@ -203,22 +210,12 @@ class FastDenoiser(nn.Module):
             skip_in = self.skip_in(xs.to(self.skip_in.weight.dtype))
         out = F.pixel_shuffle(self.up_tail(u) + skip_in, 2)
         up, tail, skip, n = self.up2, self.tail_up, self.tail_skip, u.shape[0]
-        if rows:  # the sides' strips in one batch
-            r = tail(up(torch.cat([u[:, :, :4] if k == "top" else u[:, :, -4:] for k in rows])))
-            r = r + skip(torch.cat(list(rows.values())))
-            for i, k in enumerate(rows):
-                if k == "top":
-                    out[:, :, :1] = r[i * n:(i + 1) * n, :, :1]
-                else:
-                    out[:, :, -1:] = r[i * n:(i + 1) * n, :, -1:]
-        if cols:
-            c = tail(up(torch.cat([u[..., :4] if k == "left" else u[..., -4:] for k in cols])))
-            c = c + skip(torch.cat(list(cols.values())))
-            for i, k in enumerate(cols):
-                if k == "left":
-                    out[:, :, :, :1] = c[i * n:(i + 1) * n, ..., :1]
-                else:
-                    out[:, :, :, -1:] = c[i * n:(i + 1) * n, ..., -1:]
+        for strips, first, dim in ((rows, "top", 2), (cols, "left", 3)):  # each axis's sides in one batch
+            if strips:
+                r = tail(up(torch.cat([_edge(u, dim, k != first, 4) for k in strips])))
+                r = r + skip(torch.cat(list(strips.values())))
+                for i, k in enumerate(strips):
+                    _edge(out, dim, k != first, 1).copy_(_edge(r[i * n:(i + 1) * n], dim, k != first, 1))
         return out
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None,
@@ -229,8 +226,8 @@ class FastDenoiser(nn.Module):
         instead of an intermediate tensor), and only those pixels differ. Where a tile's side is
         overlapped by a neighbour by 16 px or more that ring gets a blending weight of at most
         0.0034 (``tiling.exact_sides``), so the recomputation, whose thin transposed-convolution
-        strips cost about 8% of a 456 x 476 tile in bf16, can be skipped there. The first half-resolution row and column,
-        which the rest of the network reads, are recomputed always."""
+        strips cost about 8% of a 456 x 476 tile in bf16, can be skipped there. The first
+        half-resolution row and column, which the rest of the network reads, are recomputed always."""
         h, w = x.shape[-2:]
         top, bottom, left, right = exact
         xp = pad_to_multiple(x, SIZE_MULTIPLE)
