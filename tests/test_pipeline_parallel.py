@@ -116,3 +116,88 @@ def test_a_single_small_image_keeps_every_thread(tmp_path, den, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert r.status == "ok" and seen == [2]
+
+
+def test_pooled_files_are_written_by_the_writer_thread_in_order(tmp_path, den, monkeypatch):
+    # pool threads only denoise and encode; every write (temp file, fsync, rename) happens on
+    # the single writer thread, one file at a time in input order, so an fsync never idles a core
+    import ddn_cli.io as io_mod
+
+    order, threads_seen = [], set()
+    real = io_mod.write_atomic
+
+    def spy(path, data):
+        import threading
+
+        threads_seen.add(threading.current_thread().name.rsplit("_", 1)[0])
+        order.append(path.name)
+        return real(path, data)
+
+    monkeypatch.setattr(pl, "write_atomic", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        jobs = make_folder(tmp_path / "p", [(40, 56)] * 7)
+        res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25, workers=2)))
+    finally:
+        torch.set_num_threads(before)
+    assert [r.status for r in res] == ["ok"] * 7
+    assert threads_seen == {"ddn-write"}
+    assert order == [j.dst.name for j in jobs]
+    assert all(r.sigma == 25 and r.megapixels > 0 for r in res)
+
+
+def test_a_pool_thread_takes_the_next_image_while_the_oldest_is_still_running(tmp_path, den, monkeypatch):
+    # the oldest image is settled first (to keep the order); one more job than threads is queued,
+    # so the thread that finished early starts the third image instead of idling. Here the
+    # first image only finishes once the third has started: with no job queued it never would.
+    import threading
+
+    third_started = threading.Event()
+    calls = []
+    lock = threading.Lock()
+    real = pl.denoise_image
+
+    def spy(img, *a, **k):
+        with lock:
+            n = len(calls)
+            calls.append(n)
+        if n == 2:
+            third_started.set()
+        if n == 0:
+            assert third_started.wait(60), "the third image never started while the first ran"
+        return real(img, *a, **k)
+
+    monkeypatch.setattr(pl, "denoise_image", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        jobs = make_folder(tmp_path / "p", [(40, 56)] * 4)
+        res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25, workers=2)))
+    finally:
+        torch.set_num_threads(before)
+    assert third_started.is_set() and [r.status for r in res] == ["ok"] * 4
+
+
+def test_a_pooled_encoder_failure_fails_that_file_in_place(tmp_path, den, monkeypatch):
+    from ddn_cli.errors import OutputError
+
+    real = pl.encode_output
+
+    def flaky(dst, *a, **k):
+        if dst.name == "02.png":
+            raise OutputError(f"{dst}: the image encoder failed (simulated)", "try another output format")
+        return real(dst, *a, **k)
+
+    monkeypatch.setattr(pl, "encode_output", flaky)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        jobs = make_folder(tmp_path / "p", [(40, 56)] * 5)
+        res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25, workers=2)))
+    finally:
+        torch.set_num_threads(before)
+    assert [r.status for r in res] == ["ok", "ok", "failed", "ok", "ok"]
+    assert "02.png" in res[2].error and "encoder failed" in res[2].error
+    assert not jobs[2].dst.exists() and all(j.dst.exists() for k, j in enumerate(jobs) if k != 2)
+    assert sorted(p.name for p in jobs[0].dst.parent.iterdir()) == ["00.png", "01.png", "03.png", "04.png"]

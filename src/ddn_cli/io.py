@@ -444,6 +444,22 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def output_format(path: Path, img: ImageData, fmt: str | None = None) -> str:
+    """The format ``path`` gets: ``fmt`` if given, else its suffix's, else the input's."""
+    return fmt or SUFFIX_FORMAT.get(Path(path).suffix.lower()) or img.format
+
+
 def write_image(path: Path, img: ImageData, fmt: str | None = None, quality: int = 95) -> None:
-    fmt = fmt or SUFFIX_FORMAT.get(path.suffix.lower()) or img.format
+    fmt = output_format(path, img, fmt)
     write_atomic(path, lambda f: encode_to(f, img, fmt, quality))
+
+
+def encode_output(path: Path, img: ImageData, fmt: str | None = None, quality: int = 95) -> bytes:
+    """``img`` encoded as ``write_image(path, ...)`` would write it, in memory, for a
+    ``write_atomic`` elsewhere (folder runs encode small images on the denoising thread and
+    leave the file system's work - write, fsync, rename - to a writer thread). Encoder
+    failures raise ``OutputError`` naming ``path``, as ``write_image``'s do."""
+    try:
+        return encode_image(img, output_format(path, img, fmt), quality)
+    except OSError as e:
+        raise OutputError(f"{path}: the image encoder failed ({e})", "try another output format (--format)") from None
