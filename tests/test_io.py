@@ -215,6 +215,25 @@ def test_an_encoder_failure_is_reported_as_such_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_encode_output_reports_an_encoder_failure_naming_the_file(tmp_path, monkeypatch):
+    # folder runs encode small images in memory (io.encode_output) and write the bytes later:
+    # an encoder failure there gets the same one-line error, naming the output, and no file
+    import ddn_cli.io as io_mod
+    from ddn_cli.errors import OutputError
+
+    img = io_mod.ImageData(np.zeros((4, 5, 3), np.uint8), None, 8, "png")
+    dst = tmp_path / "out" / "x.webp"
+    assert io_mod.encode_output(dst, img)[:4] == b"RIFF"  # the suffix picks the format
+
+    def broken(*a, **k):
+        raise OSError("encoder error -2 when writing image file")  # Pillow's kind: no errno
+
+    monkeypatch.setattr(io_mod, "encode_image", broken)
+    with pytest.raises(OutputError, match="image encoder failed") as e:
+        io_mod.encode_output(dst, img)
+    assert str(dst) in str(e.value) and not (tmp_path / "out").exists()
+
+
 def _png_row_filters(data: bytes, row_bytes: int) -> set[int]:
     import struct
     import zlib

@@ -165,7 +165,7 @@ def test_a_pool_thread_takes_the_next_image_while_the_oldest_is_still_running(tm
         if n == 2:
             third_started.set()
         if n == 0:
-            assert third_started.wait(60), "the third image never started while the first ran"
+            assert third_started.wait(15), "the third image never started while the first ran"
         return real(img, *a, **k)
 
     monkeypatch.setattr(pl, "denoise_image", spy)

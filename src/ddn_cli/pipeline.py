@@ -224,16 +224,15 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
                 else:
                     (out, used), error = got, None
                 res.sigma = round(used, 3)
+            res.seconds = time.perf_counter() - t0
             yield from flush_write()
             if error is not None:
                 res.status, res.error = "failed", error
-                res.seconds = time.perf_counter() - t0
                 yield res
                 return
-            wf = (writer.submit(write_atomic, j.dst, data) if pooled
-                  else writer.submit(write_image, j.dst, out, opts.out_format, opts.quality))
-            res.seconds = time.perf_counter() - t0
-            pending_write = (wf, res)
+            # one statement: an interrupt cannot fall between a submitted write and its record
+            pending_write = (writer.submit(write_atomic, j.dst, data) if pooled
+                             else writer.submit(write_image, j.dst, out, opts.out_format, opts.quality)), res
 
         try:
             for i, j in enumerate(todo):
