@@ -31,6 +31,16 @@ def make_folder(root, sizes):
     return jobs
 
 
+def run_on_threads(jobs, den, threads=2, **opts):
+    """``pl.process`` over ``jobs`` with torch set to ``threads`` threads (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25, **opts)))
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_parallel_folder_run_matches_one_at_a_time(tmp_path, den, monkeypatch, threads):
     # mixed sizes: small ones run several at a time, "large" ones (over the limit, lowered
@@ -134,13 +144,8 @@ def test_pooled_files_are_written_by_the_writer_thread_in_order(tmp_path, den, m
         return real(path, data)
 
     monkeypatch.setattr(pl, "write_atomic", spy)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        jobs = make_folder(tmp_path / "p", [(40, 56)] * 7)
-        res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25, workers=2)))
-    finally:
-        torch.set_num_threads(before)
+    jobs = make_folder(tmp_path / "p", [(40, 56)] * 7)
+    res = run_on_threads(jobs, den, workers=2)
     assert [r.status for r in res] == ["ok"] * 7
     assert threads_seen == {"ddn-write"}
     assert order == [j.dst.name for j in jobs]
@@ -169,13 +174,8 @@ def test_a_pool_thread_takes_the_next_image_while_the_oldest_is_still_running(tm
         return real(img, *a, **k)
 
     monkeypatch.setattr(pl, "denoise_image", spy)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        jobs = make_folder(tmp_path / "p", [(40, 56)] * 4)
-        res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25, workers=2)))
-    finally:
-        torch.set_num_threads(before)
+    jobs = make_folder(tmp_path / "p", [(40, 56)] * 4)
+    res = run_on_threads(jobs, den, workers=2)
     assert third_started.is_set() and [r.status for r in res] == ["ok"] * 4
 
 
@@ -190,13 +190,8 @@ def test_a_pooled_encoder_failure_fails_that_file_in_place(tmp_path, den, monkey
         return real(dst, *a, **k)
 
     monkeypatch.setattr(pl, "encode_output", flaky)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        jobs = make_folder(tmp_path / "p", [(40, 56)] * 5)
-        res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25, workers=2)))
-    finally:
-        torch.set_num_threads(before)
+    jobs = make_folder(tmp_path / "p", [(40, 56)] * 5)
+    res = run_on_threads(jobs, den, workers=2)
     assert [r.status for r in res] == ["ok", "ok", "failed", "ok", "ok"]
     assert "02.png" in res[2].error and "encoder failed" in res[2].error
     assert not jobs[2].dst.exists() and all(j.dst.exists() for k, j in enumerate(jobs) if k != 2)
