@@ -111,3 +111,35 @@ def test_run_tiled_memory_is_strip_bounded():
     run_tiled(src, fn, tile=64, overlap=16, batch_size=2)
     assert max(s[1] for s in seen) <= 64 and max(s[2] for s in seen) <= 64
     assert max(s[0] for s in seen) <= 2
+
+
+@pytest.mark.parametrize("shape,tile", [((40, 52, 3), 64), ((150, 170, 3), 64)])  # one tile / many
+def test_scratch_reuse_never_touches_the_input_or_the_model_output_it_does_not_own(shape, tile):
+    # run_tiled weights fn's results in place and hands from_float rows it may overwrite; a
+    # to_float that returns a view of the input and an fn that returns its input (or a
+    # read-only array) must still leave the input as it was and give the same output
+    src = np.random.default_rng(1).random(shape).astype(np.float32)
+    before = src.copy()
+    seen = []
+
+    def from_float(f):
+        f *= 2.0  # overwrites its scratch rows
+        return f
+
+    ident = run_tiled(src, lambda b: b, tile=tile, overlap=16, to_float=lambda a: a, from_float=from_float)
+
+    def frozen(b):
+        b = b.copy()
+        b.setflags(write=False)
+        seen.append(b)
+        return b
+
+    ro = run_tiled(src, frozen, tile=tile, overlap=16, to_float=lambda a: a, from_float=from_float)
+    assert np.array_equal(src, before)
+    assert all(not b.flags.writeable for b in seen) and all(np.isfinite(b).all() for b in seen)
+    assert np.allclose(ident, before * 2.0, atol=1e-5) and np.array_equal(ident, ro)
+
+
+def test_a_lone_tile_is_returned_unblended_to_the_bit():
+    src = np.random.default_rng(2).random((48, 60, 3)).astype(np.float32)
+    assert np.array_equal(run_tiled(src, lambda b: b * 3.0, tile=64, overlap=16), src * 3.0)

@@ -88,13 +88,17 @@ def denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overla
                          notes=list(img.notes)), float(sigma)
 
     def to_float(a: np.ndarray) -> np.ndarray:
-        f = a.astype(np.float32) / scale
+        f = a.astype(np.float32)
+        f /= scale
         return np.repeat(f, 3, axis=2) if grey else f
 
-    def from_float(f: np.ndarray) -> np.ndarray:
+    def from_float(f: np.ndarray) -> np.ndarray:  # f: run_tiled's scratch rows, overwritten
         if grey:
             f = f.mean(axis=2, keepdims=True)
-        return np.clip(np.rint(f * scale), 0, scale).astype(color.dtype)
+        f *= scale
+        np.rint(f, out=f)
+        np.clip(f, 0, scale, out=f)
+        return f.astype(color.dtype)
 
     out = np.empty_like(color)
     # a Denoiser is told on which sides of a tile its output must be exact (the image's edges,
