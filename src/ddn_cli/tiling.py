@@ -189,7 +189,7 @@ def run_tiled(
             wsum[off:off + k] += carry_w
         for batch in _batches(row, batch_size):
             parts = [to_f(src[t.y0:t.y1, t.x0:t.x1]) for t in batch]
-            crops = parts[0][None] if len(parts) == 1 else np.stack(parts)
+            crops = parts[0][None] if len(parts) == 1 and not np.may_share_memory(parts[0], src) else np.stack(parts)
             res = fn(crops, exact_sides(batch, rows)) if sides else fn(crops)
             for t, r in zip(batch, res):
                 win = tile_window(t, rows, h, w)[..., None]
@@ -210,8 +210,10 @@ def run_tiled(
 
 
 def _scratch(r: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """``r`` if it may be overwritten (writeable, not a view of ``src``), else a copy."""
-    return r if r.flags.writeable and not np.may_share_memory(r, src) else r.copy()
+    """``r`` if it may be overwritten (float32, writeable, not a view of ``src``), else a
+    float32 copy."""
+    ok = r.dtype == np.float32 and r.flags.writeable and not np.may_share_memory(r, src)
+    return r if ok else r.astype(np.float32)
 
 
 # a tile side whose neighbour overlaps it by this much or more gives its outermost pixel row a

@@ -101,7 +101,7 @@ def compose_on_unshuffled(fn, fn_bias, cin: int, lo: int, hi: int, full_out: boo
     pixels; padding is the caller's). ``fn`` returns half-resolution maps, or full-resolution
     ones when ``full_out`` (then the convolution gives 4x the channels for pixel_shuffle(2)).
     ``fn_bias`` is ``fn`` with its biases; both take float64. Found from impulse responses,
-    on a 16 x 16 image: ddn's responses (a 5 x 5 head, then a 3 x 3 conv) reach 5 px from the
+    on a 16 x 16 image: ddn's responses (a 5 x 5 head, then a 3 x 3 conv) reach 3 px from the
     impulse at (8, 8), so they are whole; the sum check below catches a longer one."""
     n, k = 8, hi - lo + 1
     c0 = n // 2
