@@ -424,9 +424,7 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
                 except OSError as e:
                     if e.errno is not None:  # a real write error: reported below
                         raise
-                    # an encoder's own failure (Pillow raises OSError without an errno)
-                    raise OutputError(f"{path}: the image encoder failed ({e})",
-                                      "try another output format (--format)") from None
+                    raise _encoder_failed(path, e) from None  # Pillow's own failures have no errno
             else:
                 f.write(data)
             f.flush()
@@ -461,5 +459,9 @@ def encode_output(path: Path, img: ImageData, fmt: str | None = None, quality: i
     failures raise ``OutputError`` naming ``path``, as ``write_image``'s do."""
     try:
         return encode_image(img, output_format(path, img, fmt), quality)
-    except OSError as e:
-        raise OutputError(f"{path}: the image encoder failed ({e})", "try another output format (--format)") from None
+    except OSError as e:  # in memory: no real I/O error can happen, only the encoder's own
+        raise _encoder_failed(path, e) from None
+
+
+def _encoder_failed(path: Path, e: OSError) -> OutputError:
+    return OutputError(f"{path}: the image encoder failed ({e})", "try another output format (--format)")

@@ -202,7 +202,7 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
         pending_read: Future = reader.submit(read, todo[0])
         pending_write: tuple[Future, Result] | None = None
         # denoising (and, for pooled small images, encoding), in input order
-        inflight: deque[tuple[Job, Result, Future, float]] = deque()
+        inflight: deque[tuple[Job, Result, Future, float, bool]] = deque()  # ..., pooled
         parallel = False  # small images several at a time, torch threads split between them
 
         def flush_write() -> Iterator[Result]:
@@ -215,15 +215,14 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
             """Wait for the oldest denoise and hand its output (an image, or a pooled job's
             encoded file) to the writer; writes happen one at a time, in input order."""
             nonlocal pending_write
-            j, res, fut, t0 = entry
-            pooled, out, data = False, None, None
+            j, res, fut, t0, pooled = entry
+            out, data = None, None
             try:
                 got = fut.result()
             except DdnError as e:
                 error = str(e)
             else:
-                pooled = len(got) == 3  # a pooled job: (sigma, encoded file or None, encoder error)
-                if pooled:
+                if pooled:  # (sigma, encoded file or None, encoder error)
                     used, data, error = got
                 else:
                     (out, used), error = got, None
@@ -277,7 +276,7 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
                     except DdnError as e:
                         dfut.set_exception(e)
                 del img
-                inflight.append((j, res, dfut, t0))
+                inflight.append((j, res, dfut, t0, small))
                 # one job more than the pool has threads: a thread that finishes before the
                 # one holding the oldest image (which is settled first, to keep the order)
                 # takes the queued one instead of idling
@@ -290,7 +289,7 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
             pending_read.cancel()
             if pending_write:  # the write in flight is atomic: let it finish and record it
                 sink.append(_finish_write(*pending_write))
-            for _, _, fut, _ in list(inflight):  # not written: dropped (pool threads never write)
+            for _, _, fut, _, _ in list(inflight):  # not written: dropped (pool threads never write)
                 fut.cancel()
             raise
         finally:

@@ -152,9 +152,10 @@ def run_tiled(
     Same-size tiles are batched ``batch_size`` at a time. Memory: the output array plus one
     strip of tiles. ``on_tiles(done, total)`` reports progress.
 
-    Scratch arrays are reused in place: ``fn``'s results are weighted where they lie (when
-    writeable) and ``from_float`` gets finished rows it may overwrite. A lone tile covering
-    the whole image skips blending (its window is all ones: the same values). Temporaries
+    Scratch arrays are reused in place: ``fn``'s results are weighted where they lie (a
+    float32 copy first if they are read-only, another dtype or a view of ``src``) and
+    ``from_float`` gets finished rows it may overwrite. A lone tile (the image fits one:
+    it is then the whole image) skips blending, its window being all ones. Temporaries
     cost page faults here (each fresh array of a few MB is new memory): 12 MP through an
     identity model took 385 ms in this loop with them.
     """
@@ -167,7 +168,7 @@ def run_tiled(
     if out is None:
         probe = from_f(np.zeros((1, 1, wc), np.float32))
         out = np.empty((h, w, c), dtype=probe.dtype)
-    if total == 1 and (rows[0][0].h, rows[0][0].w) == (h, w):  # one tile: nothing to blend
+    if total == 1:  # the whole image in one tile: nothing to blend
         crops = to_f(src)[None]
         res = fn(crops, exact_sides(rows[0], rows)) if sides else fn(crops)
         out[:] = from_f(_scratch(res[0], src))
