@@ -6,7 +6,11 @@ every thread and the folder run's own scheme (several small images at once, thre
 with (b) a real `ddn denoise` folder run (PNG decode + encode overlapped by the reader/writer threads),
 timed by its own JSON report (model loading excluded) and as a whole process.
 
-    python benchmarks/folder_throughput.py --n 120 --size 256x320 [--rounds 3]
+    python benchmarks/folder_throughput.py --n 120 --size 256x320 [--rounds 3] [--sizes varied] [--no-reuse-shapes]
+``--sizes varied``: each image's height and width drawn from 0.78-1.22x of ``--size`` (a folder
+of mixed sizes, where kernels built per shape matter: shapes.py); the pure passes then run each
+image at the shape the folder run picks (``ShapeMemo``, in the same order), or at its own shape
+with ``--no-reuse-shapes`` (which is also passed to ``ddn denoise``).
 Writes benchmarks/results/folder_throughput.json (or ``--json PATH``). Run it on an otherwise idle machine.
 """
 
@@ -34,9 +38,12 @@ def main() -> None:
     ap.add_argument("--size", default="256x320")
     ap.add_argument("--sigma", type=float, default=25)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sizes", choices=("fixed", "varied"), default="fixed")
+    ap.add_argument("--no-reuse-shapes", dest="reuse", action="store_false")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/folder_throughput.json"))
     a = ap.parse_args()
-    h, w = (int(v) for v in a.size.split("x"))
+    H, W = (int(v) for v in a.size.split("x"))
+    h, w = H, W
     from ddn_cli.descriptor import Denoiser
     from ddn_cli.io import read_image
     from ddn_cli.pipeline import auto_tile, denoise_image
@@ -48,6 +55,8 @@ def main() -> None:
         kodak = sorted((ROOT.parent / "shared/data/kodak24").glob("*.png"))
         rng = np.random.default_rng(0)
         for i in range(a.n):
+            if a.sizes == "varied":
+                h, w = (int(rng.integers(round(0.78 * v), round(1.22 * v) + 1)) for v in (H, W))
             if kodak:
                 base = np.asarray(Image.open(kodak[i % len(kodak)]).convert("RGB"))
                 y, x = rng.integers(0, base.shape[0] - h), rng.integers(0, base.shape[1] - w)
@@ -56,12 +65,18 @@ def main() -> None:
                 img = rng.uniform(0, 255, (h, w, 3)).astype(np.float32)
             noisy = np.clip(np.round(img + rng.normal(0, a.sigma, img.shape)), 0, 255).astype(np.uint8)
             Image.fromarray(noisy).save(src / f"{i:04d}.png")
-        mp = a.n * h * w / 1e6
+        images = [read_image(p) for p in sorted(src.glob("*.png"))]
+        mp = sum(im.shape[0] * im.shape[1] for im in images) / 1e6
 
         den = Denoiser.load(resolve_weights(None), name="default")
-        images = [read_image(p) for p in sorted(src.glob("*.png"))]
         tile, batch = auto_tile(den.device.type)
-        denoise_image(images[0], den, sigma=a.sigma, tile=tile, overlap=den.overlap, batch_size=batch)  # warm-up
+        from ddn_cli.shapes import ShapeMemo, own_shape
+
+        memo = ShapeMemo(den.size_multiple)  # the folder run's choices, in its order
+        shapes = [memo.choose(*im.shape) if a.reuse and max(own_shape(*im.shape, den.size_multiple)) <= tile
+                  else None for im in images]
+        denoise_image(images[0], den, sigma=a.sigma, tile=tile, overlap=den.overlap, batch_size=batch,
+                      run_shape=shapes[0])  # warm-up
 
         import torch
 
@@ -70,14 +85,15 @@ def main() -> None:
         workers = image_workers(den)
         threads = torch.get_num_threads()
 
-        def one(im):
-            return denoise_image(im, den, sigma=a.sigma, tile=tile, overlap=den.overlap, batch_size=batch)
+        def one(im, shape):
+            return denoise_image(im, den, sigma=a.sigma, tile=tile, overlap=den.overlap, batch_size=batch,
+                                 run_shape=shape)
 
         def pure_rate() -> float:
             """One image after another on every thread (the pipeline's way before 2026-11-30)."""
             t0 = time.perf_counter()
-            for im in images:
-                one(im)
+            for im, shape in zip(images, shapes):
+                one(im, shape)
             return mp / (time.perf_counter() - t0)
 
         def pure_parallel_rate() -> float:
@@ -89,7 +105,7 @@ def main() -> None:
             try:
                 with ThreadPoolExecutor(workers) as ex:
                     t0 = time.perf_counter()
-                    list(ex.map(one, images))
+                    list(ex.map(one, images, shapes))
                     return mp / (time.perf_counter() - t0)
             finally:
                 torch.set_num_threads(threads)
@@ -106,7 +122,8 @@ def main() -> None:
             out_dir = Path(tmp) / f"out{i}"
             t0 = time.perf_counter()
             r = subprocess.run([sys.executable, "-m", "ddn_cli", "denoise", str(src), str(out_dir), "--sigma",
-                                f"{a.sigma:g}", "--quiet", "--json", "-"], capture_output=True, text=True, check=True)
+                                f"{a.sigma:g}", "--quiet", "--json", "-"] + ([] if a.reuse else ["--no-reuse-shapes"]),
+                               capture_output=True, text=True, check=True)
             walls.append(time.perf_counter() - t0)
             rep = json.loads(r.stdout)
             folders.append(rep["summary"]["megapixels"] / rep["seconds"])
@@ -115,7 +132,9 @@ def main() -> None:
     ratios = [f / ((p0 + p1) / 2) for f, p0, p1 in zip(folders, best, best[1:])]
     seq = [p[0] for p in pures]
     ratios_seq = [f / ((p0 + p1) / 2) for f, p0, p1 in zip(folders, seq, seq[1:])]
-    res = {"images": a.n, "size": [h, w], "megapixels": round(mp, 3), "sigma": a.sigma,
+    res = {"images": a.n, "size": [H, W], "sizes": a.sizes, "reuse_shapes": a.reuse,
+           "shapes_run": len(set(shapes)) if a.reuse else len({own_shape(*im.shape, 4) for im in images}),
+           "megapixels": round(mp, 3), "sigma": a.sigma,
            "precision": rep["precision"], "rounds": a.rounds, "threads": threads, "image_workers": workers,
            "pure_compute_mp_s": [round(v, 4) for v in best],
            "pure_one_at_a_time_mp_s": [round(p[0], 4) for p in pures],
