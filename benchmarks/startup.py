@@ -2,11 +2,12 @@
 
 Each round starts fresh processes (in alternating order when ``--against`` is given) and times:
 - `load`: `Denoiser.load` of the default model in a fresh process (the torch import excluded);
-- `whole`: a whole `ddn denoise` run on one 256x320 crop, process start to exit.
+- `whole`: a whole `ddn denoise` run on one 256x320 crop (or ``--input IMG``; ``--input photo``:
+  the suite's noisy 12 MP PNG), process start to exit.
 Medians over the rounds; ``--against DIR`` also times another checkout's `src/` (e.g. a
 `git worktree` of an older commit) in the same rounds and reports the ratio.
 
-    python benchmarks/startup.py [--rounds 7] [--against /tmp/oldtree] [--json PATH]
+    python benchmarks/startup.py [--rounds 7] [--against /tmp/oldtree] [--input IMG] [--json PATH]
 Writes benchmarks/results/startup.json by default. Run it on an otherwise idle machine.
 """
 
@@ -38,17 +39,21 @@ def timed(src: Path, tmp: Path, crop: Path) -> tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=str(src))
     load = float(subprocess.run([sys.executable, "-c", LOAD], env=env, capture_output=True, text=True,
                                 check=True).stdout.strip())
-    out = tmp / f"out{time.perf_counter_ns()}"
+    out = tmp / f"out{time.perf_counter_ns()}{crop.suffix}"
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ddn_cli", "denoise", str(crop), str(out), "--sigma", "25", "--quiet"],
                    env=env, check=True, capture_output=True)
-    return load, time.perf_counter() - t0
+    whole = time.perf_counter() - t0
+    out.unlink(missing_ok=True)  # a 12 MP output per run would fill the temp folder
+    return load, whole
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--against", default=None, help="another checkout whose src/ is timed in the same rounds")
+    ap.add_argument("--input", default=None, help="image for the whole run: a path, or 'photo' for suite.py's noisy 12 MP PNG "
+                                                 "(default: a noise crop of 256x320)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/startup.json"))
     a = ap.parse_args()
     from machine import cpu_name
@@ -59,15 +64,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         rng = np.random.default_rng(0)
-        crop = tmp / "crop.png"
-        Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)).save(crop)
+        if a.input == "photo":
+            from suite import make_photo
+
+            crop = tmp / "photo.png"
+            make_photo(crop)
+        elif a.input:
+            crop = Path(a.input).resolve()
+        else:
+            crop = tmp / "crop.png"
+            Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)).save(crop)
         res: dict[str, dict[str, list[float]]] = {k: {"load": [], "whole": []} for k in trees}
         for r in range(a.rounds):
             for k in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
                 load, whole = timed(trees[k], tmp, crop)
                 res[k]["load"].append(load)
                 res[k]["whole"].append(whole)
-    out = {"machine": cpu_name(), "rounds": a.rounds, "command": " ".join(sys.argv), "trees": {k: str(v) for k, v in trees.items()}}
+    out = {"machine": cpu_name(), "rounds": a.rounds, "input": a.input or "noise crop 256x320", "command": " ".join(sys.argv), "trees": {k: str(v) for k, v in trees.items()}}
     for k, v in res.items():
         out[k] = {m: {"median_s": round(statistics.median(x), 4), "runs_s": [round(t, 4) for t in x]} for m, x in v.items()}
     if a.against:

@@ -8,6 +8,7 @@ never prints; progress goes to ``on_event``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -69,7 +70,9 @@ def denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overla
     (``tiling_torch``); None = on GPUs, where host-side blending was the bottleneck.
     ``run_shape``: (H, W) to run an image that fits one tile at, reflect-padded and cropped
     back (``shapes.ShapeMemo``: reuses the kernels built for an earlier image); ignored if
-    it is smaller than the image or larger than ``tile``."""
+    it is smaller than the image or larger than ``tile``, if it is the image's own shape
+    (rounded up to ``den.size_multiple``: the network pads that itself), and on the
+    device-blended (GPU) path."""
     from .noise import estimate_sigma
     from .tiling import run_tiled
 
@@ -108,7 +111,9 @@ def denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overla
 
     h, w = color.shape[:2]
     src = color
-    if run_shape is not None and (h, w) != tuple(run_shape) and h <= run_shape[0] <= tile and w <= run_shape[1] <= tile:
+    # at its own shape (rounded up to the model's multiple) the network pads the image itself
+    if (run_shape is not None and tuple(run_shape) != own_shape(h, w, den.size_multiple)
+            and h <= run_shape[0] <= tile and w <= run_shape[1] <= tile):
         src = pad_reflect(color, run_shape)
     out = np.empty_like(src)
     # a Denoiser is told on which sides of a tile its output must be exact (the image's edges,
@@ -145,15 +150,62 @@ def read_denoised(path, den, *, sigma: float | None, max_pixels: int = DEFAULT_M
     return denoise_image(img, den, sigma=sigma, tile=tile, overlap=den.overlap, batch_size=batch)
 
 
+@dataclass
+class ReadAhead:
+    """The first image to do, read in a background thread while the caller does something
+    else (``read_ahead``: the CLI loads the model meanwhile)."""
+
+    job: Job
+    future: Future | None
+    max_pixels: int
+
+    def take(self) -> Future | None:
+        """The read's future, handed over once: afterwards this object no longer holds the
+        decoded image (a run keeps its ``ReadAhead`` to the end; the image must not)."""
+        fut, self.future = self.future, None
+        return fut
+
+
+def first_to_do(jobs: Sequence[Job], overwrite: bool) -> Job | None:
+    """The first job ``process`` will denoise (the earlier ones are skipped: their output
+    exists and ``overwrite`` is off)."""
+    return next((j for j in jobs if overwrite or not j.dst.exists()), None)
+
+
+def read_ahead(job: Job, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadAhead:
+    """Start reading ``job``'s input in a daemon thread (the process does not wait for it
+    at exit, e.g. after a model failed to load). Pass the result to ``process``: a one-photo
+    run then decodes its input while torch is imported and the model loaded, which on a
+    2-core CPU are single-threaded."""
+    fut: Future = Future()
+    ahead = ReadAhead(job, fut, max_pixels)
+
+    def run() -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(read_image(job.src, max_pixels))
+        except BaseException as e:  # noqa: BLE001 - handed over to whoever waits on it
+            fut.set_exception(e)
+
+    try:
+        threading.Thread(target=run, name="ddn-read-ahead", daemon=True).start()
+    except RuntimeError:  # no thread to be had: ``process`` reads the file itself
+        ahead.take()
+    return ahead
+
+
 def process(jobs: Sequence[Job], den, opts: DenoiseOptions, on_event: Event | None = None,
-            sink: list[Result] | None = None) -> Iterator[Result]:
+            sink: list[Result] | None = None, ahead: ReadAhead | None = None) -> Iterator[Result]:
     """Denoise every job; yields one ``Result`` per job, in order. A failing input is
     reported and skipped; the others go on. Existing outputs are skipped unless
-    ``opts.overwrite``. Every finished result is also appended to ``sink``; on an
+    ``opts.overwrite``. ``ahead``: the first job's read, already started (``read_ahead``);
+    used if it is the first job to do, read with the same ``max_pixels``; else ignored.
+    Every finished result is also appended to ``sink``; on an
     interrupt (KeyboardInterrupt, or the generator being closed) the write in flight
     is completed (atomically) and recorded there before the interrupt propagates."""
     sink = sink if sink is not None else []
-    for r in _process(jobs, den, opts, on_event, sink):
+    for r in _process(jobs, den, opts, on_event, sink, ahead):
         sink.append(r)
         yield r
 
@@ -181,7 +233,7 @@ def image_workers(den, requested: int = 0) -> int:
     return max(1, min(torch.get_num_threads(), MAX_IMAGE_WORKERS))
 
 
-def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
+def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
     import torch
 
     emit = on_event or (lambda kind, data: None)
@@ -220,7 +272,12 @@ def _process(jobs, den, opts, on_event, sink) -> Iterator[Result]:
             except DdnError as e:
                 return used, None, str(e)
 
-        pending_read: Future = reader.submit(read, todo[0])
+        # taken either way: an unused read-ahead must not keep its image for the whole run
+        early = ahead.take() if ahead is not None else None
+        if early is None or ahead.job != todo[0] or ahead.max_pixels != opts.max_pixels:
+            early = None
+        pending_read: Future = early if early is not None else reader.submit(read, todo[0])
+        del early
         pending_write: tuple[Future, Result] | None = None
         # denoising (and, for pooled small images, encoding), in input order
         inflight: deque[tuple[Job, Result, Future, float, bool]] = deque()  # ..., pooled

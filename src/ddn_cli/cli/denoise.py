@@ -122,8 +122,12 @@ def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, pre
         TimeRemainingColumn,
     )
 
+    from ..pipeline import DenoiseOptions, Result, first_to_do, process, read_ahead
+
+    # the first input is decoded while torch is imported and the model loaded (one core each)
+    first = first_to_do(jobs, overwrite)
+    ahead = read_ahead(first, max_pixels) if first is not None else None
     from ..descriptor import Denoiser
-    from ..pipeline import DenoiseOptions, Result, process
     from ..registry import resolve_weights
 
     weights = resolve_weights(model, "denoise", offline=offline)
@@ -152,7 +156,7 @@ def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, pre
                 progress.update(tiles_task, total=data["total"], completed=data["done"])
 
         sink: list[Result] = []
-        gen = process(jobs, den, opts, on_event, sink)
+        gen = process(jobs, den, opts, on_event, sink, ahead)
         try:
             for r in gen:
                 progress.advance(files_task)

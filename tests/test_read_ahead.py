@@ -1,0 +1,122 @@
+"""The first input read while the model loads (``read_ahead``): used by ``process`` only
+for the job it was started for, with the same pixel limit; its errors fail that file."""
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+from conftest import noisy, smooth_image
+from PIL import Image
+
+import ddn_cli.pipeline as pl
+from ddn_cli.descriptor import Denoiser
+from ddn_cli.io import Job
+from ddn_cli.registry import resolve_weights
+
+
+@pytest.fixture(scope="module")
+def den():
+    return Denoiser.load(resolve_weights(None), device="cpu", precision="fp32")
+
+
+def folder(root, n, broken=()):
+    root.mkdir()
+    jobs = []
+    for i in range(n):
+        p = root / f"{i}.png"
+        if i in broken:
+            p.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+        else:
+            Image.fromarray(noisy(smooth_image(40, 48, seed=i), 25, seed=i)).save(p)
+        jobs.append(Job(p, root.parent / "out" / p.name))
+    return jobs
+
+
+def counting_reads(monkeypatch):
+    seen = []
+    real = pl.read_image
+    monkeypatch.setattr(pl, "read_image", lambda src, *a, **k: (seen.append(src.name), real(src, *a, **k))[1])
+    return seen
+
+
+def test_first_to_do_skips_existing_outputs(tmp_path):
+    jobs = folder(tmp_path / "in", 3)
+    jobs[0].dst.parent.mkdir()
+    jobs[0].dst.write_bytes(b"done")
+    assert pl.first_to_do(jobs, overwrite=False) is jobs[1]
+    assert pl.first_to_do(jobs, overwrite=True) is jobs[0]
+    for j in jobs:
+        j.dst.write_bytes(b"done")
+    assert pl.first_to_do(jobs, overwrite=False) is None
+
+
+def test_the_read_ahead_replaces_the_first_read(tmp_path, den, monkeypatch):
+    jobs = folder(tmp_path / "in", 3)
+    seen = counting_reads(monkeypatch)
+    ahead = pl.read_ahead(jobs[0])
+    ahead.future.result(timeout=30)
+    assert seen == ["0.png"]
+    res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25), ahead=ahead))
+    assert [r.status for r in res] == ["ok"] * 3
+    assert seen == ["0.png", "1.png", "2.png"]  # the first file was read once
+    plain = tmp_path / "plain"
+    again = [Job(j.src, plain / j.src.name) for j in jobs]
+    list(pl.process(again, den, pl.DenoiseOptions(sigma=25)))
+    for j, k in zip(jobs, again):
+        assert np.array_equal(np.asarray(Image.open(j.dst)), np.asarray(Image.open(k.dst)))
+
+
+@pytest.mark.parametrize("mismatch", ["other job", "other limit"])
+def test_a_read_ahead_that_does_not_match_is_ignored(tmp_path, den, monkeypatch, mismatch):
+    jobs = folder(tmp_path / "in", 2)
+    seen = counting_reads(monkeypatch)
+    if mismatch == "other job":
+        ahead = pl.read_ahead(jobs[1])
+    else:
+        ahead = pl.read_ahead(jobs[0], max_pixels=10)  # would fail: over the limit
+    ahead.future.exception(timeout=30)
+    res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25), ahead=ahead))
+    assert [r.status for r in res] == ["ok", "ok"]
+    assert seen.count("0.png") == (1 if mismatch == "other job" else 2)
+
+
+def test_a_failed_read_ahead_fails_that_file_only(tmp_path, den):
+    jobs = folder(tmp_path / "in", 2, broken={0})
+    ahead = pl.read_ahead(jobs[0])
+    res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25), ahead=ahead))
+    assert [r.status for r in res] == ["failed", "ok"]
+    assert "0.png" in res[0].error
+    assert not jobs[0].dst.exists() and jobs[1].dst.exists()
+
+
+@pytest.mark.parametrize("used", [True, False])
+def test_the_run_does_not_keep_the_read_ahead_image(tmp_path, den, used):
+    jobs = folder(tmp_path / "in", 3)
+    ahead = pl.read_ahead(jobs[0] if used else jobs[1])
+    ref = weakref.ref(ahead.future.result(timeout=30))
+    res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25), ahead=ahead))
+    assert [r.status for r in res] == ["ok"] * 3
+    gc.collect()
+    assert ahead.future is None and ref() is None  # the caller's ReadAhead holds no image
+
+
+def test_an_unexpected_decoder_failure_fails_that_file_only(tmp_path, den, monkeypatch):
+    from ddn_cli import io
+
+    real = io._decode_8bit
+
+    def flaky(im, path):
+        if path.name == "1.png":
+            raise MemoryError
+        if path.name == "2.png":
+            raise RuntimeError("decoder bug")
+        return real(im, path)
+
+    monkeypatch.setattr(io, "_decode_8bit", flaky)
+    jobs = folder(tmp_path / "in", 4)
+    res = list(pl.process(jobs, den, pl.DenoiseOptions(sigma=25), ahead=pl.read_ahead(jobs[0])))
+    assert [r.status for r in res] == ["ok", "failed", "failed", "ok"]
+    assert "1.png: not enough memory to decode 48x40" in res[1].error
+    assert "2.png: cannot decode (RuntimeError: decoder bug)" in res[2].error
+    assert not jobs[1].dst.exists() and not jobs[2].dst.exists() and jobs[3].dst.exists()
