@@ -133,7 +133,7 @@ def main() -> None:
     seq = [p[0] for p in pures]
     ratios_seq = [f / ((p0 + p1) / 2) for f, p0, p1 in zip(folders, seq, seq[1:])]
     res = {"images": a.n, "size": [H, W], "sizes": a.sizes, "reuse_shapes": a.reuse,
-           "shapes_run": len(set(shapes)) if a.reuse else len({own_shape(*im.shape, 4) for im in images}),
+           "shapes_run": len({s or own_shape(*im.shape, den.size_multiple) for s, im in zip(shapes, images)}),
            "megapixels": round(mp, 3), "sigma": a.sigma,
            "precision": rep["precision"], "rounds": a.rounds, "threads": threads, "image_workers": workers,
            "pure_compute_mp_s": [round(v, 4) for v in best],

@@ -88,6 +88,18 @@ def test_run_shape_pads_and_crops_back(den):
     assert 10 * np.log10(255 ** 2 / mse) > 35
 
 
+@pytest.mark.parametrize("size", [(10, 10), (9, 14), (50, 70), (61, 81)])
+def test_an_image_at_its_own_shape_is_left_to_the_network(den, size):
+    # the network pads to its multiple itself (and tiny images further, to 16 px): asked to
+    # run at that rounded-up shape, denoise_image gives exactly what it gives unasked
+    h, w = size
+    data = ImageData(color=noisy(smooth_image(h, w, seed=5), 25, seed=5), alpha=None, bits=8, format="png")
+    plain, _ = pl.denoise_image(data, den, sigma=25, tile=512, overlap=48, batch_size=1)
+    own, _ = pl.denoise_image(data, den, sigma=25, tile=512, overlap=48, batch_size=1,
+                              run_shape=own_shape(h, w, den.size_multiple))
+    assert np.array_equal(plain.color, own.color)
+
+
 def test_folder_of_varied_sizes_reuses_shapes_and_outputs_match(tmp_path, den, monkeypatch):
     sizes = [(60, 80), (56, 76), (64, 84), (58, 70), (61, 81), (40, 40)]
     root = tmp_path / "in"

@@ -254,6 +254,11 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
             raise
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, TypeError) as e:
             raise UnsupportedImage(f"{path}: corrupt or truncated ({e})", "re-export the file") from None
+        except MemoryError:
+            raise UnsupportedImage(f"{path}: not enough memory to decode {w}x{h}",
+                                   "free memory, or skip it with a lower --max-pixels") from None
+        except Exception as e:  # noqa: BLE001 - any other decoder failure fails this file alone
+            raise UnsupportedImage(f"{path}: cannot decode ({type(e).__name__}: {e})", "re-export the file") from None
     if orientation != 1:
         color = _orient(color, orientation)
         alpha = _orient(alpha, orientation) if alpha is not None else None
