@@ -32,6 +32,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
+def make_crops(dst: Path, n: int, H: int, W: int, sigma: float, sizes: str = "fixed") -> None:
+    """``n`` noisy crops (Kodak24 where ../shared has it, else uniform noise) as PNG in
+    ``dst``: H x W, or with ``sizes="varied"`` each side drawn from 0.78-1.22x of it."""
+    kodak = sorted((ROOT.parent / "shared/data/kodak24").glob("*.png"))
+    rng = np.random.default_rng(0)
+    h, w = H, W
+    for i in range(n):
+        if sizes == "varied":
+            h, w = (int(rng.integers(round(0.78 * v), round(1.22 * v) + 1)) for v in (H, W))
+        if kodak:
+            base = np.asarray(Image.open(kodak[i % len(kodak)]).convert("RGB"))
+            y, x = rng.integers(0, base.shape[0] - h), rng.integers(0, base.shape[1] - w)
+            img = base[y:y + h, x:x + w].astype(np.float32)
+        else:
+            img = rng.uniform(0, 255, (h, w, 3)).astype(np.float32)
+        noisy = np.clip(np.round(img + rng.normal(0, sigma, img.shape)), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(dst / f"{i:04d}.png")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=120)
@@ -43,7 +62,6 @@ def main() -> None:
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/folder_throughput.json"))
     a = ap.parse_args()
     H, W = (int(v) for v in a.size.split("x"))
-    h, w = H, W
     from ddn_cli.descriptor import Denoiser
     from ddn_cli.io import read_image
     from ddn_cli.pipeline import auto_tile, denoise_image
@@ -52,19 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
         src.mkdir()
-        kodak = sorted((ROOT.parent / "shared/data/kodak24").glob("*.png"))
-        rng = np.random.default_rng(0)
-        for i in range(a.n):
-            if a.sizes == "varied":
-                h, w = (int(rng.integers(round(0.78 * v), round(1.22 * v) + 1)) for v in (H, W))
-            if kodak:
-                base = np.asarray(Image.open(kodak[i % len(kodak)]).convert("RGB"))
-                y, x = rng.integers(0, base.shape[0] - h), rng.integers(0, base.shape[1] - w)
-                img = base[y:y + h, x:x + w].astype(np.float32)
-            else:
-                img = rng.uniform(0, 255, (h, w, 3)).astype(np.float32)
-            noisy = np.clip(np.round(img + rng.normal(0, a.sigma, img.shape)), 0, 255).astype(np.uint8)
-            Image.fromarray(noisy).save(src / f"{i:04d}.png")
+        make_crops(src, a.n, H, W, a.sigma, a.sizes)
         images = [read_image(p) for p in sorted(src.glob("*.png"))]
         mp = sum(im.shape[0] * im.shape[1] for im in images) / 1e6
 
