@@ -1,4 +1,5 @@
 import io
+import os
 
 import cv2
 import numpy as np
@@ -354,3 +355,40 @@ def test_16bit_tiff_encoder_errors_are_reported(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="OpenCV could not encode"):
         write_image(tmp_path / "x.tif", img)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_written_files_get_the_umask_permissions_and_the_umask_is_kept(tmp_path, mask):
+    from ddn_cli.io import current_umask, write_atomic
+
+    old = os.umask(mask)
+    try:
+        assert current_umask() == mask
+        write_atomic(tmp_path / "a.bin", b"data")
+        assert os.umask(mask) == mask  # still what it was: read, not swapped
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "a.bin").read_bytes() == b"data"
+
+
+def test_current_umask_falls_back_to_setting_it_where_proc_is_missing(monkeypatch):
+    import builtins
+
+    from ddn_cli.io import current_umask
+
+    real_open = builtins.open
+
+    def no_proc(path, *a, **k):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    old = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)
