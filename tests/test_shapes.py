@@ -154,3 +154,30 @@ def test_cli_reuse_shapes_flag(tmp_path, monkeypatch):
         assert r.exit_code == 0, r.output
         assert got[-1] is want
         assert len(list((tmp_path / f"out{want}").glob("*.png"))) == 2
+
+
+def test_shapes_are_not_reused_on_a_gpu(tmp_path, den, monkeypatch):
+    # on a GPU each shape costs no kernel build worth avoiding, and tiles are blended on the
+    # device: every image runs at its own shape. A CPU denoiser dressed as a CUDA one.
+    class OnCuda:
+        device = torch.device("cuda")
+
+        def __getattr__(self, name):
+            return getattr(den, name)
+
+    shapes_run = []
+    real = pl.denoise_image
+
+    def spy(img, _den, *a, run_shape=None, device_blend=None, **k):
+        shapes_run.append(run_shape)
+        return real(img, den, *a, run_shape=run_shape, device_blend=False, **k)
+
+    monkeypatch.setattr(pl, "denoise_image", spy)
+    root = tmp_path / "in"
+    root.mkdir()
+    for i, (h, w) in enumerate([(60, 80), (56, 76), (58, 70)]):
+        Image.fromarray(noisy(smooth_image(h, w, seed=i), 25, seed=i)).save(root / f"{i}.png")
+    jobs = [Job(p, tmp_path / "out" / p.name) for p in sorted(root.glob("*.png"))]
+    res = list(pl.process(jobs, OnCuda(), pl.DenoiseOptions(sigma=25)))
+    assert [r.status for r in res] == ["ok"] * 3
+    assert shapes_run == [None, None, None]
