@@ -7,7 +7,8 @@ with (b) a real `ddn denoise` folder run (PNG decode + encode overlapped by the 
 timed by its own JSON report (model loading excluded) and as a whole process.
 
     python benchmarks/folder_throughput.py --n 120 --size 256x320 [--rounds 3] [--sizes varied] [--no-reuse-shapes]
-``--sizes varied``: each image's height and width drawn from 0.78-1.22x of ``--size`` (a folder
+``--sizes varied``: each image's height and width drawn from 0.78-1.22x of ``--size`` (``--spread
+0.22``; ``--spread 0.5``: 0.5-1.5x) (a folder
 of mixed sizes, where kernels built per shape matter: shapes.py); the pure passes then run each
 image at the shape the folder run picks (``ShapeMemo``, in the same order), or at its own shape
 with ``--no-reuse-shapes`` (which is also passed to ``ddn denoise``).
@@ -32,15 +33,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def make_crops(dst: Path, n: int, H: int, W: int, sigma: float, sizes: str = "fixed") -> None:
+def make_crops(dst: Path, n: int, H: int, W: int, sigma: float, sizes: str = "fixed", spread: float = 0.22) -> None:
     """``n`` noisy crops (Kodak24 where ../shared has it, else uniform noise) as PNG in
-    ``dst``: H x W, or with ``sizes="varied"`` each side drawn from 0.78-1.22x of it."""
+    ``dst``: H x W, or with ``sizes="varied"`` each side drawn from (1 - spread) to (1 + spread) times it."""
     kodak = sorted((ROOT.parent / "shared/data/kodak24").glob("*.png"))
     rng = np.random.default_rng(0)
     h, w = H, W
     for i in range(n):
         if sizes == "varied":
-            h, w = (int(rng.integers(round(0.78 * v), round(1.22 * v) + 1)) for v in (H, W))
+            h, w = (int(rng.integers(round((1 - spread) * v), round((1 + spread) * v) + 1)) for v in (H, W))
         if kodak:
             base = np.asarray(Image.open(kodak[i % len(kodak)]).convert("RGB"))
             y, x = rng.integers(0, base.shape[0] - h), rng.integers(0, base.shape[1] - w)
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=25)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sizes", choices=("fixed", "varied"), default="fixed")
+    ap.add_argument("--spread", type=float, default=0.22, help="with --sizes varied: sides (1 +- spread) x --size")
     ap.add_argument("--no-reuse-shapes", dest="reuse", action="store_false")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/folder_throughput.json"))
     a = ap.parse_args()
@@ -70,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
         src.mkdir()
-        make_crops(src, a.n, H, W, a.sigma, a.sizes)
+        make_crops(src, a.n, H, W, a.sigma, a.sizes, a.spread)
         images = [read_image(p) for p in sorted(src.glob("*.png"))]
         mp = sum(im.shape[0] * im.shape[1] for im in images) / 1e6
 
@@ -138,7 +140,7 @@ def main() -> None:
     ratios = [f / ((p0 + p1) / 2) for f, p0, p1 in zip(folders, best, best[1:])]
     seq = [p[0] for p in pures]
     ratios_seq = [f / ((p0 + p1) / 2) for f, p0, p1 in zip(folders, seq, seq[1:])]
-    res = {"images": a.n, "size": [H, W], "sizes": a.sizes, "reuse_shapes": a.reuse,
+    res = {"images": a.n, "size": [H, W], "sizes": a.sizes, "spread": a.spread if a.sizes == "varied" else None, "reuse_shapes": a.reuse,
            "shapes_run": len({s or own_shape(*im.shape, den.size_multiple) for s, im in zip(shapes, images)}),
            "megapixels": round(mp, 3), "sigma": a.sigma,
            "precision": rep["precision"], "rounds": a.rounds, "threads": threads, "image_workers": workers,
