@@ -9,7 +9,7 @@ were measured and not adopted: ``cv2-decode`` (OpenCV's PNG decoder in place of 
 ``read_image`` for these 8-bit RGB crops, so an upper bound: it skips the CRC check, the
 metadata and the mode handling; OpenCV behind ``read_image``'s checks measured 1.004x, as its
 libpng takes as long as Pillow's decoder), ``no-fsync`` (not durable on a power cut),
-``up-filter`` (every PNG row filtered Up, no per-row choice: 8% larger files).
+``up-filter`` (every PNG row filtered Up, no per-row choice: 7.8% more bytes on these crops).
 
     python benchmarks/folder_io_costs.py [--n 120] [--rounds 6] [--variants full,cv2-decode] [--json PATH]
 Writes benchmarks/results/folder_io_costs.json by default. Run it on an otherwise idle machine.
@@ -76,6 +76,7 @@ def main() -> None:
     if variants[0] != "full" or not set(variants) <= set(VARIANTS):
         raise SystemExit(f"--variants: 'full' first, then any of {', '.join(VARIANTS[1:])}")
     res: dict[str, list[float]] = {v: [] for v in variants}
+    sizes: dict[str, int] = {}  # bytes written per variant (its last pass)
     with tempfile.TemporaryDirectory() as td:
         src = Path(td) / "in"
         src.mkdir()
@@ -101,13 +102,15 @@ def main() -> None:
                     for x in pl.process(jobs, den, pl.DenoiseOptions(sigma=a.sigma)):
                         assert x.status == "ok", x.error
                     res[v].append(time.perf_counter() - t0)
+                    sizes[v] = sum(p.stat().st_size for p in out.glob("*.png")) if out.is_dir() else 0
                     shutil.rmtree(out, ignore_errors=True)
         finally:
             use("full")
     full = res["full"]
     out = {"machine": cpu_name(), "images": a.n, "size": [H, W], "rounds": a.rounds,
            "variants": {v: {"median_s": round(statistics.median(t), 3), "runs_s": [round(x, 3) for x in t],
-                            "speed_vs_full": round(statistics.median([f / x for f, x in zip(full, t)]), 3)}
+                            "speed_vs_full": round(statistics.median([f / x for f, x in zip(full, t)]), 3),
+                            "bytes_written": sizes[v]}
                         for v, t in res.items()},
            "command": " ".join(sys.argv)}
     Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
