@@ -33,21 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from folder_throughput import add_crop_args, make_crops
+
 VARIANTS = ["full", "no-decode", "no-encode", "no-write", "none", "cv2-decode", "no-fsync", "up-filter"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=120)
-    ap.add_argument("--size", default="256x320")
-    ap.add_argument("--sigma", type=float, default=25)
+    add_crop_args(ap)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, 'full' first")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/folder_io_costs.json"))
     a = ap.parse_args()
     H, W = (int(v) for v in a.size.split("x"))
     import cv2
-    from folder_throughput import make_crops
     from machine import cpu_name
 
     import ddn_cli.io as dio

@@ -27,18 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from folder_throughput import add_crop_args, make_crops
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=120)
-    ap.add_argument("--size", default="256x320")
-    ap.add_argument("--sigma", type=float, default=25)
+    add_crop_args(ap)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/folder_passes.json"))
     a = ap.parse_args()
     H, W = (int(v) for v in a.size.split("x"))
     import torch
-    from folder_throughput import make_crops
     from machine import cpu_name
 
     import ddn_cli.pipeline as pl

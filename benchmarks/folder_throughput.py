@@ -52,11 +52,16 @@ def make_crops(dst: Path, n: int, H: int, W: int, sigma: float, sizes: str = "fi
         Image.fromarray(noisy).save(dst / f"{i:04d}.png")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def add_crop_args(ap: argparse.ArgumentParser) -> None:
+    """The folder of crops ``make_crops`` builds: ``--n``, ``--size`` (HxW), ``--sigma``."""
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--size", default="256x320")
     ap.add_argument("--sigma", type=float, default=25)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    add_crop_args(ap)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sizes", choices=("fixed", "varied"), default="fixed")
     ap.add_argument("--spread", type=float, default=0.22, help="with --sizes varied: sides (1 +- spread) x --size")

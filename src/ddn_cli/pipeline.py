@@ -166,10 +166,15 @@ class ReadAhead:
         return fut
 
 
+def _to_do(job: Job, overwrite: bool) -> bool:
+    """Whether ``process`` denoises ``job``: its output is skipped if it exists, unless ``overwrite``."""
+    return overwrite or not job.dst.exists()
+
+
 def first_to_do(jobs: Sequence[Job], overwrite: bool) -> Job | None:
     """The first job ``process`` will denoise (the earlier ones are skipped: their output
     exists and ``overwrite`` is off)."""
-    return next((j for j in jobs if overwrite or not j.dst.exists()), None)
+    return next((j for j in jobs if _to_do(j, overwrite)), None)
 
 
 def read_ahead(job: Job, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadAhead:
@@ -242,7 +247,7 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
     batch = opts.batch_size or batch_auto
     todo: list[Job] = []
     for j in jobs:
-        if j.dst.exists() and not opts.overwrite:
+        if not _to_do(j, opts.overwrite):
             yield Result(str(j.src), str(j.dst), "skipped", "output exists (use --overwrite)", model=den.name)
         else:
             todo.append(j)
@@ -274,9 +279,8 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
 
         # taken either way: an unused read-ahead must not keep its image for the whole run
         early = ahead.take() if ahead is not None else None
-        if early is None or ahead.job != todo[0] or ahead.max_pixels != opts.max_pixels:
-            early = None
-        pending_read: Future = early if early is not None else reader.submit(read, todo[0])
+        usable = early is not None and ahead.job == todo[0] and ahead.max_pixels == opts.max_pixels
+        pending_read: Future = early if usable else reader.submit(read, todo[0])
         del early
         pending_write: tuple[Future, Result] | None = None
         # denoising (and, for pooled small images, encoding), in input order
