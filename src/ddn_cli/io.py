@@ -191,9 +191,12 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
     one-line reason; never returns a partially decoded image."""
     from PIL import Image, UnidentifiedImageError
 
+    from .pngread import decode_png, worth_trying
+
     try:
         with open(path, "rb") as f:
             head = f.read(64)
+            whole = head + f.read() if worth_trying(head, max_pixels) else None
     except PermissionError:
         raise UnsupportedImage(f"{path}: permission denied", "make the file readable") from None
     except IsADirectoryError:
@@ -202,6 +205,12 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
         raise UnsupportedImage(f"{path}: cannot read ({e.strerror or e})") from None
     if not head:
         raise UnsupportedImage(f"{path}: empty file (0 bytes)")
+    if whole is not None:  # a plain PNG: ISA-L inflates it (pngread); anything odd comes back None
+        fast = decode_png(whole, max_pixels)
+        del whole
+        if fast is not None:
+            return ImageData(color=fast.color, alpha=fast.alpha, bits=fast.color.dtype.itemsize * 8, format="png",
+                             icc=fast.icc, exif=None, notes=[])
     Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with our own limit
     try:
         if head[:8] == b"\x89PNG\r\n\x1a\n":
