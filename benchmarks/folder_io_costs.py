@@ -9,7 +9,8 @@ were measured and not adopted: ``cv2-decode`` (OpenCV's PNG decoder in place of 
 ``read_image`` for these 8-bit RGB crops, so an upper bound: it skips the CRC check, the
 metadata and the mode handling; OpenCV behind ``read_image``'s checks measured 1.004x, as its
 libpng takes as long as Pillow's decoder), ``no-fsync`` (not durable on a power cut),
-``up-filter`` (every PNG row filtered Up, no per-row choice: 7.8% more bytes on these crops).
+``up-filter`` (every PNG row filtered Up, no per-row choice: 7.8% more bytes on these crops);
+and ``pillow-decode``, the decode before the PNG fast path (pngread, 2026-12-03): Pillow's.
 
     python benchmarks/folder_io_costs.py [--n 120] [--rounds 6] [--variants full,cv2-decode] [--json PATH]
 Writes benchmarks/results/folder_io_costs.json by default. Run it on an otherwise idle machine.
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from folder_throughput import add_crop_args, make_crops
 
-VARIANTS = ["full", "no-decode", "no-encode", "no-write", "none", "cv2-decode", "no-fsync", "up-filter"]
+VARIANTS = ["full", "no-decode", "no-encode", "no-write", "none", "cv2-decode", "no-fsync", "up-filter", "pillow-decode"]
 
 
 def main() -> None:
@@ -57,8 +58,10 @@ def main() -> None:
     from ddn_cli.registry import resolve_weights
 
     den = Denoiser.load(resolve_weights(None), name="default")
+    from ddn_cli import pngread
+
     real = {"read": pl.read_image, "encode": pl.encode_output, "write": pl.write_atomic, "fsync": os.fsync,
-            "filter": pw.filter_rows}
+            "filter": pw.filter_rows, "fast": pngread.worth_trying}
 
     def cv2_read(src, max_pixels=0):
         x = cv2.imdecode(np.fromfile(src, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -90,6 +93,7 @@ def main() -> None:
             pl.write_atomic = (lambda d, data: None) if v in ("no-encode", "no-write", "none") else real["write"]
             dio.os.fsync = (lambda fd: None) if v == "no-fsync" else real["fsync"]
             pw.filter_rows = up_filter if v == "up-filter" else real["filter"]
+            pngread.worth_trying = (lambda head, max_pixels: False) if v == "pillow-decode" else real["fast"]
 
         try:
             for r in range(a.rounds):

@@ -3,6 +3,7 @@ plain PNG, and ``None`` - so Pillow decides, with its error messages - for anyth
 
 import io
 import struct
+import threading
 import zlib
 
 import cv2
@@ -239,3 +240,105 @@ def test_a_failure_inside_the_fast_path_falls_back_to_pillow(tmp_path, monkeypat
     monkeypatch.setattr(pngread, "_unfilter", fail)
     assert pngread.decode_png(p.read_bytes(), 10**9) is None
     assert np.array_equal(read_image(p).color, a)
+
+
+def _one_idat(data):
+    """The same PNG with all its image data in one chunk."""
+    pos, out, body = 8, [data[:8]], b""
+    while pos < len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4:pos + 8]
+        if kind == b"IDAT":
+            body += data[pos + 8:pos + 8 + n]
+        else:
+            if kind == b"IEND":
+                out.append(struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body)))
+            out.append(data[pos:pos + 12 + n])
+        pos += 12 + n
+    return b"".join(out)
+
+
+def test_one_large_idat_chunk(tmp_path):
+    a = noisy(300, 400, 3, 8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    data = _one_idat(buf.getvalue())
+    assert chunks(data).count(b"IDAT") == 1 and len(data) > 3 * 0xFFFF
+    assert np.array_equal(pngread.decode_png(data, 10**9).color, a)
+
+
+def _outcome(fn):
+    try:
+        return "ok", fn().color.tobytes()
+    except UnsupportedImage as e:
+        return "error", str(e)
+
+
+def test_more_image_data_than_the_header_says_is_not_inflated_past_it(tmp_path, monkeypatch):
+    h, w = 60, 80
+    rows = h * (1 + 3 * w)
+    body = zlib.compress(b"\x00" * (rows + 300_000))  # a small file that inflates far beyond the image
+    buf = io.BytesIO()
+    Image.fromarray(noisy(h, w, 3, 8)).save(buf, format="PNG")
+    data = buf.getvalue()
+    i = data.index(b"IDAT")
+    (n,) = struct.unpack_from(">I", data, i - 4)
+    data = data[:i - 4] + struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body)) \
+        + data[i + 8 + n:]
+    p = tmp_path / "a.png"
+    p.write_bytes(data)
+    inflated = []
+    real = pngread._inflate
+    monkeypatch.setattr(pngread, "_inflate", lambda idat, r, isal: inflated.append(r) or real(idat, r, isal))
+    assert pngread.decode_png(data, 10**9) is None and inflated == [rows]
+    assert _outcome(lambda: read_image(p)) == _outcome(lambda: slow_read(p, monkeypatch))
+
+
+def test_reused_buffers_never_leak_into_results(tmp_path):
+    """Decoded images own their pixels: the next file, decoded into the same per-thread
+    buffers, leaves an earlier result untouched."""
+    imgs = [noisy(50, 70, 3, 8, seed=s) for s in range(3)]
+    paths = []
+    for k, a in enumerate(imgs):
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(a).save(paths[-1])
+    got = [read_image(p) for p in paths]
+    assert pngread.decode_png(paths[0].read_bytes(), 10**9) is not None  # the fast path, buffers and all
+    for g, a in zip(got, imgs):
+        assert np.array_equal(g.color, a)
+
+
+def test_read_file_reuses_its_buffer_for_small_files_only(tmp_path, monkeypatch):
+    small, big = tmp_path / "s.bin", tmp_path / "b.bin"
+    small.write_bytes(bytes(range(256)) * 10)
+    big.write_bytes(b"x" * 200_000)
+    monkeypatch.setattr(pngread._Buffers, "REUSE_MAX", 100_000)
+
+    def whole(p):
+        with open(p, "rb") as f:
+            head = f.read(7)
+            return pngread.read_file(f, head)
+
+    def check():  # in a new thread: its own, empty buffers
+        a = whole(small)
+        assert bytes(a) == small.read_bytes()
+        assert whole(small).obj is a.obj  # the same bytearray, read again
+        c = whole(big)
+        assert bytes(c) == big.read_bytes() and c.obj is not a.obj
+        assert whole(small).obj is a.obj  # the large file's buffer was not kept
+        assert whole(big).obj is not c.obj
+
+    errors = []
+    t = threading.Thread(target=lambda: _capture(check, errors))
+    t.start()
+    t.join()
+    assert errors == [None]
+
+
+def _capture(fn, errors):
+    try:
+        fn()
+    except BaseException as e:  # noqa: BLE001 - reported by the test's own thread
+        errors.append(e)
+    else:
+        errors.append(None)

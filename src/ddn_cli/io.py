@@ -191,12 +191,12 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
     one-line reason; never returns a partially decoded image."""
     from PIL import Image, UnidentifiedImageError
 
-    from .pngread import decode_png, worth_trying
+    from .pngread import decode_png, read_file, worth_trying
 
     try:
         with open(path, "rb") as f:
             head = f.read(64)
-            whole = head + f.read() if worth_trying(head, max_pixels) else None
+            whole = read_file(f, head) if worth_trying(head, max_pixels) else None
     except PermissionError:
         raise UnsupportedImage(f"{path}: permission denied", "make the file readable") from None
     except IsADirectoryError:
