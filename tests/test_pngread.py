@@ -289,7 +289,7 @@ def test_more_image_data_than_the_header_says_is_not_inflated_past_it(tmp_path, 
     p.write_bytes(data)
     inflated = []
     real = pngread._inflate
-    monkeypatch.setattr(pngread, "_inflate", lambda idat, r, isal: inflated.append(r) or real(idat, r, isal))
+    monkeypatch.setattr(pngread, "_inflate", lambda idat, r, stride, isal: inflated.append(r) or real(idat, r, stride, isal))
     assert pngread.decode_png(data, 10**9) is None and inflated == [rows]
     assert _outcome(lambda: read_image(p)) == _outcome(lambda: slow_read(p, monkeypatch))
 
@@ -309,14 +309,14 @@ def test_reused_buffers_never_leak_into_results(tmp_path):
 
 
 def test_read_file_reuses_its_buffer_for_small_files_only(tmp_path, monkeypatch):
-    small, big = tmp_path / "s.bin", tmp_path / "b.bin"
-    small.write_bytes(bytes(range(256)) * 10)
-    big.write_bytes(b"x" * 200_000)
+    small, big = tmp_path / "s.png", tmp_path / "b.png"
+    Image.fromarray(noisy(20, 30, 3, 8)).save(small)
+    Image.fromarray(noisy(200, 300, 3, 8)).save(big)
     monkeypatch.setattr(pngread._Buffers, "REUSE_MAX", 100_000)
 
     def whole(p):
         with open(p, "rb") as f:
-            head = f.read(7)
+            head = f.read(64)
             return pngread.read_file(f, head)
 
     def check():  # in a new thread: its own, empty buffers
@@ -333,6 +333,123 @@ def test_read_file_reuses_its_buffer_for_small_files_only(tmp_path, monkeypatch)
     t.start()
     t.join()
     assert errors == [None]
+
+
+def test_a_file_far_larger_than_its_image_is_not_read_whole(tmp_path, monkeypatch):
+    buf = io.BytesIO()
+    Image.fromarray(noisy(20, 12, 3, 8)).save(buf, format="PNG")
+    p = tmp_path / "a.png"
+    with open(p, "wb") as f:
+        f.write(buf.getvalue())
+        f.truncate(len(buf.getvalue()) + (64 << 20))  # 64 MB of zeros after IEND (sparse)
+    with open(p, "rb") as f:
+        assert pngread.read_file(f, f.read(64)) is None
+    assert np.array_equal(read_image(p).color, slow_read(p, monkeypatch).color)
+
+
+def test_memory_running_out_while_reading_falls_back(tmp_path, monkeypatch):
+    p = tmp_path / "a.png"
+    a = noisy(20, 30, 3, 8)
+    Image.fromarray(a).save(p)
+
+    def no_memory(self, slot, n):
+        raise MemoryError
+
+    monkeypatch.setattr(pngread._Buffers, "get", no_memory)
+    assert np.array_equal(read_image(p).color, a)
+
+
+@pytest.mark.parametrize("keyword", [b"exif", b"icc_profile", b"xmp", b"bbox", b"Raw profile type exif", b"gamma"])
+def test_text_chunks_pillow_reads_as_metadata_go_to_pillow(tmp_path, monkeypatch, keyword):
+    ex = Image.Exif()
+    ex[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(noisy(20, 12, 3, 8)).save(buf, format="PNG")
+    data = with_chunk(buf.getvalue(), b"tEXt", keyword + b"\x00" + ex.tobytes())
+    p = tmp_path / "a.png"
+    p.write_bytes(data)
+    assert pngread.decode_png(data, 10**9) is None
+    fast, slow = _outcome(lambda: read_image(p)), _outcome(lambda: slow_read(p, monkeypatch))
+    assert fast == slow
+    if keyword == b"exif":  # Pillow reads the orientation from it: the image comes out turned
+        assert read_image(p).shape == (12, 20)
+
+
+@pytest.mark.parametrize("kind,payload", [(b"gAMA", b"\x00\x01"), (b"pHYs", b"\x00" * 4), (b"zTXt", b"Comment\x00\x00" + zlib.compress(b"x")),
+                                          (b"iTXt", b"Comment\x00\x00\x00\x00\x00hello")])
+def test_short_or_compressed_ancillary_chunks_go_to_pillow(tmp_path, monkeypatch, kind, payload):
+    buf = io.BytesIO()
+    Image.fromarray(noisy(20, 12, 3, 8)).save(buf, format="PNG")
+    data = with_chunk(buf.getvalue(), kind, payload)
+    p = tmp_path / "a.png"
+    p.write_bytes(data)
+    assert pngread.decode_png(data, 10**9) is None
+    assert _outcome(lambda: read_image(p)) == _outcome(lambda: slow_read(p, monkeypatch))
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 57), (57, 1), (2, 3)])
+def test_one_pixel_wide_or_high(tmp_path, monkeypatch, h, w):
+    for c, bits in ((1, 8), (3, 16)):
+        a = noisy(h, w, c, bits)
+        p = tmp_path / "a.png"
+        with open(p, "wb") as f:
+            write_png(f, a)
+        assert pngread.decode_png(p.read_bytes(), 10**9) is not None
+        assert np.array_equal(read_image(p).color, a)
+
+
+def test_a_bad_row_filter_type_goes_to_pillow_without_libpng_noise(tmp_path, monkeypatch, capfd):
+    h, w = 30, 40
+    a = noisy(h, w, 3, 8)
+    raw = bytearray(b"".join(b"\x00" + a[y].tobytes() for y in range(h)))
+    raw[7 * (1 + 3 * w)] = 9  # row 7: filter type 9 does not exist
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    good = buf.getvalue()
+    i = good.index(b"IDAT")
+    (n,) = struct.unpack_from(">I", good, i - 4)
+    body = zlib.compress(bytes(raw))
+    data = good[:i - 4] + struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body)) \
+        + good[i + 8 + n:]
+    p = tmp_path / "a.png"
+    p.write_bytes(data)
+    capfd.readouterr()
+    assert pngread.decode_png(data, 10**9) is None
+    assert "libpng" not in capfd.readouterr().err
+    assert _outcome(lambda: read_image(p)) == _outcome(lambda: slow_read(p, monkeypatch))
+
+
+def test_the_inflater_is_fed_at_most_64_kb_at_a_time(monkeypatch):
+    """One big IDAT chunk (as PNG optimisers write): fed whole, each call would copy the
+    unconsumed rest, quadratic in the chunk's size."""
+    real = pngread._isal()
+    fed = []
+
+    class Spy:
+        def __init__(self):
+            self.d = real.decompressobj()
+
+        def decompress(self, data, max_length=0):
+            fed.append(len(data))
+            return self.d.decompress(data, max_length)
+
+        def __getattr__(self, name):
+            return getattr(self.d, name)
+
+    class Isal:
+        crc32, adler32 = real.crc32, real.adler32
+
+        @staticmethod
+        def decompressobj():
+            return Spy()
+
+    monkeypatch.setattr(pngread, "_isal", lambda: Isal)
+    a = noisy(300, 400, 3, 8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    data = _one_idat(buf.getvalue())
+    assert np.array_equal(pngread.decode_png(data, 10**9).color, a)
+    assert max(fed) <= 0x10000 and sum(1 for n in fed if n) > 3
 
 
 def _capture(fn, errors):

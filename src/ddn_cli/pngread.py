@@ -10,9 +10,10 @@ inflating; libpng then undoes the row filters. Measured by
 ``python benchmarks/png_decode.py`` (benchmarks/results/png_decode.json).
 
 Only files whose every chunk is understood take this path: 8- or 16-bit grey, grey +
-alpha, RGB or RGBA, not interlaced, with no palette, transparency key, EXIF (eXIf, or a
-text chunk that may carry EXIF or XMP orientation) or animation, at most
-``FAST_MAX_PIXELS``. Everything else - and any file whose data does not check out - gets
+alpha, RGB or RGBA, not interlaced, with no palette, transparency key, EXIF (eXIf), text
+other than plain tEXt (Pillow reads some keywords as metadata: "exif", "icc_profile", ...)
+or animation, at most ``FAST_MAX_PIXELS`` and ``MAX_WIDTH``, and no larger on disk than
+such an image can be. Everything else - and any file whose data does not check out - gets
 ``None`` here and is decoded by ``io.read_image``'s Pillow path, which reports errors in
 its words. The pixels are the same either way (tests/test_pngread.py).
 """
@@ -33,13 +34,19 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # times the image's bytes) would add to a large photo's peak memory; such images take
 # seconds to denoise, so the decode's share of the time is small anyway
 FAST_MAX_PIXELS = 16_000_000
-# ancillary chunks that change neither the pixels nor the metadata ddn keeps
-_IGNORED = {b"gAMA", b"cHRM", b"sRGB", b"pHYs", b"tIME", b"bKGD", b"sBIT"}
-_TEXT = {b"tEXt", b"zTXt", b"iTXt"}
-# text keywords Pillow reads EXIF or an XMP orientation from (Image.getexif)
-_METADATA_KEYWORDS = (b"Raw profile type", b"XML:com.adobe.xmp")
+# ancillary chunks that change neither the pixels nor the metadata ddn keeps, with the
+# shortest length Pillow accepts (shorter ones it refuses as truncated)
+_IGNORED = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"tIME": 0, b"bKGD": 0, b"sBIT": 0}
+# tEXt keywords passed over: the PNG specification's own and ImageMagick's dates. Pillow files
+# any keyword under its name among the image's metadata, where "exif", "icc_profile", "xmp",
+# "Raw profile type exif" and others would change what ddn reads, so the rest go to Pillow, as
+# do zTXt and iTXt (compressed, or XMP)
+_PLAIN_KEYWORDS = {b"Title", b"Author", b"Description", b"Copyright", b"Creation Time", b"Software",
+                   b"Disclaimer", b"Warning", b"Source", b"Comment", b"date:create", b"date:modify",
+                   b"date:timestamp"}
+_MAX_TEXT = 1 << 20  # all tEXt together; beyond, Pillow's own limits decide
+MAX_WIDTH = 1_000_000  # libpng's default limit: wider images go to Pillow
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
-_MAX_ICC = 1 << 26  # 64 MB: a larger embedded profile goes to Pillow's checks
 
 
 @dataclass
@@ -64,7 +71,13 @@ def worth_trying(head: bytes, max_pixels: int) -> bool:
         return False
     w, h, depth, colour, method, filt, interlace = struct.unpack_from(">IIBBBBB", head, 16)
     return (depth in (8, 16) and colour in _CHANNELS and (method, filt, interlace) == (0, 0, 0)
-            and 0 < w * h <= min(max_pixels, FAST_MAX_PIXELS))
+            and 0 < w * h <= min(max_pixels, FAST_MAX_PIXELS) and w <= MAX_WIDTH)
+
+
+def _row_bytes(head: bytes) -> tuple[int, int]:
+    """(rows, bytes per row, filter byte included) from the IHDR at the start of ``head``."""
+    w, h, depth, colour = struct.unpack_from(">IIBB", head, 16)
+    return h, 1 + w * _CHANNELS[colour] * depth // 8
 
 
 def decode_png(data: bytes | memoryview, max_pixels: int) -> DecodedPNG | None:
@@ -87,6 +100,7 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
     idat: list[memoryview] = []
     icc = None
     prev = b""
+    text = 0
     while True:
         if pos + 12 > end:
             return None  # no IEND: truncated
@@ -109,19 +123,23 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
             idat.append(body)
         elif kind == b"IEND":
             break
-        elif kind in _TEXT:
-            if bytes(body[:80]).startswith(_METADATA_KEYWORDS):
+        elif kind == b"tEXt":
+            text += length
+            if bytes(body[:80]).split(b"\0", 1)[0] not in _PLAIN_KEYWORDS or text > _MAX_TEXT:
                 return None
         elif kind in _IGNORED:
-            pass
+            if length < _IGNORED[kind]:
+                return None
         elif kind == b"iCCP":
             if icc is not None or idat:
                 return None
             name_end = bytes(body[:80]).find(b"\0")
             if name_end < 1 or name_end + 2 > length or body[name_end + 1] != 0:
                 return None
+            from PIL.PngImagePlugin import MAX_TEXT_CHUNK  # Pillow's limit for the profile
+
             inflater = zlib.decompressobj()
-            icc = inflater.decompress(body[name_end + 2:], _MAX_ICC)
+            icc = inflater.decompress(body[name_end + 2:], MAX_TEXT_CHUNK)
             if not inflater.eof or not icc:
                 return None
         else:
@@ -132,10 +150,10 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
         return None
     w, h, depth, colour, method, filt, interlace = struct.unpack_from(">IIBBBBB", ihdr, 8)
     if (depth not in (8, 16) or colour not in _CHANNELS or (method, filt, interlace) != (0, 0, 0)
-            or w == 0 or h == 0 or w * h > min(max_pixels, FAST_MAX_PIXELS)):
+            or w == 0 or h == 0 or w * h > min(max_pixels, FAST_MAX_PIXELS) or w > MAX_WIDTH):
         return None
-    rows = h * (1 + w * _CHANNELS[colour] * depth // 8)
-    pieces = _inflate(idat, rows, isal_zlib)
+    stride = 1 + w * _CHANNELS[colour] * depth // 8
+    pieces = _inflate(idat, h * stride, stride, isal_zlib)
     del idat, view
     if pieces is None:
         return None
@@ -149,32 +167,43 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
     return out
 
 
-def _inflate(idat: list[memoryview], rows: int, isal_zlib) -> list[bytes] | None:
+def _inflate(idat: list[memoryview], rows: int, stride: int, isal_zlib) -> list[bytes] | None:
     """The image data inflated, in pieces of at most 65535 bytes (one stored block each,
     and small enough for the allocator to reuse: see ``_Buffers``); None unless it is
-    exactly ``rows`` bytes and the stream complete. Never inflates more than ``rows`` + 64 kB."""
+    exactly ``rows`` bytes, the stream complete and every row's filter type valid (0-4;
+    libpng would print its complaint). Never inflates more than ``rows`` + 64 kB, and hands
+    the inflater at most 64 kB at a time (its unconsumed tail is copied on every call)."""
+    first = idat[0]
+    if len(first) < 2 or first[0] & 0x0F != 8 or first[0] >> 4 > 7 or first[1] & 0x20 or (first[0] << 8 | first[1]) % 31:
+        return None  # not a zlib header zlib itself would accept (ISA-L is laxer)
     inflater = isal_zlib.decompressobj()
     pieces: list[bytes] = []
     total = 0
+
+    def take(piece: bytes) -> bool:
+        nonlocal total
+        # the filter type bytes that fall in this piece: offsets total, total + stride, ...
+        types = np.frombuffer(piece, np.uint8)[(-total) % stride::stride]
+        pieces.append(piece)
+        total += len(piece)
+        return total <= rows and not (types.size and types.max() > 4)
+
     for chunk in idat:
-        data = chunk
-        while data and not inflater.eof:
-            piece = inflater.decompress(data, 0xFFFF)
-            data = inflater.unconsumed_tail
-            if piece:
-                pieces.append(piece)
-                total += len(piece)
-                if total > rows:
-                    return None
-            elif data:
-                return None  # no progress
+        for at in range(0, len(chunk), 0x10000):
+            data = chunk[at:at + 0x10000]
+            while data and not inflater.eof:
+                piece = inflater.decompress(data, 0xFFFF)
+                data = inflater.unconsumed_tail
+                if piece:
+                    if not take(piece):
+                        return None
+                elif data:
+                    return None  # no progress
     while not inflater.eof:  # output held back by the 64 kB cap
         piece = inflater.decompress(b"", 0xFFFF)
         if not piece:
             break
-        pieces.append(piece)
-        total += len(piece)
-        if total > rows:
+        if not take(piece):
             return None
     return pieces if total == rows and inflater.eof else None
 
@@ -203,11 +232,20 @@ class _Buffers(threading.local):
 _BUFFERS = _Buffers()
 
 
-def read_file(f: BinaryIO, head: bytes) -> memoryview:
-    """The whole of the open binary file ``f``, whose first ``len(head)`` bytes, ``head``,
-    were read already, in this thread's reused read buffer (valid until the next call)."""
+def read_file(f: BinaryIO, head: bytes) -> memoryview | None:
+    """The whole of the open binary file ``f``, whose first bytes, ``head`` (a header
+    ``worth_trying`` accepted), were read already, in this thread's reused read buffer (valid
+    until the next call). None for a file much larger than its image data could be (the
+    general path then reads no more of it than it needs) or that memory cannot hold."""
+    h, stride = _row_bytes(head)
     size = os.fstat(f.fileno()).st_size
-    buf = _BUFFERS.get("file", max(size, len(head)) + 1)  # one byte more: a file that grew is noticed
+    # stored deflate at worst adds 5 bytes per 64 kB; ICC and text add at most a few MB
+    if size > h * stride * 1.01 + (8 << 20):
+        return None
+    try:
+        buf = _BUFFERS.get("file", max(size, len(head)) + 1)  # one byte more: a file that grew is noticed
+    except MemoryError:
+        return None
     buf[:len(head)] = head
     n = len(head)
     while n < len(buf):
