@@ -182,6 +182,9 @@ def test_the_header_decides_what_is_worth_reading_whole():
     assert not pngread.worth_trying(head[:20], 10**9) and not pngread.worth_trying(b"GIF89a" + head[6:], 10**9)
     big = head[:16] + struct.pack(">II", 5000, 4000) + head[24:]
     assert not pngread.worth_trying(big, 10**9)  # 20 MP > FAST_MAX_PIXELS: memory first
+    for w, h in ((1_000_001, 1), (1, 1_000_001)):  # over libpng's limit on a side
+        assert not pngread.worth_trying(head[:16] + struct.pack(">II", w, h) + head[24:], 10**9)
+    assert pngread.worth_trying(head[:16] + struct.pack(">II", 1, 1_000_000) + head[24:], 10**9)
 
 
 def _flip_idat_byte(data):

@@ -12,7 +12,7 @@ inflating; libpng then undoes the row filters. Measured by
 Only files whose every chunk is understood take this path: 8- or 16-bit grey, grey +
 alpha, RGB or RGBA, not interlaced, with no palette, transparency key, EXIF (eXIf), text
 other than plain tEXt (Pillow reads some keywords as metadata: "exif", "icc_profile", ...)
-or animation, at most ``FAST_MAX_PIXELS`` and ``MAX_WIDTH``, and no larger on disk than
+or animation, at most ``FAST_MAX_PIXELS`` and ``MAX_SIDE``, and no larger on disk than
 such an image can be. Everything else - and any file whose data does not check out - gets
 ``None`` here and is decoded by ``io.read_image``'s Pillow path, which reports errors in
 its words. The pixels are the same either way (tests/test_pngread.py).
@@ -45,7 +45,7 @@ _PLAIN_KEYWORDS = {b"Title", b"Author", b"Description", b"Copyright", b"Creation
                    b"Disclaimer", b"Warning", b"Source", b"Comment", b"date:create", b"date:modify",
                    b"date:timestamp"}
 _MAX_TEXT = 1 << 20  # all tEXt together; beyond, Pillow's own limits decide
-MAX_WIDTH = 1_000_000  # libpng's default limit: wider images go to Pillow
+MAX_SIDE = 1_000_000  # libpng's default limit on width and height: longer sides go to Pillow
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
 
 
@@ -71,7 +71,7 @@ def worth_trying(head: bytes, max_pixels: int) -> bool:
         return False
     w, h, depth, colour, method, filt, interlace = struct.unpack_from(">IIBBBBB", head, 16)
     return (depth in (8, 16) and colour in _CHANNELS and (method, filt, interlace) == (0, 0, 0)
-            and 0 < w * h <= min(max_pixels, FAST_MAX_PIXELS) and w <= MAX_WIDTH)
+            and 0 < w * h <= min(max_pixels, FAST_MAX_PIXELS) and max(w, h) <= MAX_SIDE)
 
 
 def _row_bytes(head: bytes) -> tuple[int, int]:
@@ -150,7 +150,7 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
         return None
     w, h, depth, colour, method, filt, interlace = struct.unpack_from(">IIBBBBB", ihdr, 8)
     if (depth not in (8, 16) or colour not in _CHANNELS or (method, filt, interlace) != (0, 0, 0)
-            or w == 0 or h == 0 or w * h > min(max_pixels, FAST_MAX_PIXELS) or w > MAX_WIDTH):
+            or w == 0 or h == 0 or w * h > min(max_pixels, FAST_MAX_PIXELS) or max(w, h) > MAX_SIDE):
         return None
     stride = 1 + w * _CHANNELS[colour] * depth // 8
     pieces = _inflate(idat, h * stride, stride, isal_zlib)
