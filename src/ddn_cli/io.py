@@ -325,6 +325,17 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False) -> tuple[np.ndarray,
         arr = arr.astype(np.uint16) * 257 if arr.dtype == np.uint8 else arr
         if arr.dtype != np.uint16:
             raise UnsupportedImage(f"{path}: unsupported sample type {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] > 4:
+        raise UnsupportedImage(f"{path}: {arr.shape[2]}-channel images are not supported")
+    return from_opencv(arr, grey_alpha)
+
+
+def from_opencv(arr: np.ndarray, grey_alpha: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """An image OpenCV decoded ((H, W) or (H, W, 1-4), in its BGR / BGRA order; overwritten)
+    as ddn's colour (RGB or grey) and alpha. ``grey_alpha``: a grey + alpha image, which
+    OpenCV expands to BGRA; it stays grey."""
+    import cv2
+
     if arr.ndim == 2:
         return arr[..., None], None
     c = arr.shape[2]
@@ -333,12 +344,10 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False) -> tuple[np.ndarray,
     if c == 2:
         return arr[..., :1].copy(), arr[..., 1].copy()
     if c == 3:
-        return np.ascontiguousarray(arr[..., ::-1]), None
-    if c == 4 and grey_alpha:
+        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr), None  # in place
+    if grey_alpha:
         return arr[..., :1].copy(), arr[..., 3].copy()
-    if c == 4:
-        return np.ascontiguousarray(arr[..., 2::-1]), arr[..., 3].copy()
-    raise UnsupportedImage(f"{path}: {c}-channel images are not supported")
+    return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB), arr[..., 3].copy()
 
 
 # ---------------------------------------------------------------- writing

@@ -64,20 +64,22 @@ def _isal():
     return isal_zlib
 
 
+def _plain_header(ihdr: bytes | memoryview, max_pixels: int) -> tuple[int, int, int, int] | None:
+    """(height, bytes per row with its filter byte, colour type, bit depth) from an IHDR
+    chunk's 13 data bytes, if the fast path takes such an image; else None."""
+    w, h, depth, colour, method, filt, interlace = struct.unpack_from(">IIBBBBB", ihdr)
+    if (depth not in (8, 16) or colour not in _CHANNELS or (method, filt, interlace) != (0, 0, 0)
+            or not 0 < w * h <= min(max_pixels, FAST_MAX_PIXELS) or max(w, h) > MAX_SIDE):
+        return None
+    return h, 1 + w * _CHANNELS[colour] * depth // 8, colour, depth
+
+
 def worth_trying(head: bytes, max_pixels: int) -> bool:
     """Whether a file starting with ``head`` (its first 33 bytes or more) may take the fast
     path: read the whole file then, and call ``decode_png``."""
     if len(head) < 33 or head[:8] != SIGNATURE or head[12:16] != b"IHDR":
         return False
-    w, h, depth, colour, method, filt, interlace = struct.unpack_from(">IIBBBBB", head, 16)
-    return (depth in (8, 16) and colour in _CHANNELS and (method, filt, interlace) == (0, 0, 0)
-            and 0 < w * h <= min(max_pixels, FAST_MAX_PIXELS) and max(w, h) <= MAX_SIDE)
-
-
-def _row_bytes(head: bytes) -> tuple[int, int]:
-    """(rows, bytes per row, filter byte included) from the IHDR at the start of ``head``."""
-    w, h, depth, colour = struct.unpack_from(">IIBB", head, 16)
-    return h, 1 + w * _CHANNELS[colour] * depth // 8
+    return _plain_header(head[16:29], max_pixels) is not None
 
 
 def decode_png(data: bytes | memoryview, max_pixels: int) -> DecodedPNG | None:
@@ -148,11 +150,11 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
         pos += 12 + length
     if ihdr is None or not idat:
         return None
-    w, h, depth, colour, method, filt, interlace = struct.unpack_from(">IIBBBBB", ihdr, 8)
-    if (depth not in (8, 16) or colour not in _CHANNELS or (method, filt, interlace) != (0, 0, 0)
-            or w == 0 or h == 0 or w * h > min(max_pixels, FAST_MAX_PIXELS) or max(w, h) > MAX_SIDE):
+    plain = _plain_header(ihdr[8:21], max_pixels)
+    if plain is None:
         return None
-    stride = 1 + w * _CHANNELS[colour] * depth // 8
+    h, stride, colour, depth = plain
+    w = struct.unpack_from(">I", ihdr, 8)[0]
     pieces = _inflate(idat, h * stride, stride, isal_zlib)
     del idat, view
     if pieces is None:
@@ -237,7 +239,7 @@ def read_file(f: BinaryIO, head: bytes) -> memoryview | None:
     ``worth_trying`` accepted), were read already, in this thread's reused read buffer (valid
     until the next call). None for a file much larger than its image data could be (the
     general path then reads no more of it than it needs) or that memory cannot hold."""
-    h, stride = _row_bytes(head)
+    h, stride, _, _ = _plain_header(head[16:29], 1 << 62)
     size = os.fstat(f.fileno()).st_size
     # stored deflate at worst adds 5 bytes per 64 kB; ICC and text add at most a few MB
     if size > h * stride * 1.01 + (8 << 20):
@@ -283,23 +285,11 @@ def _unfilter(ihdr_chunk: bytes, pieces: list[bytes], isal_zlib) -> np.ndarray |
 
 
 def _split(arr: np.ndarray, colour: int, depth: int) -> DecodedPNG | None:
-    """OpenCV's array as ddn's (colour RGB or grey, alpha apart)."""
-    import cv2
+    """OpenCV's array as ddn's (colour RGB or grey, alpha apart), if it is what the header said."""
+    from .io import from_opencv
 
-    want = np.uint16 if depth == 16 else np.uint8
-    if arr.dtype != want:
-        return None
-    if colour == 0:
-        return DecodedPNG(arr[..., None], None, None) if arr.ndim == 2 else None
-    if arr.ndim != 3:
-        return None
-    c = arr.shape[2]
-    if colour == 2 and c == 3:
-        return DecodedPNG(cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr), None, None)  # in place
-    if colour == 6 and c == 4:
-        return DecodedPNG(cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB), arr[..., 3].copy(), None)
-    if colour == 4 and c == 4:  # grey + alpha, which OpenCV expands to BGRA: it stays grey
-        return DecodedPNG(arr[..., :1].copy(), arr[..., 3].copy(), None)
-    if colour == 4 and c == 2:
-        return DecodedPNG(arr[..., :1].copy(), arr[..., 1].copy(), None)
-    return None
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    if arr.dtype != (np.uint16 if depth == 16 else np.uint8) or channels != {0: 1, 2: 3, 4: 4, 6: 4}[colour]:
+        return None  # OpenCV expands grey + alpha (colour type 4) to BGRA
+    color, alpha = from_opencv(arr, grey_alpha=colour == 4)
+    return DecodedPNG(color, alpha, None)
