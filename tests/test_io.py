@@ -359,36 +359,43 @@ def test_16bit_tiff_encoder_errors_are_reported(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
-def test_written_files_get_the_umask_permissions_and_the_umask_is_kept(tmp_path, mask):
-    from ddn_cli.io import current_umask, write_atomic
+def test_written_files_get_the_umask_permissions_and_the_umask_is_never_touched(tmp_path, mask, monkeypatch):
+    """The kernel applies the umask to the temp file as it creates it: ddn neither reads nor
+    sets it (setting it, even for a moment, would give files other threads create meanwhile
+    the wrong permissions)."""
+    from ddn_cli.io import write_atomic
 
     old = os.umask(mask)
     try:
-        assert current_umask() == mask
+        def no_umask(*a):
+            raise AssertionError("os.umask called")
+
+        monkeypatch.setattr(os, "umask", no_umask)
         write_atomic(tmp_path / "a.bin", b"data")
-        assert os.umask(mask) == mask  # still what it was: read, not swapped
+        monkeypatch.undo()
+        assert os.umask(mask) == mask
     finally:
         os.umask(old)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "a.bin").read_bytes() == b"data"
 
 
-def test_current_umask_falls_back_to_setting_it_where_proc_is_missing(monkeypatch):
-    import builtins
+def test_write_atomic_takes_another_temp_name_when_one_exists(tmp_path, monkeypatch):
+    """A temp name already taken (another process's, or a symlink planted there) is never
+    opened, followed or overwritten: the next name is tried."""
+    from ddn_cli import io as dio
 
-    from ddn_cli.io import current_umask
-
-    real_open = builtins.open
-
-    def no_proc(path, *a, **k):
-        if str(path).startswith("/proc/"):
-            raise FileNotFoundError(path)
-        return real_open(path, *a, **k)
-
-    monkeypatch.setattr(builtins, "open", no_proc)
-    old = os.umask(0o027)
-    try:
-        assert current_umask() == 0o027
-        assert os.umask(0o027) == 0o027
-    finally:
-        os.umask(old)
+    draws = iter([b"\x00" * 4, b"\x01" * 4, b"\x00" * 4, b"\x02" * 4])
+    monkeypatch.setattr(dio.os, "urandom", lambda n: next(draws))
+    taken = tmp_path / ".out.png.00000000.ddn-part"
+    taken.write_bytes(b"someone else's")
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    dio.write_atomic(tmp_path / "out.png", b"new")  # first draw taken
+    assert taken.read_bytes() == b"someone else's"
+    taken.unlink()
+    taken.symlink_to(target)
+    dio.write_atomic(tmp_path / "out.png", b"newer")  # second draw is a symlink: not followed
+    assert target.read_bytes() == b"keep"
+    assert (tmp_path / "out.png").read_bytes() == b"newer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.png.00000000.ddn-part", "elsewhere", "out.png"]

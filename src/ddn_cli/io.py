@@ -7,10 +7,9 @@ Pixels travel as numpy arrays (H, W, C) in their native dtype (uint8 or uint16);
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
-import tempfile
-import threading
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -429,24 +428,19 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     pil.save(f, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
 
 
-_UMASK_LOCK = threading.Lock()
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where the kernel reports it
-    (/proc/self/status, Linux 4.7+): setting it to read it, as ``os.umask`` must, would give
-    a file another thread creates meanwhile the wrong permissions."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    with _UMASK_LOCK:  # elsewhere: set and restore (still racy against other libraries' files)
-        mask = os.umask(0o077)
-        os.umask(mask)
-    return mask
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside ``path``, opened for writing: created exclusively (an existing
+    name is never reused or followed) with the permissions any new file gets, 0o666 less the
+    process's umask, which the kernel applies: nothing here reads or changes the umask, which
+    a library cannot do safely while other threads create files."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.urandom(4).hex()}.ddn-part"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
@@ -456,7 +450,7 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".ddn-part", dir=path.parent)
+        fd, tmp = _create_temp(path)
     except OSError as e:
         raise OutputError(f"{path}: cannot create the output ({e.strerror or e})",
                           "check that the output folder is writable") from None
@@ -473,14 +467,13 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
                 f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write the output ({e.strerror or e})",
                           "check free disk space and permissions") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
