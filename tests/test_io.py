@@ -84,6 +84,73 @@ def test_exif_orientation_is_applied_and_reset(tmp_path, orientation):
     assert Image.open(tmp_path / "w.jpg").getexif().get(0x0112, 1) == 1
 
 
+def _orientation_probe(dtype=np.uint8, channels: int = 3) -> np.ndarray:
+    """A 40 x 60 image whose every turn and flip is different: marks in two corners."""
+    a = np.zeros((40, 60, channels), np.uint8)
+    a[:8, :8] = 255
+    a[-8:, :12, 0] = 200
+    a[..., -1] = np.maximum(a[..., -1], 9)  # RGBA: an alpha channel that turns with the pixels
+    return a.astype(dtype) * (257 if dtype == np.uint16 else 1)
+
+
+def _orient_expected(a: np.ndarray, orientation: int) -> np.ndarray:
+    from PIL import ImageOps
+
+    transpose = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                 8: Image.Transpose.ROTATE_90}
+    assert ImageOps  # the same table as ImageOps.exif_transpose
+    out = np.stack([np.asarray(Image.fromarray(a[..., i]).transpose(transpose[orientation])) for i in range(a.shape[2])], -1)
+    return out if orientation in transpose else a
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 5, 6, 8])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_tiff_orientation_is_applied_once_8bit(tmp_path, orientation, mode):
+    """A TIFF's Orientation tag turns the image exactly once, as for JPEG (Pillow 13 turns a
+    TIFF itself as it loads it; an earlier ddn then failed on orientations 5-8 and turned 2-4 twice)."""
+    a = _orientation_probe(np.uint8, len(mode))
+    Image.fromarray(a[..., 0] if mode == "L" else a, mode).save(tmp_path / "o.tif", tiffinfo={0x0112: orientation})
+    d = read_image(tmp_path / "o.tif")
+    want = _orient_expected(a, orientation)
+    assert np.array_equal(d.color, want[..., :3] if mode != "L" else want)
+    if mode == "RGBA":
+        assert np.array_equal(d.alpha, want[..., 3])
+    write_image(tmp_path / "w.jpg", ImageData(color=d.color[..., :3] if mode != "L" else d.color, alpha=None,
+                                               bits=8, format="jpeg", exif=d.exif))
+    assert Image.open(tmp_path / "w.jpg").getexif().get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 6, 8])
+@pytest.mark.parametrize("layout", ["rgb-little", "rgb-big-endian", "rgba-bigtiff", "grey"])
+def test_tiff_orientation_is_applied_once_16bit(tmp_path, orientation, layout):
+    """16-bit TIFFs are decoded by OpenCV, which (5.x) turns a TIFF by its Orientation even when
+    told not to; ddn sets the tag to 1 in the bytes it hands over and turns the image itself."""
+    tifffile = pytest.importorskip("tifffile")
+    channels = {"rgb-little": 3, "rgb-big-endian": 3, "rgba-bigtiff": 4, "grey": 1}[layout]
+    a = _orientation_probe(np.uint16, channels)
+    kw = {"byteorder": ">"} if layout == "rgb-big-endian" else {"bigtiff": True} if layout == "rgba-bigtiff" else {}
+    extra = {"extrasamples": [2]} if channels == 4 else {}
+    tifffile.imwrite(tmp_path / "o.tif", a if channels > 1 else a[..., 0],
+                     photometric="rgb" if channels > 1 else "minisblack",
+                     extratags=[(0x0112, "H", 1, orientation, True)], **kw, **extra)
+    d = read_image(tmp_path / "o.tif")
+    want = _orient_expected(a, orientation)
+    assert d.bits == 16
+    assert np.array_equal(d.color, want[..., :3] if channels > 1 else want)
+    if channels == 4:
+        assert np.array_equal(d.alpha, want[..., 3])
+
+
+def test_tiff_orientation_patch_leaves_other_files_alone():
+    from ddn_cli.io import _tiff_orientation_to_1
+
+    for junk in (b"", b"II", b"II*\x00\xff\xff\xff\xff", b"MM\x00*\x00\x00\x00\x08\x00", b"\x89PNG\r\n\x1a\n" + bytes(20)):
+        data = np.frombuffer(junk, np.uint8).copy()
+        _tiff_orientation_to_1(data)
+        assert data.tobytes() == junk
+
+
 def test_icc_and_exif_are_kept(tmp_path):
     from PIL import ImageCms
 

@@ -8,6 +8,7 @@ Pixels travel as numpy arrays (H, W, C) in their native dtype (uint8 or uint16);
 from __future__ import annotations
 
 import errno
+import io
 import os
 import struct
 import zlib
@@ -240,10 +241,6 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
             icc = im.info.get("icc_profile")
             exif_obj = im.getexif()
             orientation = int(exif_obj.get(0x0112, 1) or 1)
-            exif = None
-            if len(exif_obj):
-                exif_obj[0x0112] = 1  # pixels get rotated; the written file is upright
-                exif = exif_obj.tobytes()
             bits16 = False
             if fmt == "png":
                 bits16 = _png_bit_depth(head) == 16
@@ -255,10 +252,25 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                     raise UnsupportedImage(f"{path}: floating-point TIFF is not supported",
                                            "convert it to 8- or 16-bit integer TIFF/PNG")
                 bits16 = bool(bps) and bps[0] == 16
+            upright = None  # a turned TIFF's bytes with its Orientation set to 1
+            if fmt == "tiff" and orientation != 1:
+                # Pillow 13 turns a TIFF as it loads it (the pixels or only the reported size,
+                # depending on the mode) and OpenCV 5 turns it despite IGNORE_ORIENTATION, so
+                # both get the stored pixels unturned, and ddn turns them as for any format
+                upright = np.fromfile(path, dtype=np.uint8)
+                if not _tiff_orientation_to_1(upright):
+                    raise UnsupportedImage(f"{path}: cannot read the TIFF's Orientation tag", "re-export the file")
             if bits16:
-                color, alpha = _decode_16bit(path, im, grey_alpha=_png_color_type(head) == 4)
+                color, alpha = _decode_16bit(path, im, grey_alpha=_png_color_type(head) == 4, data=upright)
+            elif upright is not None:
+                with Image.open(io.BytesIO(upright.tobytes())) as stored:
+                    color, alpha = _decode_8bit(stored, path)
             else:
                 color, alpha = _decode_8bit(im, path)
+            exif = None
+            if len(exif_obj):  # only now: a TIFF's EXIF is its own tags, which its decoder reads
+                exif_obj[0x0112] = 1  # pixels get rotated; the written file is upright
+                exif = exif_obj.tobytes()
         except UnsupportedImage:
             raise
         except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, TypeError) as e:
@@ -309,14 +321,16 @@ def _decode_8bit(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(im).copy(), None
 
 
-def _decode_16bit(path: Path, im, grey_alpha: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def _decode_16bit(path: Path, im, grey_alpha: bool = False,
+                  data: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """OpenCV decode; only reached after read_image checked the header's pixel count
     against max_pixels, so OpenCV reads are bounded by the same limit. ``grey_alpha``: a
-    grey + alpha PNG, which OpenCV expands to BGRA; it stays grey."""
+    grey + alpha PNG, which OpenCV expands to BGRA; it stays grey. ``data``: the file's
+    bytes, if already read (a turned TIFF's, with its Orientation set to 1)."""
     import cv2
 
     im.load() if im.mode in ("I;16", "I;16B", "I;16L", "I") else None
-    data = np.fromfile(path, dtype=np.uint8)
+    data = np.fromfile(path, dtype=np.uint8) if data is None else data
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None:
         raise UnsupportedImage(f"{path}: corrupt or truncated 16-bit image", "re-export the file")
@@ -327,6 +341,40 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False) -> tuple[np.ndarray,
     if arr.ndim == 3 and arr.shape[2] > 4:
         raise UnsupportedImage(f"{path}: {arr.shape[2]}-channel images are not supported")
     return from_opencv(arr, grey_alpha)
+
+
+def _tiff_orientation_to_1(data: np.ndarray) -> bool:
+    """Set the Orientation tag (274) of a TIFF file's first image to 1 (upright), in place
+    in ``data`` (the file's bytes), so that a decoder hands back the stored pixels unturned.
+    Classic and BigTIFF, either byte order. Returns whether it did; a file that does not
+    parse, or has no such tag, is left as it is."""
+    b = data[:16].tobytes()
+    if len(b) < 8 or b[:2] not in (b"II", b"MM"):
+        return False
+    e = "<" if b[:2] == b"II" else ">"
+    magic = struct.unpack_from(e + "H", b, 2)[0]
+    try:
+        if magic == 42:
+            ifd = struct.unpack_from(e + "I", b, 4)[0]
+            n = struct.unpack(e + "H", data[ifd:ifd + 2].tobytes())[0]
+            first, size, value_at = ifd + 2, 12, 8
+        elif magic == 43 and len(b) >= 16:
+            ifd = struct.unpack_from(e + "Q", b, 8)[0]
+            n = struct.unpack(e + "Q", data[ifd:ifd + 8].tobytes())[0]
+            first, size, value_at = ifd + 8, 20, 12
+        else:
+            return False
+    except struct.error:  # the IFD offset points past the end of the file
+        return False
+    for k in range(max(0, min(n, (len(data) - first) // size))):
+        at = first + k * size
+        tag, typ = struct.unpack(e + "HH", data[at:at + 4].tobytes())
+        if tag == 274:
+            if typ != 3:  # not a SHORT stored in the entry itself, as TIFF 6.0 has it
+                return False
+            data[at + value_at:at + value_at + 2] = np.frombuffer(struct.pack(e + "H", 1), np.uint8)
+            return True
+    return False
 
 
 def from_opencv(arr: np.ndarray, grey_alpha: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
