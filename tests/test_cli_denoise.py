@@ -50,6 +50,18 @@ def test_file_to_file_denoises(tmp_path):
     assert psnr(out, clean) > psnr(n, clean) + 6
 
 
+def test_auto_sigma_on_a_4_2_0_jpeg(tmp_path):
+    """The JPEG cameras and Pillow write (chroma at 4:2:0) gets its noise measured in the luma:
+    before, auto read sigma 0.5 here and left the noise in."""
+    clean = smooth_image(128, 160, seed=5)
+    Image.fromarray(noisy(clean, 25)).save(tmp_path / "noisy.jpg", quality=90, subsampling=2)
+    r = run("denoise", tmp_path / "noisy.jpg", tmp_path / "clean.png", "--json", tmp_path / "r.json", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert 21 < json.loads((tmp_path / "r.json").read_text())["files"][0]["sigma"] < 29
+    before = psnr(np.asarray(Image.open(tmp_path / "noisy.jpg")), clean)
+    assert psnr(np.asarray(Image.open(tmp_path / "clean.png")), clean) > before + 4
+
+
 def test_folder_mirrors_tree_and_reports(photos, tmp_path):
     root, _ = photos
     before = tree_hashes(root)

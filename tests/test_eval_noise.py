@@ -55,3 +55,41 @@ def test_cli_eval_denoise(tmp_path):
     doc = json.loads((tmp_path / "e.json").read_text())
     res = doc["models"][0]["results"]["25"]
     assert res["psnr"] > res["noisy_psnr"] + 5 and 0 < res["ssim"] <= 1
+
+
+def _jpeg(a: np.ndarray, **kw) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    b = io.BytesIO()
+    Image.fromarray(a).save(b, "JPEG", **kw)
+    return np.asarray(Image.open(b).convert("RGB"))
+
+
+@pytest.mark.parametrize("sigma", [15, 25, 50])
+@pytest.mark.parametrize("quality", [95, 90])
+def test_luma_estimate_finds_the_noise_of_a_chroma_subsampled_jpeg(sigma, quality):
+    """At 4:2:0 the colour patches see almost no noise (their noise-free directions come from
+    the averaged chroma); the luma estimate finds the sigma that was added."""
+    a = smooth_image(256, 256, seed=7)
+    j = _jpeg(noisy(a, sigma), quality=quality, subsampling=2)
+    assert estimate_sigma(j) < 3  # why the luma is needed
+    assert abs(estimate_sigma(j, luma=True) - sigma) < 0.12 * sigma
+
+
+def test_luma_estimate_of_clean_and_white_noise_images():
+    a = smooth_image(256, 256, seed=7)
+    assert estimate_sigma(_jpeg(a, quality=95, subsampling=2), luma=True) < 2.5  # clean: nothing to remove
+    assert abs(estimate_sigma(noisy(a, 20), luma=True) - 20) < 2  # white RGB noise: the same answer
+    assert abs(estimate_sigma(noisy(a[..., :1], 20), luma=True) - 20) < 2  # grey: its one channel
+    assert estimate_sigma(np.zeros((4, 4, 3), np.uint8), luma=True) == 0.0
+
+
+def test_luma_estimate_skips_clipped_patches():
+    """Pixels clipped in any channel hide noise; such patches are left out as for the colour
+    estimate (here a third of the image is saturated red)."""
+    a = smooth_image(256, 256, seed=7)
+    n = noisy(a, 20)
+    n[:, :85, 0] = 255
+    assert abs(estimate_sigma(_jpeg(n, quality=95, subsampling=2), luma=True) - 20) < 2.5

@@ -151,6 +151,26 @@ def test_tiff_orientation_patch_leaves_other_files_alone():
         assert data.tobytes() == junk
 
 
+@pytest.mark.parametrize("name,save,subsampled", [
+    ("a.jpg", {"quality": 90, "subsampling": 2}, True),  # 4:2:0
+    ("b.jpg", {"quality": 90, "subsampling": 1}, True),  # 4:2:2
+    ("c.jpg", {"quality": 90, "subsampling": 0}, False),  # 4:4:4
+    ("d.webp", {"quality": 90}, True),  # lossy WebP is always 4:2:0
+    ("e.webp", {"lossless": True}, False),
+    ("f.webp", {"quality": 90, "icc_profile": b"\0" * 300}, True),  # extended (VP8X) layout
+    ("g.png", {}, False),
+])
+def test_chroma_subsampled_files_are_marked(tmp_path, name, save, subsampled):
+    """``--sigma auto`` measures such files' noise in their luma (noise.py)."""
+    Image.fromarray(smooth_image(32, 48)).save(tmp_path / name, **save)
+    assert read_image(tmp_path / name).chroma_subsampled is subsampled
+
+
+def test_grey_jpeg_is_not_marked_subsampled(tmp_path):
+    Image.fromarray(smooth_image(32, 48)[..., 0]).save(tmp_path / "g.jpg", quality=90)
+    assert read_image(tmp_path / "g.jpg").chroma_subsampled is False
+
+
 def test_icc_and_exif_are_kept(tmp_path):
     from PIL import ImageCms
 

@@ -40,6 +40,9 @@ class ImageData:
     icc: bytes | None = None
     exif: bytes | None = None
     notes: list[str] = field(default_factory=list)
+    # a JPEG with subsampled chroma (4:2:0, 4:2:2, ...) or a lossy WebP (always 4:2:0): its
+    # colour noise is averaged away, so ``--sigma auto`` measures the noise in its luma
+    chroma_subsampled: bool = False
 
     @property
     def grey(self) -> bool:
@@ -239,6 +242,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
             if n_frames > 1:
                 notes.append(f"{n_frames} frames/pages: only the first is denoised")
             icc = im.info.get("icc_profile")
+            subsampled = _jpeg_chroma_subsampled(im) if fmt == "jpeg" else _webp_lossy(path) if fmt == "webp" else False
             exif_obj = im.getexif()
             orientation = int(exif_obj.get(0x0112, 1) or 1)
             bits16 = False
@@ -284,7 +288,41 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
         color = _orient(color, orientation)
         alpha = _orient(alpha, orientation) if alpha is not None else None
     bits = 16 if color.dtype == np.uint16 else 8
-    return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes)
+    return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes,
+                     chroma_subsampled=subsampled)
+
+
+def _jpeg_chroma_subsampled(im) -> bool:
+    """Whether a JPEG stores its two chroma components at a lower resolution than its luma
+    (Pillow's ``layer``: (component, horizontal, vertical sampling factor, table))."""
+    layers = getattr(im, "layer", None) or []
+    if len(layers) != 3:  # grey, or CMYK / YCCK
+        return False
+    (_, h0, v0, _), *chroma = layers
+    return any(h < h0 or v < v0 for _, h, v, _ in chroma)
+
+
+def _webp_lossy(path: Path) -> bool:
+    """Whether a WebP file's (first) image is lossy, i.e. VP8, which stores chroma at half
+    resolution, rather than lossless VP8L: its chunks are walked to the first image data."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(12)[8:12] != b"WEBP":
+                return False
+            for _ in range(64):
+                head = f.read(8)
+                if len(head) < 8:
+                    return False
+                kind, size = head[:4], struct.unpack("<I", head[4:])[0]
+                if kind in (b"VP8 ", b"VP8L"):
+                    return kind == b"VP8 "
+                if kind == b"ANMF":  # an animation frame: 16 bytes of header, then its own chunks
+                    f.seek(16, os.SEEK_CUR)
+                    continue
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        pass
+    return False
 
 
 def _decode_8bit(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,9 +7,14 @@ ones whose mean equals their median; sigma^2 is that mean. Patches touching
 saturated pixels (0 or 255) are dropped, since clipping hides noise there. Large
 images are sampled (a fixed-seed subset of patches) to keep it fast.
 
-Limitation (measured, see README): it measures white noise. In chroma-subsampled
-(4:2:0) JPEGs the colour noise is gone and JPEG removes much of the rest, so the
-estimate is low (about 1 for sigma 25 at quality 90); pass ``--sigma N`` for those.
+Chroma-subsampled files (4:2:0 or 4:2:2 JPEGs, lossy WebP: ``luma=True``): their colour
+noise is averaged away, so the colour patches above have noise-free directions and the
+estimate comes out near 0 (0.5 for sigma 25). For those the noise is measured in the luma
+(BT.601, as JPEG stores it) on 8x8 patches, keeping only weakly textured ones (Liu, Tanaka &
+Okutomi, "Single-image noise level estimation for blind denoising", IEEE TIP 2013: a patch
+is kept if its gradient energy is what noise of the current estimate alone would give, and
+the estimate is iterated), and reported as the sigma of white RGB noise with that much luma
+noise. Measured in benchmarks/jpeg_sigma.py (see README).
 """
 
 from __future__ import annotations
@@ -32,12 +37,18 @@ def _patches(img: np.ndarray, p: int, stride: int, max_patches: int, rng: np.ran
     return img[rows, cols]  # (n, p, p, c)
 
 
+# luma of BT.601 (JPEG's YCbCr); white RGB noise of sigma s has luma noise LUMA_GAIN * s
+LUMA = np.array([0.299, 0.587, 0.114])
+LUMA_GAIN = float(np.sqrt(np.sum(LUMA ** 2)))
+
+
 def estimate_sigma(img: np.ndarray, *, patch: int = 8, stride: int = 3, max_patches: int = 60000,
-                   saturated: bool = True) -> float:
+                   saturated: bool = True, luma: bool = False) -> float:
     """Noise standard deviation of ``img`` on the 0-255 scale.
 
     ``img``: (H, W, C) float in [0, 1] (may exceed it) or uint8/uint16. Returns 0.0 for
-    images too small to measure (smaller than 8x8)."""
+    images too small to measure (smaller than 8x8). ``luma``: measure a colour image's
+    noise in its luma only (for chroma-subsampled files; see the module's docstring)."""
     if img.dtype == np.uint8:
         x = img.astype(np.float64)
     elif img.dtype == np.uint16:
@@ -51,6 +62,9 @@ def estimate_sigma(img: np.ndarray, *, patch: int = 8, stride: int = 3, max_patc
         return 0.0
     rng = np.random.default_rng(0)
     c = x.shape[2]
+    if luma and c == 3:  # the luma, and a plane marking the pixels clipped in any channel
+        x = np.stack([x @ LUMA, ((x <= 0.5) | (x >= 254.5)).any(axis=2)], axis=2)
+        c = 1
 
     def count(p: int, st: int) -> int:
         return max(0, (h - p) // st + 1) * max(0, (w - p) // st + 1)
@@ -63,11 +77,39 @@ def estimate_sigma(img: np.ndarray, *, patch: int = 8, stride: int = 3, max_patc
     if count(patch, stride) < 2 * c * patch * patch:
         return 0.0  # too few pixels to tell noise from content
     pt = _patches(x, patch, stride, max_patches, rng)
+    if x.shape[2] != c:  # luma: the second plane marks clipped pixels
+        pt, clipped = pt[..., :1], pt[..., 1].any(axis=(1, 2))
+    else:
+        clipped = ((pt <= 0.5) | (pt >= 254.5)).any(axis=(1, 2, 3))
     if saturated:
-        ok = ~((pt <= 0.5) | (pt >= 254.5)).any(axis=(1, 2, 3))
+        ok = ~clipped
         if ok.sum() >= max(200, 0.05 * len(pt)):
             pt = pt[ok]
+    if luma:
+        return _weak_texture_sigma(pt[..., 0]) / (LUMA_GAIN if x.shape[2] == 2 else 1.0)
     return _pca_sigma(pt.reshape(len(pt), -1))
+
+
+def _weak_texture_sigma(pt: np.ndarray, z: float = 3.0, rounds: int = 8) -> float:
+    """Noise sigma of single-channel patches ``pt`` ((n, p, p)) from the weakly textured ones:
+    start from all of them, then keep a patch while its gradient energy (squared differences
+    of neighbours, across and down) is within ``z`` standard deviations of what white noise
+    of the current estimate gives (mean 2 sigma^2 k over its k differences, variance
+    8 sigma^4 k), and re-estimate, until the estimate settles."""
+    n, p = pt.shape[0], pt.shape[1]
+    energy = (np.diff(pt, axis=1) ** 2).sum(axis=(1, 2)) + (np.diff(pt, axis=2) ** 2).sum(axis=(1, 2))
+    k = 2 * p * (p - 1)
+    flat = pt.reshape(n, -1)
+    sigma = _pca_sigma(flat)
+    for _ in range(rounds):
+        keep = energy <= 2 * sigma ** 2 * k * (1 + z * np.sqrt(2 / k))
+        if keep.sum() < 4 * p * p:  # too few to estimate from: keep the last estimate
+            break
+        new = _pca_sigma(flat[keep])
+        if abs(new - sigma) < 1e-3:
+            return new
+        sigma = new
+    return sigma
 
 
 def _pca_sigma(X: np.ndarray) -> float:
