@@ -97,7 +97,7 @@ def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwr
     if then == "segment":
         from .segment import report, run
 
-        res = run([(p, p.parent) for p in outputs], denoise=False, denoiser=None, segmenter=None, sigma=None,
+        res = run([(p, None, p.parent) for p in outputs], denoise=False, denoiser=None, segmenter=None, sigma=None,
                   overwrite=overwrite, device=device, precision=precision)
         report(res, None)
     else:

@@ -33,9 +33,9 @@ def segment(
 
     sig = _parse_sigma(sigma)
     with handled():
-        items, skipped = plan(paths)
+        items, skipped = plan(paths, recursive)
         res = run(items, denoise=denoise, denoiser=denoiser, segmenter=segmenter, sigma=sig, overwrite=overwrite,
-                  device=device, precision=precision, recursive=recursive)
+                  device=device, precision=precision)
         report(res, json_out)
         for p in skipped:
             err.print(f"skipped (not a supported image): {p}")
@@ -43,31 +43,35 @@ def segment(
         raise typer.Exit(EXIT_FAILED)
 
 
-def plan(paths: list[Path]) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """[(input, output folder)]: with two or more arguments the last one is the output
-    folder unless it is an existing file; otherwise outputs go to the current folder."""
+def plan(paths: list[Path], recursive: bool = True) -> tuple[list[tuple[Path, Path | None, Path]], list[Path]]:
+    """([(image, the folder argument it was found under or None, output folder)], skipped
+    non-image files): with two or more arguments the last one is the output folder unless it
+    is an existing file; otherwise outputs go to the current folder."""
+    from ..io import discover
+
     if not paths:
         raise fail("no inputs given")
     out_dir = Path(".")
     if len(paths) > 1 and not paths[-1].is_file():
         out_dir, paths = paths[-1], paths[:-1]
-    return [(p, out_dir) for p in paths], []
+    items, skipped = [], []
+    for p in paths:
+        files, other = discover([p], recursive)
+        items += [(f, p if p.is_dir() else None, out_dir) for f in files]
+        skipped += other
+    return items, skipped
 
 
-def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, device: str, precision: str,
-        recursive: bool = True):
+def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, device: str, precision: str):
+    """Segment ``items`` ((image, its folder argument or None, output folder), as ``plan``
+    gives them), denoising first unless ``denoise`` is off."""
     from ..descriptor import Denoiser
     from ..devices import resolve_device, resolve_precision
     from ..highlevel import load_highlevel
-    from ..io import discover
     from ..registry import resolve_weights, task_denoiser
     from ..segment import output_paths, segment_files
 
-    jobs = []
-    for p, out_dir in items:
-        files, _ = discover([p], recursive)
-        for f in files:
-            jobs.append((f, *output_paths(f, p if p.is_dir() else None, out_dir)))
+    jobs = [(f, *output_paths(f, root, out_dir)) for f, root, out_dir in items]
     dev = resolve_device(device)
     seg = load_highlevel(segmenter, "segmenter", dev)
     den = None
