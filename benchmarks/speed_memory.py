@@ -7,6 +7,8 @@ a 12 MP 8-bit PNG (4000x3000), a 48 MP 8-bit PNG (8000x6000) and a 24 MP 16-bit 
 (6000x4000). Each run is a separate process; peak RSS is that process's ru_maxrss.
 MP/s is reported two ways: whole process (start, model load, decode, denoise, encode)
 and the denoise step alone (the per-file seconds in ddn's JSON report).
+``--sigma auto`` runs with ddn's default noise level (estimated per image) instead of 25;
+``--src DIR`` runs another checkout's ``src/`` (e.g. a `git worktree` of an older commit).
 """
 
 from __future__ import annotations
@@ -69,8 +71,12 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--only", default="12mp,48mp,24mp16")
     ap.add_argument("--precisions", default="fp32,auto")
+    ap.add_argument("--sigma", default="25", help="25, or auto: the default, estimated per image")
+    ap.add_argument("--src", help="run ddn from this src/ folder instead of this checkout's")
     a = ap.parse_args()
     ddn = [sys.executable, "-m", "ddn_cli"]
+    if a.src:
+        os.environ["PYTHONPATH"] = str(Path(a.src).resolve()) + os.pathsep + os.environ.get("PYTHONPATH", "")
     rows = []
     with tempfile.TemporaryDirectory() as td:
         d = Path(td)
@@ -86,12 +92,13 @@ def main() -> None:
             inputs_mb = src.stat().st_size / 2**20
             for prec in precs:
                 dst = d / f"out_{name}_{prec}{src.suffix}"
-                r = run(ddn + ["denoise", str(src), str(dst), "--sigma", "25", "--precision", prec, "--quiet",
+                r = run(ddn + ["denoise", str(src), str(dst), "--sigma", a.sigma, "--precision", prec, "--quiet",
                                "--json", "-"])
                 rep = json.loads(r.pop("stdout"))
                 f = rep["files"][0]
                 assert f["status"] == "ok", f
-                row = {"input": name, "megapixels": f["megapixels"], "precision": rep["precision"], "requested": prec,
+                row = {"input": name, "megapixels": f["megapixels"], "sigma": a.sigma, "sigma_used": f["sigma"],
+                       "precision": rep["precision"], "requested": prec,
                        "device": rep["device"], "wall_s": round(r["wall_s"], 2),
                        "mp_per_s_whole_process": round(f["megapixels"] / r["wall_s"], 4),
                        "denoise_s": round(f["seconds"], 2), "mp_per_s_denoise": round(f["megapixels"] / f["seconds"], 4),
@@ -99,8 +106,8 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 dst.unlink()
-    doc = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "command":
-           "python benchmarks/speed_memory.py", "rows": rows}
+    doc = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "command": " ".join(["python"] + sys.argv),
+           "src": a.src, "rows": rows}
     if a.json:
         Path(a.json).write_text(json.dumps(doc, indent=2))
 

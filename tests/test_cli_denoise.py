@@ -62,6 +62,24 @@ def test_auto_sigma_on_a_4_2_0_jpeg(tmp_path):
     assert psnr(np.asarray(Image.open(tmp_path / "clean.png")), clean) > before + 4
 
 
+def test_damaged_16bit_file_is_one_line_on_stderr(tmp_path):
+    """OpenCV and its libtiff print [ERROR]/[WARN] lines for a damaged file; the command line
+    keeps to ddn's one line (they come back with OPENCV_LOG_LEVEL set)."""
+    import os
+
+    a = smooth_image(64, 64).astype(np.uint16) * 257
+    ok, buf = cv2.imencode(".tif", a)  # OpenCV writes LZW-compressed strips
+    data = bytearray(buf.tobytes())
+    for i in range(200, len(data) - 200, 7):
+        data[i] ^= 0xA5
+    (tmp_path / "bad16.tif").write_bytes(bytes(data))
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-m", "ddn_cli", "denoise", str(tmp_path / "bad16.tif"),
+                        str(tmp_path / "out.tif"), "--sigma", "10", "--quiet"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "bad16.tif" in r.stderr, r.stderr
+
+
 def test_folder_mirrors_tree_and_reports(photos, tmp_path):
     root, _ = photos
     before = tree_hashes(root)

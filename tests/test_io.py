@@ -171,6 +171,103 @@ def test_grey_jpeg_is_not_marked_subsampled(tmp_path):
     assert read_image(tmp_path / "g.jpg").chroma_subsampled is False
 
 
+def test_tiff_layout_tags_do_not_travel_as_exif(tmp_path):
+    """A TIFF's own tags (size, samples, planar layout, palette, CMYK) were kept as its EXIF
+    and Pillow's TIFF writer took them as its own: a turned TIFF could not be written back,
+    planar / palette / CMYK ones were written broken, BigTIFF ones got an EXIF ddn could not
+    read back. Only the descriptive tags and the Exif/GPS IFDs go on now."""
+    tifffile = pytest.importorskip("tifffile")
+    rgb = smooth_image(23, 37)
+    tifffile.imwrite(tmp_path / "o6.tif", rgb, photometric="rgb",
+                     extratags=[(0x0112, "H", 1, 6, True), (0x010F, "s", 0, "ddn-cam", True)])
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "big.tif", rgb, photometric="rgb", bigtiff=True)
+    Image.fromarray(rgb).quantize(16).save(tmp_path / "pal.tif")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.tif")
+    for name in ("o6", "planar", "big", "pal", "cmyk"):
+        d = read_image(tmp_path / f"{name}.tif")
+        for ext in ("tif", "png", "jpg"):
+            out = tmp_path / f"{name}_out.{ext}"
+            write_image(out, d)
+            back = read_image(out)
+            assert back.color.shape == d.color.shape, (name, ext)
+            if ext != "jpg":
+                assert np.array_equal(back.color, d.color), (name, ext)
+    back = Image.open(tmp_path / "o6_out.tif")
+    assert back.getexif().get(0x010F) == "ddn-cam" and back.getexif().get(0x0112, 1) == 1
+    assert 0x0100 not in Image.open(tmp_path / "o6_out.png").getexif()  # no stale ImageWidth
+
+
+def test_unsupported_tiff_layouts_are_refused_in_one_line(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    rgb16 = smooth_image(23, 37).astype(np.uint16) * 257
+    tifffile.imwrite(tmp_path / "p16.tif", np.moveaxis(rgb16, -1, 0), photometric="rgb", planarconfig="separate")
+    with pytest.raises(UnsupportedImage, match="separate colour planes"):  # OpenCV scrambled these, silently
+        read_image(tmp_path / "p16.tif")
+    tifffile.imwrite(tmp_path / "u32.tif", np.arange(64, dtype=np.uint32).reshape(8, 8) * 2**26)
+    with pytest.raises(UnsupportedImage, match="32-bit integer"):  # clipped to 16 bits before
+        read_image(tmp_path / "u32.tif")
+
+
+def test_oversized_exif_is_left_out_of_a_jpeg(tmp_path):
+    """A JPEG's EXIF segment holds 64 kB; a larger EXIF (a TIFF's or PNG's) made Pillow raise
+    ValueError, which escaped as a traceback and ended a folder run."""
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70000  # ImageDescription
+    img = ImageData(color=smooth_image(16, 16), alpha=None, bits=8, format="png", exif=exif.tobytes())
+    write_image(tmp_path / "a.jpg", img)
+    assert Image.open(tmp_path / "a.jpg").size == (16, 16)
+    write_image(tmp_path / "a.png", img)  # PNG has room for it
+    assert Image.open(tmp_path / "a.png").getexif().get(0x010E) == "x" * 70000
+
+
+def test_any_encoder_failure_is_one_output_error(tmp_path, monkeypatch):
+    from ddn_cli.errors import OutputError
+    from ddn_cli.io import encode_output
+
+    def broken(self, *a, **k):
+        raise ValueError("simulated encoder bug")
+
+    monkeypatch.setattr(Image.Image, "save", broken)
+    img = ImageData(color=smooth_image(8, 8), alpha=None, bits=8, format="jpeg")
+    with pytest.raises(OutputError, match="a.jpg: the image encoder failed"):
+        write_image(tmp_path / "a.jpg", img)
+    with pytest.raises(OutputError, match="b.jpg: the image encoder failed"):
+        encode_output(tmp_path / "b.jpg", img)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["grey", "rgb", "grey16"])
+def test_png_transparency_key_becomes_alpha(tmp_path, kind):
+    """A tRNS colour key (grey or RGB PNG) marks fully transparent pixels: they keep that as
+    alpha instead of turning opaque."""
+    g = smooth_image(12, 10)[..., 0]
+    if kind == "grey":
+        Image.fromarray(g).save(tmp_path / "t.png", transparency=int(g[0, 0]))
+        key = g == g[0, 0]
+    elif kind == "rgb":
+        rgb = smooth_image(12, 10)
+        Image.fromarray(rgb).save(tmp_path / "t.png", transparency=tuple(int(v) for v in rgb[0, 0]))
+        key = (rgb == rgb[0, 0]).all(axis=2)
+    else:
+        g16 = g.astype(np.uint16) * 257
+        Image.fromarray(g16).save(tmp_path / "t.png", transparency=int(g16[0, 0]))
+        key = g16 == g16[0, 0]
+    d = read_image(tmp_path / "t.png")
+    assert d.alpha is not None and d.grey == (kind != "rgb")
+    full = 65535 if kind == "grey16" else 255
+    assert np.array_equal(d.alpha, np.where(key, 0, full).astype(d.alpha.dtype))
+
+
+def test_cmyk_without_a_usable_profile_becomes_rgb_without_it(tmp_path):
+    """A CMYK file is turned into RGB; its CMYK ICC profile no longer describes the pixels, so
+    it is not passed on (a profile ImageCms can read converts through it to sRGB instead)."""
+    fake_cmyk_profile = bytes(16) + b"CMYK" + bytes(108)
+    Image.fromarray(smooth_image(8, 8)).convert("CMYK").save(tmp_path / "c.jpg", icc_profile=fake_cmyk_profile)
+    d = read_image(tmp_path / "c.jpg")
+    assert d.color.shape[2] == 3 and d.icc is None
+
+
 def test_icc_and_exif_are_kept(tmp_path):
     from PIL import ImageCms
 

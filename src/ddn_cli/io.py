@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import ImageTooLarge, OutputError, UnsupportedImage, UsageError
+from .errors import DdnError, ImageTooLarge, OutputError, UnsupportedImage, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 FORMATS = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "bmp": ".bmp"}
@@ -256,6 +256,12 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                     raise UnsupportedImage(f"{path}: floating-point TIFF is not supported",
                                            "convert it to 8- or 16-bit integer TIFF/PNG")
                 bits16 = bool(bps) and bps[0] == 16
+                if bps and bps[0] == 32:
+                    raise UnsupportedImage(f"{path}: 32-bit integer TIFF is not supported",
+                                           "convert it to 8- or 16-bit TIFF/PNG")
+                if bits16 and im.tag_v2.get(284) == 2 and len(bps) > 1:  # PlanarConfiguration: separate
+                    raise UnsupportedImage(f"{path}: 16-bit TIFF with separate colour planes is not supported",
+                                           "re-save it with interleaved (contiguous) samples, or as 16-bit PNG")
             upright = None  # a turned TIFF's bytes with its Orientation set to 1
             if fmt == "tiff" and orientation != 1:
                 # Pillow 13 turns a TIFF as it loads it (the pixels or only the reported size,
@@ -268,11 +274,13 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                 color, alpha = _decode_16bit(path, im, grey_alpha=_png_color_type(head) == 4, data=upright)
             elif upright is not None:
                 with Image.open(io.BytesIO(upright.tobytes())) as stored:
-                    color, alpha = _decode_8bit(stored, path)
+                    color, alpha, icc = _decode_8bit(stored, path, icc)
             else:
-                color, alpha = _decode_8bit(im, path)
+                color, alpha, icc = _decode_8bit(im, path, icc)
             exif = None
-            if len(exif_obj):  # only now: a TIFF's EXIF is its own tags, which its decoder reads
+            if fmt == "tiff":  # only now: its own tags, which the decoder reads, are its EXIF
+                exif_obj = _exif_from_tiff(exif_obj)
+            if len(exif_obj):
                 exif_obj[0x0112] = 1  # pixels get rotated; the written file is upright
                 exif = exif_obj.tobytes()
         except UnsupportedImage:
@@ -290,6 +298,34 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
     bits = 16 if color.dtype == np.uint16 else 8
     return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes,
                      chroma_subsampled=subsampled)
+
+
+# A TIFF's first IFD holds its layout (size, samples, strips, compression, ...) beside the
+# descriptive tags an EXIF block carries; only these go on as the image's EXIF, since a
+# writer given the others (Pillow's TIFF writer takes EXIF tags as its own) describes the
+# new file with the old layout
+_TIFF_EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x0112, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x8298)
+_TIFF_SUB_IFDS = (0x8769, 0x8825)  # the Exif and GPS IFDs
+
+
+def _exif_from_tiff(tags) -> "Image.Exif":
+    """A fresh EXIF block with a TIFF's descriptive tags (camera, date, author, resolution,
+    orientation) and its Exif and GPS IFDs."""
+    from PIL import Image
+
+    out = Image.Exif()
+    for tag in _TIFF_EXIF_TAGS:
+        if tag in tags:
+            out[tag] = tags[tag]
+    for tag in _TIFF_SUB_IFDS:
+        if tag in tags:
+            try:
+                sub = dict(tags.get_ifd(tag))
+            except Exception:  # noqa: BLE001 - a damaged sub-IFD is left out, the pixels are fine
+                continue
+            if sub:
+                out[tag] = sub
+    return out
 
 
 def _jpeg_chroma_subsampled(im) -> bool:
@@ -325,7 +361,26 @@ def _webp_lossy(path: Path) -> bool:
     return False
 
 
-def _decode_8bit(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _cmyk_to_rgb(im, icc: bytes | None):
+    """A CMYK image as RGB: through its own CMYK ICC profile to sRGB where it has one (the
+    result then carries the sRGB profile), else Pillow's plain conversion, without a profile
+    (a CMYK profile would not describe RGB pixels)."""
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            if src.profile.xcolor_space.strip() == "CMYK":
+                srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+                return ImageCms.profileToProfile(im, src, srgb, outputMode="RGB"), srgb.tobytes()
+        except Exception:  # noqa: BLE001 - an unusable profile: the plain conversion below
+            pass
+    return im.convert("RGB"), None
+
+
+def _decode_8bit(im, path: Path, icc: bytes | None = None) -> tuple[np.ndarray, np.ndarray | None, bytes | None]:
+    """(colour, alpha, ICC profile): the profile changes only where the pixels change colour
+    space (CMYK becomes RGB)."""
     mode = im.mode
     im.load()  # raises on truncation / bad CRC
     if mode == "P":
@@ -334,13 +389,16 @@ def _decode_8bit(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if mode == "1":
         im = im.convert("L")
         mode = "L"
+    if mode in ("L", "RGB") and im.info.get("transparency") is not None:  # a PNG's tRNS colour key
+        im = im.convert("LA" if mode == "L" else "RGBA")
+        mode = im.mode
     if mode == "CMYK":
-        im = im.convert("RGB")
+        im, icc = _cmyk_to_rgb(im, icc)
         mode = "RGB"
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im)
         a = np.clip(a, 0, 65535).astype(np.uint16)
-        return a[..., None], None
+        return a[..., None], None, icc
     if mode == "F":
         raise UnsupportedImage(f"{path}: floating-point images are not supported", "convert to 8 or 16 bit")
     if mode == "PA":
@@ -348,15 +406,15 @@ def _decode_8bit(im, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         mode = "RGBA"
     if mode == "LA":
         a = np.asarray(im)
-        return a[..., :1].copy(), a[..., 1].copy()
+        return a[..., :1].copy(), a[..., 1].copy(), icc
     if mode == "L":
-        return np.asarray(im)[..., None].copy(), None
+        return np.asarray(im)[..., None].copy(), None, icc
     if mode == "RGBA":
         a = np.asarray(im)
-        return a[..., :3].copy(), a[..., 3].copy()
+        return a[..., :3].copy(), a[..., 3].copy(), icc
     if mode != "RGB":
         im = im.convert("RGB")
-    return np.asarray(im).copy(), None
+    return np.asarray(im).copy(), None, icc
 
 
 def _decode_16bit(path: Path, im, grey_alpha: bool = False,
@@ -378,6 +436,9 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False,
             raise UnsupportedImage(f"{path}: unsupported sample type {arr.dtype}")
     if arr.ndim == 3 and arr.shape[2] > 4:
         raise UnsupportedImage(f"{path}: {arr.shape[2]}-channel images are not supported")
+    key = im.info.get("transparency")
+    if arr.ndim == 2 and isinstance(key, int):  # a 16-bit grey PNG's tRNS key: OpenCV leaves it out
+        return arr[..., None], np.where(arr == key, 0, 65535).astype(np.uint16)
     return from_opencv(arr, grey_alpha)
 
 
@@ -436,6 +497,9 @@ def from_opencv(arr: np.ndarray, grey_alpha: bool = False) -> tuple[np.ndarray, 
 
 
 # ---------------------------------------------------------------- writing
+
+
+JPEG_MAX_EXIF = 65533 - 6  # an APP1 segment's payload, less the "Exif\0\0" header
 
 
 def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
@@ -501,8 +565,8 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     kwargs: dict = {}
     if img.icc:
         kwargs["icc_profile"] = img.icc
-    if img.exif and fmt in ("jpeg", "png", "webp", "tiff"):
-        kwargs["exif"] = img.exif
+    if img.exif and fmt in ("jpeg", "png", "webp", "tiff") and not (fmt == "jpeg" and len(img.exif) > JPEG_MAX_EXIF):
+        kwargs["exif"] = img.exif  # a JPEG segment holds 64 kB: a larger EXIF (from a TIFF or PNG) is left out
     if fmt == "jpeg":
         if pil.mode in ("RGBA", "LA"):
             pil = pil.convert("RGB" if pil.mode == "RGBA" else "L")  # JPEG has no alpha
@@ -570,7 +634,16 @@ def output_format(path: Path, img: ImageData, fmt: str | None = None) -> str:
 
 def write_image(path: Path, img: ImageData, fmt: str | None = None, quality: int = 95) -> None:
     fmt = output_format(path, img, fmt)
-    write_atomic(path, lambda f: encode_to(f, img, fmt, quality))
+
+    def encode(f: BinaryIO) -> None:
+        try:
+            encode_to(f, img, fmt, quality)
+        except (OSError, DdnError, MemoryError):
+            raise
+        except Exception as e:  # noqa: BLE001 - an encoder's own failure fails this output alone
+            raise _encoder_failed(path, e) from None
+
+    write_atomic(path, encode)
 
 
 def encode_output(path: Path, img: ImageData, fmt: str | None = None, quality: int = 95) -> bytes:
@@ -580,9 +653,14 @@ def encode_output(path: Path, img: ImageData, fmt: str | None = None, quality: i
     failures raise ``OutputError`` naming ``path``, as ``write_image``'s do."""
     try:
         return encode_image(img, output_format(path, img, fmt), quality)
-    except OSError as e:  # in memory: no real I/O error can happen, only the encoder's own
+    except DdnError:
+        raise
+    except MemoryError:
+        raise OutputError(f"{path}: not enough memory to encode the output", "free memory") from None
+    except Exception as e:  # noqa: BLE001 - in memory no real I/O error can happen, only the encoder's own
         raise _encoder_failed(path, e) from None
 
 
-def _encoder_failed(path: Path, e: OSError) -> OutputError:
-    return OutputError(f"{path}: the image encoder failed ({e})", "try another output format (--format)")
+def _encoder_failed(path: Path, e: Exception) -> OutputError:
+    what = str(e).strip().splitlines()[-1][:160] if str(e).strip() else type(e).__name__
+    return OutputError(f"{path}: the image encoder failed ({what})", "try another output format (--format)")

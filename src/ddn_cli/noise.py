@@ -48,45 +48,44 @@ def estimate_sigma(img: np.ndarray, *, patch: int = 8, stride: int = 3, max_patc
 
     ``img``: (H, W, C) float in [0, 1] (may exceed it) or uint8/uint16. Returns 0.0 for
     images too small to measure (smaller than 8x8). ``luma``: measure a colour image's
-    noise in its luma only (for chroma-subsampled files; see the module's docstring)."""
-    if img.dtype == np.uint8:
-        x = img.astype(np.float64)
-    elif img.dtype == np.uint16:
-        x = img.astype(np.float64) / 257.0
-    else:
-        x = img.astype(np.float64) * 255.0
-    if x.ndim == 2:
-        x = x[..., None]
-    h, w = x.shape[:2]
+    noise in its luma only (for chroma-subsampled files; see the module's docstring; a grey
+    image is measured as it is). Only the sampled patches are converted to floating point, never the whole image (a
+    float64 copy of a 48 MP photo is 1.15 GB)."""
+    if img.ndim == 2:
+        img = img[..., None]
+    h, w, c = img.shape
     if h < patch or w < patch:
         return 0.0
     rng = np.random.default_rng(0)
-    c = x.shape[2]
-    if luma and c == 3:  # the luma, and a plane marking the pixels clipped in any channel
-        x = np.stack([x @ LUMA, ((x <= 0.5) | (x >= 254.5)).any(axis=2)], axis=2)
-        c = 1
+    luma = luma and c == 3
+    dims = 1 if luma else c  # channels per patch that the PCA sees
 
     def count(p: int, st: int) -> int:
         return max(0, (h - p) // st + 1) * max(0, (w - p) // st + 1)
 
     # small images: denser sampling, then smaller patches, so patches >> dimensions
-    if count(patch, stride) < 20 * c * patch * patch:
+    if count(patch, stride) < 20 * dims * patch * patch:
         stride = 1
-    while patch > 4 and count(patch, stride) < 8 * c * patch * patch:
+    while patch > 4 and count(patch, stride) < 8 * dims * patch * patch:
         patch -= 2
-    if count(patch, stride) < 2 * c * patch * patch:
+    if count(patch, stride) < 2 * dims * patch * patch:
         return 0.0  # too few pixels to tell noise from content
-    pt = _patches(x, patch, stride, max_patches, rng)
-    if x.shape[2] != c:  # luma: the second plane marks clipped pixels
-        pt, clipped = pt[..., :1], pt[..., 1].any(axis=(1, 2))
+    pt = _patches(img, patch, stride, max_patches, rng)
+    if pt.dtype == np.uint8:
+        pt = pt.astype(np.float64)
+    elif pt.dtype == np.uint16:
+        pt = pt.astype(np.float64) / 257.0
     else:
-        clipped = ((pt <= 0.5) | (pt >= 254.5)).any(axis=(1, 2, 3))
+        pt = pt.astype(np.float64) * 255.0
+    clipped = ((pt <= 0.5) | (pt >= 254.5)).any(axis=(1, 2, 3))  # in any channel
+    if luma:
+        pt = (pt @ LUMA)[..., None]
     if saturated:
         ok = ~clipped
         if ok.sum() >= max(200, 0.05 * len(pt)):
             pt = pt[ok]
     if luma:
-        return _weak_texture_sigma(pt[..., 0]) / (LUMA_GAIN if x.shape[2] == 2 else 1.0)
+        return _weak_texture_sigma(pt[..., 0]) / LUMA_GAIN
     return _pca_sigma(pt.reshape(len(pt), -1))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -48,4 +49,8 @@ app.add_typer(_models.app, name="models")
 
 
 def main() -> None:
+    # OpenCV (16-bit decoding) and the libtiff/libpng inside it print their own [ERROR] and
+    # [WARN] lines for a damaged file before ddn reports it in one line; the command line
+    # keeps to ddn's line (set OPENCV_LOG_LEVEL to see them). Library use is unaffected.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     app()
