@@ -268,6 +268,21 @@ def test_cmyk_without_a_usable_profile_becomes_rgb_without_it(tmp_path):
     assert d.color.shape[2] == 3 and d.icc is None
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_bmp_output_keeps_alpha(tmp_path, channels):
+    """Pillow writes RGBA as a 32-bit BMP whose fourth byte readers (Pillow included) ignore;
+    ddn writes the alpha mask into a V4 header. Grey + alpha goes as RGBA (BMP has no LA)."""
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 256, (7, 9, channels), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (7, 9), dtype=np.uint8)
+    write_image(tmp_path / "a.bmp", ImageData(color=color, alpha=alpha, bits=8, format="bmp"))
+    d = read_image(tmp_path / "a.bmp")
+    assert np.array_equal(d.alpha, alpha)
+    assert np.array_equal(d.color, np.repeat(color, 3, axis=2) if channels == 1 else color)
+    x = cv2.imread(str(tmp_path / "a.bmp"), cv2.IMREAD_UNCHANGED)  # another reader agrees
+    assert x.shape == (7, 9, 4) and np.array_equal(x[..., 3], alpha)
+
+
 def test_icc_and_exif_are_kept(tmp_path):
     from PIL import ImageCms
 
