@@ -39,6 +39,18 @@ def test_help_and_version_do_not_import_torch():
     assert run("--help").exit_code == 0
 
 
+def test_cli_keeps_openblas_to_one_thread():
+    """numpy's OpenBLAS (the noise estimator's PCA) would spin a thread per core against ddn's
+    busy threads; the CLI asks it for one thread, which only works if numpy is not imported
+    before main() runs."""
+    code = ("import os, sys; os.environ.pop('OPENBLAS_NUM_THREADS', None); os.environ.pop('OPENCV_LOG_LEVEL', None); from ddn_cli.cli.app import main; "
+            "assert 'numpy' not in sys.modules\n"
+            "sys.argv = ['ddn', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert os.environ['OPENBLAS_NUM_THREADS'] == '1' and os.environ['OPENCV_LOG_LEVEL'] == 'SILENT'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_file_to_file_denoises(tmp_path):
     clean = smooth_image(64, 80, seed=5)
     n = noisy(clean, 25)

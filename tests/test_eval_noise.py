@@ -110,3 +110,14 @@ def test_estimate_converts_only_the_sampled_patches():
         finally:
             tracemalloc.stop()
         assert peak < 200 * 2**20, (luma, peak)
+
+
+def test_patches_are_the_grid_windows_row_by_row():
+    """The dense sampling (a strided window view) yields each 8x8 window of the stride-3 grid
+    with its rows, columns and channels in place, in row-major order of the grid."""
+    from ddn_cli.noise import _patches
+
+    img = np.arange(20 * 23 * 3, dtype=np.uint16).reshape(20, 23, 3)
+    pt = _patches(img, 8, 3, 10**6, np.random.default_rng(0))
+    want = [img[y:y + 8, x:x + 8] for y in range(0, 13, 3) for x in range(0, 16, 3)]
+    assert pt.shape == (len(want), 8, 8, 3) and np.array_equal(pt, np.stack(want))

@@ -25,12 +25,12 @@ import numpy as np
 def _patches(img: np.ndarray, p: int, stride: int, max_patches: int, rng: np.random.Generator) -> np.ndarray:
     h, w, c = img.shape
     ny, nx = (h - p) // stride + 1, (w - p) // stride + 1
-    if ny * nx > max_patches:  # sample grid positions (with replacement: cheap for huge images)
-        yy = rng.integers(0, ny, max_patches) * stride
-        xx = rng.integers(0, nx, max_patches) * stride
-    else:
-        yy, xx = np.meshgrid(np.arange(ny) * stride, np.arange(nx) * stride, indexing="ij")
-        yy, xx = yy.ravel(), xx.ravel()
+    if ny * nx <= max_patches:  # every grid position, row by row: a strided view, copied once
+        win = np.lib.stride_tricks.sliding_window_view(img, (p, p), axis=(0, 1))[::stride, ::stride]
+        return np.moveaxis(win, 2, -1).reshape(ny * nx, p, p, c)  # (n, p, p, c)
+    # sample grid positions (with replacement: cheap for huge images)
+    yy = rng.integers(0, ny, max_patches) * stride
+    xx = rng.integers(0, nx, max_patches) * stride
     oy, ox = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     rows = yy[:, None, None] + oy[None]
     cols = xx[:, None, None] + ox[None]
@@ -121,3 +121,4 @@ def _pca_sigma(X: np.ndarray) -> float:
         if np.sum(tail > tau) == np.sum(tail < tau):
             return float(np.sqrt(max(tau, 0.0)))
     return float(np.sqrt(max(ev[0], 0.0)))
+
