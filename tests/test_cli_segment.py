@@ -29,13 +29,13 @@ def test_segment_writes_mask_overlay_and_coverage(tmp_path, seg_net):
     Image.fromarray(noisy(smooth_image(45, 61), 25)).save(src / "a.png")
     Image.fromarray(noisy(smooth_image(30, 40, seed=3), 25)).convert("L").save(src / "sub" / "g.png")
     (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    (src / "sub" / "notes.txt").write_text("not an image")
+    (src / "sub" / "notes[red].txt").write_text("not an image")  # brackets: rich markup must not eat them
     before = {p: file_hash(p) for p in src.rglob("*") if p.is_file()}
     out = tmp_path / "out"
     r = runner.invoke(app, ["segment", str(src), str(out), "--segmenter", str(seg_net), "--sigma", "25",
                             "--json", str(tmp_path / "r.json")])
     assert r.exit_code == 1, r.output  # bad.png failed, the others were segmented
-    assert f"skipped (not a supported image): {src / 'sub' / 'notes.txt'}" in r.output  # said, as classify does
+    assert f"skipped (not a supported image): {src / 'sub' / 'notes[red].txt'}" in r.output  # said, as classify does
     recs = {rec["input"].split("/")[-1]: rec for rec in json.loads((tmp_path / "r.json").read_text())}
     assert recs["bad.png"]["status"] == "failed" and "bad.png" in recs["bad.png"]["error"]
     for name, shape, mask in (("a.png", (45, 61), out / "a.mask.png"), ("g.png", (30, 40), out / "sub" / "g.mask.png")):

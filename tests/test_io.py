@@ -283,6 +283,90 @@ def test_bmp_output_keeps_alpha(tmp_path, channels):
     assert x.shape == (7, 9, 4) and np.array_equal(x[..., 3], alpha)
 
 
+def test_camera_exif_can_be_written_as_tiff(tmp_path):
+    """Pillow's libtiff writer (deflate TIFF) cannot write EXIF's Exif and GPS sub-IFDs, so a
+    camera JPEG could not be denoised into a TIFF; the TIFF keeps the main tags only."""
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x8769] = {0x9003: "2024:01:01 10:00:00"}
+    exif[0x8825] = {1: "N"}
+    Image.fromarray(smooth_image(24, 32)).save(tmp_path / "cam.jpg", exif=exif.tobytes(), quality=95)
+    d = read_image(tmp_path / "cam.jpg")
+    write_image(tmp_path / "cam.tif", d)
+    back = Image.open(tmp_path / "cam.tif")
+    assert back.size == (32, 24) and back.getexif().get(0x010F) == "Canon"
+    write_image(tmp_path / "cam.png", d)  # other formats keep the sub-IFDs
+    assert Image.open(tmp_path / "cam.png").getexif().get_ifd(0x8769).get(0x9003) == "2024:01:01 10:00:00"
+
+
+@pytest.mark.parametrize("tag_type", ["I", "H"])
+def test_tiff_orientation_stored_as_long_is_applied(tmp_path, tag_type):
+    tifffile = pytest.importorskip("tifffile")
+    a = _orientation_probe(np.uint8, 3)
+    tifffile.imwrite(tmp_path / "o.tif", a, photometric="rgb", extratags=[(0x0112, tag_type, 1, 6, True)])
+    assert np.array_equal(read_image(tmp_path / "o.tif").color, _orient_expected(a, 6))
+
+
+def _png(w: int, h: int, depth: int, colour_type: int, rows: list[bytes], extra: bytes = b"") -> bytes:
+    import struct
+    import zlib
+
+    def chunk(k: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 0))
+            + extra + chunk(b"IDAT", zlib.compress(b"".join(b"\0" + r for r in rows))) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_png_transparency_key_of_low_bit_depth_grey(tmp_path, depth):
+    """Pillow scales 1/2/4-bit grey pixels to 0-255 but reports the key as stored: the key
+    is scaled the same way, or no pixel would match."""
+    import struct
+    import zlib
+
+    top = (1 << depth) - 1
+    vals = np.arange(8 * 8).reshape(8, 8) % (top + 1)
+    per = 8 // depth
+    rows = [bytes(int("".join(format(int(v), f"0{depth}b") for v in r[i:i + per]), 2) for i in range(0, 8, per))
+            for r in vals]
+    trns = b"tRNS" + struct.pack(">H", top)
+    extra = struct.pack(">I", 2) + trns + struct.pack(">I", zlib.crc32(trns))
+    (tmp_path / "t.png").write_bytes(_png(8, 8, depth, 0, rows, extra))
+    d = read_image(tmp_path / "t.png")
+    assert d.alpha is not None and np.array_equal(d.alpha == 0, vals == top)
+
+
+def test_transparency_key_matching_nothing_adds_no_alpha(tmp_path):
+    g = np.full((6, 6), 100, np.uint8)
+    Image.fromarray(g).save(tmp_path / "t.png", transparency=7)
+    assert read_image(tmp_path / "t.png").alpha is None
+
+
+def test_exif_just_under_the_jpeg_limit_is_kept(tmp_path):
+    """The limit is Pillow's own (65533 bytes with the "Exif" header): a block at it is kept."""
+    exif = Image.Exif()
+    n = max(n for n in range(65400, 65533) if len((exif.__setitem__(0x010E, "x" * n), exif.tobytes())[1]) <= 65533)
+    exif[0x010E] = "x" * n
+    blob = exif.tobytes()
+    assert 65500 < len(blob) <= 65533
+    write_image(tmp_path / "a.jpg", ImageData(color=smooth_image(8, 8), alpha=None, bits=8, format="png", exif=blob))
+    assert Image.open(tmp_path / "a.jpg").getexif().get(0x010E) == "x" * n
+
+
+def test_memory_error_while_writing_is_one_output_error(tmp_path, monkeypatch):
+    from ddn_cli import io as dio
+    from ddn_cli.errors import OutputError
+
+    def oom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(dio, "encode_to", oom)
+    with pytest.raises(OutputError, match="not enough memory"):
+        write_image(tmp_path / "a.png", ImageData(color=smooth_image(8, 8), alpha=None, bits=8, format="png"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_icc_and_exif_are_kept(tmp_path):
     from PIL import ImageCms
 

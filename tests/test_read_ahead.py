@@ -107,12 +107,12 @@ def test_an_unexpected_decoder_failure_fails_that_file_only(tmp_path, den, monke
     real = io._decode_8bit
     monkeypatch.setattr(pngread, "worth_trying", lambda head, max_pixels: False)  # Pillow's path (the fast one: test_pngread)
 
-    def flaky(im, path, icc=None):
+    def flaky(im, path, icc=None, depth=None):
         if path.name == "1.png":
             raise MemoryError
         if path.name == "2.png":
             raise RuntimeError("decoder bug")
-        return real(im, path, icc)
+        return real(im, path, icc, depth)
 
     monkeypatch.setattr(io, "_decode_8bit", flaky)
     jobs = folder(tmp_path / "in", 4)

@@ -276,7 +276,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                 with Image.open(io.BytesIO(upright.tobytes())) as stored:
                     color, alpha, icc = _decode_8bit(stored, path, icc)
             else:
-                color, alpha, icc = _decode_8bit(im, path, icc)
+                color, alpha, icc = _decode_8bit(im, path, icc, _png_bit_depth(head))
             exif = None
             if fmt == "tiff":  # only now: its own tags, which the decoder reads, are its EXIF
                 exif_obj = _exif_from_tiff(exif_obj)
@@ -323,6 +323,7 @@ def _exif_from_tiff(tags) -> "Image.Exif":
                 sub = dict(tags.get_ifd(tag))
             except Exception:  # noqa: BLE001 - a damaged sub-IFD is left out, the pixels are fine
                 continue
+            sub.pop(0xA005, None)  # the Interop IFD's offset in the old file: it would point at nothing
             if sub:
                 out[tag] = sub
     return out
@@ -378,9 +379,10 @@ def _cmyk_to_rgb(im, icc: bytes | None):
     return im.convert("RGB"), None
 
 
-def _decode_8bit(im, path: Path, icc: bytes | None = None) -> tuple[np.ndarray, np.ndarray | None, bytes | None]:
+def _decode_8bit(im, path: Path, icc: bytes | None = None,
+                 depth: int | None = None) -> tuple[np.ndarray, np.ndarray | None, bytes | None]:
     """(colour, alpha, ICC profile): the profile changes only where the pixels change colour
-    space (CMYK becomes RGB)."""
+    space (CMYK becomes RGB). ``depth``: a PNG's bit depth (for its transparency key)."""
     mode = im.mode
     im.load()  # raises on truncation / bad CRC
     if mode == "P":
@@ -389,9 +391,17 @@ def _decode_8bit(im, path: Path, icc: bytes | None = None) -> tuple[np.ndarray, 
     if mode == "1":
         im = im.convert("L")
         mode = "L"
-    if mode in ("L", "RGB") and im.info.get("transparency") is not None:  # a PNG's tRNS colour key
-        im = im.convert("LA" if mode == "L" else "RGBA")
-        mode = im.mode
+    key = im.info.get("transparency")
+    if mode in ("L", "RGB") and key is not None:  # a PNG's tRNS colour key
+        if mode == "L" and isinstance(key, int) and depth in (1, 2, 4) and key <= (1 << depth) - 1:
+            key = key * (255 // ((1 << depth) - 1))  # Pillow scales 1/2/4-bit pixels to 0-255, not always the key
+        px = np.asarray(im)
+        hit = (px == key).all(axis=-1) if mode == "RGB" else px == key
+        if hit.any():  # else nothing is transparent: no alpha channel is added
+            a = np.where(hit, 0, 255).astype(np.uint8)
+            if mode == "L":
+                return px[..., None].copy(), a, icc
+            return px.copy(), a, icc
     if mode == "CMYK":
         im, icc = _cmyk_to_rgb(im, icc)
         mode = "RGB"
@@ -468,10 +478,12 @@ def _tiff_orientation_to_1(data: np.ndarray) -> bool:
     for k in range(max(0, min(n, (len(data) - first) // size))):
         at = first + k * size
         tag, typ = struct.unpack(e + "HH", data[at:at + 4].tobytes())
-        if tag == 274:
-            if typ != 3:  # not a SHORT stored in the entry itself, as TIFF 6.0 has it
+        if tag == 274:  # SHORT as TIFF 6.0 has it, or LONG / LONG8 as some writers put it
+            fmt = {3: "H", 4: "I", 16: "Q"}.get(typ)
+            if fmt is None or (fmt == "Q" and size != 20):
                 return False
-            data[at + value_at:at + value_at + 2] = np.frombuffer(struct.pack(e + "H", 1), np.uint8)
+            one = struct.pack(e + fmt, 1)
+            data[at + value_at:at + value_at + len(one)] = np.frombuffer(one, np.uint8)
             return True
     return False
 
@@ -499,7 +511,7 @@ def from_opencv(arr: np.ndarray, grey_alpha: bool = False) -> tuple[np.ndarray, 
 # ---------------------------------------------------------------- writing
 
 
-JPEG_MAX_EXIF = 65533 - 6  # an APP1 segment's payload, less the "Exif\0\0" header
+JPEG_MAX_EXIF = 65533  # an APP1 segment's payload, "Exif\0\0" included (as Exif.tobytes() writes it)
 
 
 def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
@@ -569,7 +581,8 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     if img.icc:
         kwargs["icc_profile"] = img.icc
     if img.exif and fmt in ("jpeg", "png", "webp", "tiff") and not (fmt == "jpeg" and len(img.exif) > JPEG_MAX_EXIF):
-        kwargs["exif"] = img.exif  # a JPEG segment holds 64 kB: a larger EXIF (from a TIFF or PNG) is left out
+        # a JPEG segment holds 64 kB: a larger EXIF (from a TIFF or PNG) is left out
+        kwargs["exif"] = _without_sub_ifds(img.exif) if fmt == "tiff" else img.exif
     if fmt == "jpeg":
         if pil.mode in ("RGBA", "LA"):
             pil = pil.convert("RGB" if pil.mode == "RGBA" else "L")  # JPEG has no alpha
@@ -579,6 +592,19 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     elif fmt == "tiff":
         kwargs.update(compression="tiff_deflate")
     pil.save(f, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
+
+
+def _without_sub_ifds(exif: bytes) -> bytes:
+    """An EXIF block without its Exif and GPS IFDs, for a TIFF output: Pillow's libtiff
+    writer (deflate-compressed TIFF) cannot write sub-IFDs and fails on them ("Error setting
+    from dictionary"), so a TIFF keeps the camera, date and author tags only."""
+    from PIL import Image
+
+    e = Image.Exif()
+    e.load(exif)
+    for tag in _TIFF_SUB_IFDS:
+        e.pop(tag, None)
+    return e.tobytes()
 
 
 def _write_bmp_with_alpha(f: BinaryIO, color: np.ndarray, alpha: np.ndarray) -> None:
@@ -657,8 +683,10 @@ def write_image(path: Path, img: ImageData, fmt: str | None = None, quality: int
     def encode(f: BinaryIO) -> None:
         try:
             encode_to(f, img, fmt, quality)
-        except (OSError, DdnError, MemoryError):
+        except (OSError, DdnError):
             raise
+        except MemoryError:
+            raise OutputError(f"{path}: not enough memory to encode the output", "free memory") from None
         except Exception as e:  # noqa: BLE001 - an encoder's own failure fails this output alone
             raise _encoder_failed(path, e) from None
 

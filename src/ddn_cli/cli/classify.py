@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import EXIT_FAILED, err, handled, out, write_records
+from .common import EXIT_FAILED, _escape, err, handled, out, write_records
 
 
 def classify(
@@ -45,7 +45,7 @@ def classify(
         res = classify_files(files, denoiser=den, classifier=clf, sigma=sig, k=top_k)
         report(res, json_out)
         for p in skipped:
-            err.print(f"skipped (not a supported image): {p}")
+            err.print(f"skipped (not a supported image): {_escape(str(p))}")
     if any(r.status == "failed" for r in res):
         raise typer.Exit(EXIT_FAILED)
 
@@ -59,9 +59,9 @@ def report(res, json_out: str | None) -> None:
         for c in ("input", "top labels", "sigma"):
             t.add_column(c)
         for r in res:
-            labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top) if r.status == "ok" else f"failed: {r.error}"
-            t.add_row(Path(r.input).name, labels, "" if r.sigma is None else f"{r.sigma:.1f}")
+            labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top) if r.status == "ok" else f"failed: {_escape(r.error or '')}"
+            t.add_row(_escape(Path(r.input).name), labels, "" if r.sigma is None else f"{r.sigma:.1f}")
         out.print(t)
     for r in res:
         if r.status == "failed":
-            err.print(f"ddn: {r.error}")
+            err.print(f"ddn: {_escape(r.error or '')}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import EXIT_FAILED, err, fail, handled, out, write_records
+from .common import EXIT_FAILED, _escape, err, fail, handled, out, write_records
 
 
 def segment(
@@ -38,7 +38,7 @@ def segment(
                   device=device, precision=precision)
         report(res, json_out)
         for p in skipped:
-            err.print(f"skipped (not a supported image): {p}")
+            err.print(f"skipped (not a supported image): {_escape(str(p))}")
     if any(r.status == "failed" for r in res):
         raise typer.Exit(EXIT_FAILED)
 
@@ -92,8 +92,9 @@ def report(res, json_out: str | None) -> None:
             t.add_column(c)
         for r in res:
             cov = ", ".join(f"{k} {v:.1%}" for k, v in sorted(r.coverage.items(), key=lambda kv: -kv[1]) if v >= 0.001)
-            t.add_row(Path(r.input).name, r.status, cov if r.status == "ok" else (r.error or ""), r.mask or "")
+            t.add_row(_escape(Path(r.input).name), r.status, cov if r.status == "ok" else _escape(r.error or ""),
+                      _escape(r.mask or ""))
         out.print(t)
     for r in res:
         if r.status == "failed":
-            err.print(f"ddn: {r.error}")
+            err.print(f"ddn: {_escape(r.error or '')}")
