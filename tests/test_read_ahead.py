@@ -3,6 +3,7 @@ for the job it was started for, with the same pixel limit; its errors fail that 
 
 import gc
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,33 @@ def test_an_unexpected_decoder_failure_fails_that_file_only(tmp_path, den, monke
     assert "1.png: not enough memory to decode 48x40" in res[1].error
     assert "2.png: cannot decode (RuntimeError: decoder bug)" in res[2].error
     assert not jobs[1].dst.exists() and not jobs[2].dst.exists() and jobs[3].dst.exists()
+
+
+@pytest.mark.parametrize("where", ["after the write's record", "before process() keeps it"])
+def test_an_interrupt_just_after_a_write_still_records_it(tmp_path, den, monkeypatch, where):
+    """A signal can land after an output was renamed into place but before its record reached
+    the caller's sink (the CI saw this once: a report one file short). The writer thread lists
+    every output it put in place, and an interrupt adds what the sink lacks."""
+    real = pl._finish_write
+    calls = []
+
+    def finish_then_interrupt(fut, res):
+        done = real(fut, res)
+        calls.append(done)
+        if len(calls) == 2 and where == "after the write's record":
+            raise KeyboardInterrupt  # inside _process, before the record is yielded
+        return done
+
+    monkeypatch.setattr(pl, "_finish_write", finish_then_interrupt)
+    jobs = folder(tmp_path / "in", 5)
+    sink: list = []
+    gen = pl.process(jobs, den, pl.DenoiseOptions(sigma=25, workers=1), sink=sink)
+    with pytest.raises(KeyboardInterrupt):
+        for i, r in enumerate(gen):
+            if i == 1 and where == "before process() keeps it":
+                sink.pop()  # as if the signal fell between receiving it and appending it
+                raise KeyboardInterrupt
+    gen.close()
+    written = sorted(j.dst.name for j in jobs if j.dst.exists())
+    assert len(written) >= 2
+    assert sorted(Path(r.output).name for r in sink if r.status == "ok") == written

@@ -283,6 +283,7 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
         pending_read: Future = early if usable else reader.submit(read, todo[0])
         del early
         pending_write: tuple[Future, Result] | None = None
+        landed: list[Result] = []  # outputs in place, listed by the writer thread as it finishes each
         # denoising (and, for pooled small images, encoding), in input order
         inflight: deque[tuple[Job, Result, Future, float, bool]] = deque()  # ..., pooled
         parallel = False  # small images several at a time, torch threads split between them
@@ -318,8 +319,9 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
                 yield res
                 return
             # one statement: an interrupt cannot fall between a submitted write and its record
-            pending_write = (writer.submit(write_atomic, j.dst, data) if pooled
-                             else writer.submit(write_image, j.dst, out, opts.out_format, opts.quality)), res
+            pending_write = (writer.submit(_landing, landed, res, write_atomic, j.dst, data) if pooled
+                             else writer.submit(_landing, landed, res, write_image, j.dst, out, opts.out_format,
+                                                opts.quality)), res
 
         try:
             for i, j in enumerate(todo):
@@ -376,11 +378,22 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
             pending_read.cancel()
             if pending_write:  # the write in flight is atomic: let it finish and record it
                 sink.append(_finish_write(*pending_write))
+            # an interrupt can also fall after a write was finished but before its record
+            # reached ``sink`` (here, or in ``process`` between receiving it and appending it):
+            # the writer thread itself listed every output it put in place
+            sink.extend(r for r in list(landed) if not any(r is x for x in sink))
             for _, _, fut, _, _ in list(inflight):  # not written: dropped (pool threads never write)
                 fut.cancel()
             raise
         finally:
             torch.set_num_threads(threads)
+
+
+def _landing(landed: list[Result], res: Result, write: Callable, *args) -> None:
+    """``write(*args)``, then ``res`` listed in ``landed``: in the writer thread, which a
+    KeyboardInterrupt (raised in the main thread only) cannot stop in between."""
+    write(*args)
+    landed.append(res)
 
 
 def _is_small(read: Future) -> bool:
