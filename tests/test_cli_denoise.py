@@ -39,6 +39,16 @@ def test_help_and_version_do_not_import_torch():
     assert run("--help").exit_code == 0
 
 
+def test_pillow_warnings_on_a_damaged_file_stay_quiet(tmp_path):
+    """Pillow warns ("Corrupt EXIF data") about a broken TIFF header before ddn reports the
+    file in one line; the command line shows only ddn's line."""
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00" + b"\xff" * 20)
+    r = subprocess.run([sys.executable, "-m", "ddn_cli", "denoise", str(tmp_path / "bad.tif"), str(tmp_path / "o.png"),
+                        "--sigma", "10", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1 and "bad.tif" in r.stderr, r.stderr
+
+
 def test_cli_keeps_openblas_to_one_thread():
     """numpy's OpenBLAS (the noise estimator's PCA) would spin a thread per core against ddn's
     busy threads; the CLI asks it for one thread, which only works if numpy is not imported

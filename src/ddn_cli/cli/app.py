@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Annotated
 
 import typer
@@ -58,4 +59,7 @@ def main() -> None:
     # that way against 7.5 ms on one thread, and `--sigma auto` made a folder of small crops
     # 4.6x slower than a given sigma. Read when numpy is first imported, i.e. after this.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # Pillow warns (UserWarning: "Corrupt EXIF data", "Truncated File Read", ...) on the
+    # damaged files whose failure ddn then reports in its own line
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
     app()
