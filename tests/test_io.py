@@ -143,11 +143,11 @@ def test_tiff_orientation_is_applied_once_16bit(tmp_path, orientation, layout):
 
 
 def test_tiff_orientation_patch_leaves_other_files_alone():
-    from ddn_cli.io import _tiff_orientation_to_1
+    from ddn_cli.tiffmeta import orientation_to_1
 
     for junk in (b"", b"II", b"II*\x00\xff\xff\xff\xff", b"MM\x00*\x00\x00\x00\x08\x00", b"\x89PNG\r\n\x1a\n" + bytes(20)):
         data = np.frombuffer(junk, np.uint8).copy()
-        _tiff_orientation_to_1(data)
+        orientation_to_1(data)
         assert data.tobytes() == junk
 
 

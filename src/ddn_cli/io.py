@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from . import tiffmeta
+from .bmpwrite import write_bmp_with_alpha
 from .errors import DdnError, ImageTooLarge, OutputError, UnsupportedImage, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
@@ -263,12 +265,9 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                     raise UnsupportedImage(f"{path}: 16-bit TIFF with separate colour planes is not supported",
                                            "re-save it with interleaved (contiguous) samples, or as 16-bit PNG")
             upright = None  # a turned TIFF's bytes with its Orientation set to 1
-            if fmt == "tiff" and orientation != 1:
-                # Pillow 13 turns a TIFF as it loads it (the pixels or only the reported size,
-                # depending on the mode) and OpenCV 5 turns it despite IGNORE_ORIENTATION, so
-                # both get the stored pixels unturned, and ddn turns them as for any format
+            if fmt == "tiff" and orientation != 1:  # the decoders get it unturned (tiffmeta.py)
                 upright = np.fromfile(path, dtype=np.uint8)
-                if not _tiff_orientation_to_1(upright):
+                if not tiffmeta.orientation_to_1(upright):
                     raise UnsupportedImage(f"{path}: cannot read the TIFF's Orientation tag", "re-export the file")
             if bits16:
                 color, alpha = _decode_16bit(path, im, grey_alpha=_png_color_type(head) == 4, data=upright)
@@ -279,7 +278,7 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                 color, alpha, icc = _decode_8bit(im, path, icc, _png_bit_depth(head))
             exif = None
             if fmt == "tiff":  # only now: its own tags, which the decoder reads, are its EXIF
-                exif_obj = _exif_from_tiff(exif_obj)
+                exif_obj = tiffmeta.exif_from_tiff(exif_obj)
             if len(exif_obj):
                 exif_obj[0x0112] = 1  # pixels get rotated; the written file is upright
                 exif = exif_obj.tobytes()
@@ -298,35 +297,6 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
     bits = 16 if color.dtype == np.uint16 else 8
     return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes,
                      chroma_subsampled=subsampled)
-
-
-# A TIFF's first IFD holds its layout (size, samples, strips, compression, ...) beside the
-# descriptive tags an EXIF block carries; only these go on as the image's EXIF, since a
-# writer given the others (Pillow's TIFF writer takes EXIF tags as its own) describes the
-# new file with the old layout
-_TIFF_EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x0112, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x8298)
-_TIFF_SUB_IFDS = (0x8769, 0x8825)  # the Exif and GPS IFDs
-
-
-def _exif_from_tiff(tags) -> "Image.Exif":
-    """A fresh EXIF block with a TIFF's descriptive tags (camera, date, author, resolution,
-    orientation) and its Exif and GPS IFDs."""
-    from PIL import Image
-
-    out = Image.Exif()
-    for tag in _TIFF_EXIF_TAGS:
-        if tag in tags:
-            out[tag] = tags[tag]
-    for tag in _TIFF_SUB_IFDS:
-        if tag in tags:
-            try:
-                sub = dict(tags.get_ifd(tag))
-            except Exception:  # noqa: BLE001 - a damaged sub-IFD is left out, the pixels are fine
-                continue
-            sub.pop(0xA005, None)  # the Interop IFD's offset in the old file: it would point at nothing
-            if sub:
-                out[tag] = sub
-    return out
 
 
 def _jpeg_chroma_subsampled(im) -> bool:
@@ -452,42 +422,6 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False,
     return from_opencv(arr, grey_alpha)
 
 
-def _tiff_orientation_to_1(data: np.ndarray) -> bool:
-    """Set the Orientation tag (274) of a TIFF file's first image to 1 (upright), in place
-    in ``data`` (the file's bytes), so that a decoder hands back the stored pixels unturned.
-    Classic and BigTIFF, either byte order. Returns whether it did; a file that does not
-    parse, or has no such tag, is left as it is."""
-    b = data[:16].tobytes()
-    if len(b) < 8 or b[:2] not in (b"II", b"MM"):
-        return False
-    e = "<" if b[:2] == b"II" else ">"
-    magic = struct.unpack_from(e + "H", b, 2)[0]
-    try:
-        if magic == 42:
-            ifd = struct.unpack_from(e + "I", b, 4)[0]
-            n = struct.unpack(e + "H", data[ifd:ifd + 2].tobytes())[0]
-            first, size, value_at = ifd + 2, 12, 8
-        elif magic == 43 and len(b) >= 16:
-            ifd = struct.unpack_from(e + "Q", b, 8)[0]
-            n = struct.unpack(e + "Q", data[ifd:ifd + 8].tobytes())[0]
-            first, size, value_at = ifd + 8, 20, 12
-        else:
-            return False
-    except struct.error:  # the IFD offset points past the end of the file
-        return False
-    for k in range(max(0, min(n, (len(data) - first) // size))):
-        at = first + k * size
-        tag, typ = struct.unpack(e + "HH", data[at:at + 4].tobytes())
-        if tag == 274:  # SHORT as TIFF 6.0 has it, or LONG / LONG8 as some writers put it
-            fmt = {3: "H", 4: "I", 16: "Q"}.get(typ)
-            if fmt is None or (fmt == "Q" and size != 20):
-                return False
-            one = struct.pack(e + fmt, 1)
-            data[at + value_at:at + value_at + len(one)] = np.frombuffer(one, np.uint8)
-            return True
-    return False
-
-
 def from_opencv(arr: np.ndarray, grey_alpha: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """An image OpenCV decoded ((H, W) or (H, W, 1-4), in its BGR / BGRA order; overwritten)
     as ddn's colour (RGB or grey) and alpha. ``grey_alpha``: a grey + alpha image, which
@@ -567,7 +501,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
         color = color.astype(np.uint8)
         alpha = ((alpha.astype(np.uint32) + 128) // 257).astype(np.uint8) if alpha is not None else None
     if fmt == "bmp" and alpha is not None:  # Pillow writes 32-bit BMPs whose fourth byte readers ignore
-        _write_bmp_with_alpha(f, color, alpha)
+        write_bmp_with_alpha(f, color, alpha)
         return
     if color.shape[2] == 1:
         pil = Image.fromarray(color[..., 0], "L")
@@ -582,7 +516,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
         kwargs["icc_profile"] = img.icc
     if img.exif and fmt in ("jpeg", "png", "webp", "tiff") and not (fmt == "jpeg" and len(img.exif) > JPEG_MAX_EXIF):
         # a JPEG segment holds 64 kB: a larger EXIF (from a TIFF or PNG) is left out
-        kwargs["exif"] = _without_sub_ifds(img.exif) if fmt == "tiff" else img.exif
+        kwargs["exif"] = tiffmeta.without_sub_ifds(img.exif) if fmt == "tiff" else img.exif
     if fmt == "jpeg":
         if pil.mode in ("RGBA", "LA"):
             pil = pil.convert("RGB" if pil.mode == "RGBA" else "L")  # JPEG has no alpha
@@ -592,35 +526,6 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     elif fmt == "tiff":
         kwargs.update(compression="tiff_deflate")
     pil.save(f, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
-
-
-def _without_sub_ifds(exif: bytes) -> bytes:
-    """An EXIF block without its Exif and GPS IFDs, for a TIFF output: Pillow's libtiff
-    writer (deflate-compressed TIFF) cannot write sub-IFDs and fails on them ("Error setting
-    from dictionary"), so a TIFF keeps the camera, date and author tags only."""
-    from PIL import Image
-
-    e = Image.Exif()
-    e.load(exif)
-    for tag in _TIFF_SUB_IFDS:
-        e.pop(tag, None)
-    return e.tobytes()
-
-
-def _write_bmp_with_alpha(f: BinaryIO, color: np.ndarray, alpha: np.ndarray) -> None:
-    """A 32-bit BMP with a BITMAPV4HEADER whose bit masks name the alpha byte (BI_BITFIELDS),
-    which Pillow, browsers and Windows read as RGBA. Grey + alpha is written as RGBA (BMP has
-    no grey + alpha)."""
-    h, w = alpha.shape
-    bgra = np.empty((h, w, 4), np.uint8)
-    bgra[..., :3] = color[..., ::-1] if color.shape[2] == 3 else color  # grey broadcasts to B, G, R
-    bgra[..., 3] = alpha
-    size = w * h * 4
-    f.write(struct.pack("<2sIHHI", b"BM", 14 + 108 + size, 0, 0, 14 + 108))
-    f.write(struct.pack("<IiiHHIIiiII", 108, w, h, 1, 32, 3, size, 2835, 2835, 0, 0))  # 72 dpi
-    f.write(struct.pack("<IIII", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000))  # R, G, B, A masks
-    f.write(struct.pack("<I", 0x73524742) + bytes(36) + bytes(12))  # 'sRGB', no endpoints or gamma
-    f.write(np.ascontiguousarray(bgra[::-1]).tobytes())  # bottom-up rows
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:

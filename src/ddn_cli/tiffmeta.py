@@ -1,0 +1,94 @@
+"""TIFF metadata ddn handles itself: the Orientation tag in a file's bytes, and which of a
+TIFF's tags travel on as the image's EXIF.
+
+Pillow 13 turns a TIFF by its Orientation as it loads it (the pixels or only the reported
+size, depending on the mode) and OpenCV 5 turns it even when told not to, so ``read_image``
+hands both decoders the file with its Orientation set to 1 (``orientation_to_1``) and turns
+the pixels itself, as for every other format. A TIFF's first IFD also holds its layout
+(size, samples, strips, compression), which Pillow's TIFF writer would take as the new
+file's own if it travelled as EXIF (``exif_from_tiff`` keeps the descriptive tags only), and
+Pillow's libtiff writer cannot write EXIF sub-IFDs at all (``without_sub_ifds``).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+# A TIFF's first IFD holds its layout (size, samples, strips, compression, ...) beside the
+# descriptive tags an EXIF block carries; only these go on as the image's EXIF, since a
+# writer given the others (Pillow's TIFF writer takes EXIF tags as its own) describes the
+# new file with the old layout
+EXIF_TAGS = (0x010E, 0x010F, 0x0110, 0x0112, 0x011A, 0x011B, 0x0128, 0x0131, 0x0132, 0x013B, 0x8298)
+SUB_IFDS = (0x8769, 0x8825)  # the Exif and GPS IFDs
+
+
+def exif_from_tiff(tags):
+    """A fresh EXIF block with a TIFF's descriptive tags (camera, date, author, resolution,
+    orientation) and its Exif and GPS IFDs."""
+    from PIL import Image
+
+    out = Image.Exif()
+    for tag in EXIF_TAGS:
+        if tag in tags:
+            out[tag] = tags[tag]
+    for tag in SUB_IFDS:
+        if tag in tags:
+            try:
+                sub = dict(tags.get_ifd(tag))
+            except Exception:  # noqa: BLE001 - a damaged sub-IFD is left out, the pixels are fine
+                continue
+            sub.pop(0xA005, None)  # the Interop IFD's offset in the old file: it would point at nothing
+            if sub:
+                out[tag] = sub
+    return out
+
+
+def without_sub_ifds(exif: bytes) -> bytes:
+    """An EXIF block without its Exif and GPS IFDs, for a TIFF output: Pillow's libtiff
+    writer (deflate-compressed TIFF) cannot write sub-IFDs and fails on them ("Error setting
+    from dictionary"), so a TIFF keeps the camera, date and author tags only."""
+    from PIL import Image
+
+    e = Image.Exif()
+    e.load(exif)
+    for tag in SUB_IFDS:
+        e.pop(tag, None)
+    return e.tobytes()
+
+
+def orientation_to_1(data: np.ndarray) -> bool:
+    """Set the Orientation tag (274) of a TIFF file's first image to 1 (upright), in place
+    in ``data`` (the file's bytes), so that a decoder hands back the stored pixels unturned.
+    Classic and BigTIFF, either byte order. Returns whether it did; a file that does not
+    parse, or has no such tag, is left as it is."""
+    b = data[:16].tobytes()
+    if len(b) < 8 or b[:2] not in (b"II", b"MM"):
+        return False
+    e = "<" if b[:2] == b"II" else ">"
+    magic = struct.unpack_from(e + "H", b, 2)[0]
+    try:
+        if magic == 42:
+            ifd = struct.unpack_from(e + "I", b, 4)[0]
+            n = struct.unpack(e + "H", data[ifd:ifd + 2].tobytes())[0]
+            first, size, value_at = ifd + 2, 12, 8
+        elif magic == 43 and len(b) >= 16:
+            ifd = struct.unpack_from(e + "Q", b, 8)[0]
+            n = struct.unpack(e + "Q", data[ifd:ifd + 8].tobytes())[0]
+            first, size, value_at = ifd + 8, 20, 12
+        else:
+            return False
+    except struct.error:  # the IFD offset points past the end of the file
+        return False
+    for k in range(max(0, min(n, (len(data) - first) // size))):
+        at = first + k * size
+        tag, typ = struct.unpack(e + "HH", data[at:at + 4].tobytes())
+        if tag == 274:  # SHORT as TIFF 6.0 has it, or LONG / LONG8 as some writers put it
+            fmt = {3: "H", 4: "I", 16: "Q"}.get(typ)
+            if fmt is None or (fmt == "Q" and size != 20):
+                return False
+            one = struct.pack(e + fmt, 1)
+            data[at + value_at:at + value_at + len(one)] = np.frombuffer(one, np.uint8)
+            return True
+    return False
