@@ -272,8 +272,10 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
             if bits16:
                 color, alpha = _decode_16bit(path, im, grey_alpha=_png_color_type(head) == 4, data=upright)
             elif upright is not None:
-                with Image.open(io.BytesIO(upright.tobytes())) as stored:
+                raw, upright = upright.tobytes(), None  # one copy of the file held, not two
+                with Image.open(io.BytesIO(raw)) as stored:
                     color, alpha, icc = _decode_8bit(stored, path, icc)
+                del raw
             else:
                 color, alpha, icc = _decode_8bit(im, path, icc, _png_bit_depth(head))
             exif = None
