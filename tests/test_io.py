@@ -367,6 +367,31 @@ def test_memory_error_while_writing_is_one_output_error(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("channels", [3, 1])
+def test_16bit_tiff_alpha_is_marked_as_alpha(tmp_path, channels):
+    """OpenCV writes 16-bit RGBA TIFFs without an ExtraSamples tag, so readers took the fourth
+    sample for an unspecified one; ddn adds the tag (unassociated alpha). Grey + alpha goes as
+    RGBA, as before."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 65536, (5, 7, channels), dtype=np.uint16)
+    alpha = rng.integers(0, 65536, (5, 7), dtype=np.uint16)
+    write_image(tmp_path / "a.tif", ImageData(color=color, alpha=alpha, bits=16, format="tiff"))
+    page = tifffile.TiffFile(tmp_path / "a.tif").pages[0]
+    assert tuple(int(x) for x in page.extrasamples) == (2,) and page.samplesperpixel == 4
+    d = read_image(tmp_path / "a.tif")
+    assert d.bits == 16 and np.array_equal(d.alpha, alpha)
+    assert np.array_equal(d.color, np.repeat(color, 3, axis=2) if channels == 1 else color)
+
+
+def test_alpha_marking_leaves_other_files_alone():
+    from ddn_cli.tiffmeta import with_alpha_marked
+
+    ok, rgb = cv2.imencode(".tif", np.zeros((4, 4, 3), np.uint16))
+    for data in (b"", b"\x89PNG\r\n\x1a\n", b"II*\x00\xff\xff\xff\xff", rgb.tobytes()):
+        assert with_alpha_marked(data) == data
+
+
 def test_icc_and_exif_are_kept(tmp_path):
     from PIL import ImageCms
 

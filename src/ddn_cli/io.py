@@ -461,7 +461,8 @@ def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
 
 
 def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray) -> None:
-    """A 16-bit TIFF through OpenCV (Pillow cannot write 16-bit colour)."""
+    """A 16-bit TIFF through OpenCV (Pillow cannot write 16-bit colour); with four channels
+    its alpha is marked as such (``tiffmeta.with_alpha_marked``)."""
     import cv2
 
     try:
@@ -471,7 +472,10 @@ def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray) -> None:
                           "try another output format (--format)") from None
     if not ok:
         raise OutputError(f"OpenCV could not encode a {arr.dtype.itemsize * 8}-bit tiff")
-    f.write(memoryview(buf).cast("B"))
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        f.write(tiffmeta.with_alpha_marked(buf.tobytes()))
+    else:
+        f.write(memoryview(buf).cast("B"))
 
 
 def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:

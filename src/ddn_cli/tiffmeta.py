@@ -92,3 +92,36 @@ def orientation_to_1(data: np.ndarray) -> bool:
             data[at + value_at:at + value_at + len(one)] = np.frombuffer(one, np.uint8)
             return True
     return False
+
+
+def with_alpha_marked(data: bytes) -> bytes:
+    """A classic TIFF's bytes with an ExtraSamples tag (338) saying that the fourth sample of
+    its first image, an RGB + 1 image, is unassociated alpha. OpenCV writes 16-bit RGBA TIFFs
+    without one, so readers (libtiff warns) treat the fourth sample as unspecified. The first
+    IFD is copied, with the entry added in tag order, to the end of the file, and the header
+    points at the copy; all data stays where it is. Anything else comes back unchanged."""
+    if len(data) < 8 or data[:2] not in (b"II", b"MM"):
+        return data
+    e = "<" if data[:2] == b"II" else ">"
+    if struct.unpack_from(e + "H", data, 2)[0] != 42:  # BigTIFF: OpenCV does not write it
+        return data
+    try:
+        ifd = struct.unpack_from(e + "I", data, 4)[0]
+        n = struct.unpack_from(e + "H", data, ifd)[0]
+        entries = [data[ifd + 2 + 12 * k: ifd + 14 + 12 * k] for k in range(n)]
+        next_ifd = data[ifd + 2 + 12 * n: ifd + 6 + 12 * n]
+        if len(next_ifd) != 4 or any(len(x) != 12 for x in entries):
+            return data
+        tags = {struct.unpack_from(e + "H", x)[0]: x for x in entries}
+        if 338 in tags or 277 not in tags or 262 not in tags:
+            return data
+        spp = struct.unpack_from(e + "H", tags[277], 8)[0]
+        photometric = struct.unpack_from(e + "H", tags[262], 8)[0]
+    except struct.error:
+        return data
+    if spp != 4 or photometric != 2:
+        return data
+    tags[338] = struct.pack(e + "HHIHH", 338, 3, 1, 2, 0)  # SHORT, 1 value: 2 = unassociated alpha
+    at = len(data) + (len(data) & 1)  # an IFD starts on a word boundary
+    new_ifd = struct.pack(e + "H", len(tags)) + b"".join(tags[t] for t in sorted(tags)) + next_ifd
+    return data[:4] + struct.pack(e + "I", at) + data[8:] + bytes(at - len(data)) + new_ifd
