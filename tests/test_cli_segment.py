@@ -160,3 +160,18 @@ def test_denoise_then_classify(tmp_path):
     r = runner.invoke(app, ["denoise", str(tmp_path / "a.png"), str(tmp_path / "out"), "--then", "classify", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "a.png" in r.output and (tmp_path / "out" / "a.png").is_file()
+
+
+@pytest.mark.parametrize("then", ["classify", "segment"])
+def test_then_with_json_to_stdout_keeps_stdout_json(tmp_path, then):
+    """With `--json -` the denoise report is stdout; the task's table goes to stderr."""
+    import subprocess
+    import sys
+
+    Image.fromarray(noisy(smooth_image(40, 56), 20)).save(tmp_path / "a.png")
+    r = subprocess.run([sys.executable, "-m", "ddn_cli", "denoise", str(tmp_path / "a.png"), str(tmp_path / "out"),
+                        "--then", then, "--sigma", "20", "--json", "-"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["summary"]["ok"] == 1
+    assert "a.png" in r.stderr  # the table, on stderr

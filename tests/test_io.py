@@ -392,6 +392,19 @@ def test_alpha_marking_leaves_other_files_alone():
         assert with_alpha_marked(data) == data
 
 
+def test_tiffs_pillow_cannot_open_get_a_tiff_message(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "f.tif", np.zeros((8, 8, 3), np.float32), photometric="rgb")
+    with pytest.raises(UnsupportedImage, match="a TIFF with samples ddn cannot read"):
+        read_image(tmp_path / "f.tif")
+
+
+def test_16bit_transparency_key_matching_nothing_adds_no_alpha(tmp_path):
+    Image.fromarray(np.full((6, 6), 30000, np.uint16)).save(tmp_path / "t.png", transparency=1234)
+    d = read_image(tmp_path / "t.png")
+    assert d.bits == 16 and d.alpha is None
+
+
 def test_icc_and_exif_are_kept(tmp_path):
     from PIL import ImageCms
 

@@ -223,6 +223,10 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
                 probe.verify()
         im = Image.open(path)
     except UnidentifiedImageError:
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # a TIFF whose samples Pillow cannot take
+            raise UnsupportedImage(f"{path}: a TIFF with samples ddn cannot read (e.g. floating-point or 32-bit "
+                                   "colour, or 16-bit grey + alpha)", "convert it to 8- or 16-bit RGB, RGBA or grey "
+                                   "TIFF, or to PNG") from None
         raise UnsupportedImage(f"{path}: not an image, or a format ddn cannot read") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise UnsupportedImage(f"{path}: cannot decode ({e})") from None
@@ -419,8 +423,8 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False,
     if arr.ndim == 3 and arr.shape[2] > 4:
         raise UnsupportedImage(f"{path}: {arr.shape[2]}-channel images are not supported")
     key = im.info.get("transparency")
-    if arr.ndim == 2 and isinstance(key, int):  # a 16-bit grey PNG's tRNS key: OpenCV leaves it out
-        return arr[..., None], np.where(arr == key, 0, 65535).astype(np.uint16)
+    if arr.ndim == 2 and isinstance(key, int) and (arr == key).any():  # a 16-bit grey PNG's tRNS key:
+        return arr[..., None], np.where(arr == key, 0, 65535).astype(np.uint16)  # OpenCV leaves it out
     return from_opencv(arr, grey_alpha)
 
 

@@ -50,7 +50,9 @@ def classify(
         raise typer.Exit(EXIT_FAILED)
 
 
-def report(res, json_out: str | None) -> None:
+def report(res, json_out: str | None, console=None) -> None:
+    """``--json`` records, and the table (on ``console``: stdout unless given) unless the
+    records went to stdout."""
     write_records(res, json_out)
     if json_out != "-":
         from rich.table import Table
@@ -61,7 +63,7 @@ def report(res, json_out: str | None) -> None:
         for r in res:
             labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top) if r.status == "ok" else f"failed: {_escape(r.error or '')}"
             t.add_row(_escape(Path(r.input).name), labels, "" if r.sigma is None else f"{r.sigma:.1f}")
-        out.print(t)
+        (console or out).print(t)
     for r in res:
         if r.status == "failed":
             err.print(f"ddn: {_escape(r.error or '')}")

@@ -88,18 +88,22 @@ def denoise(
                     reuse_shapes=reuse_shapes)
         if then:
             done = [Path(j.dst) for j in jobs if Path(j.dst).is_file()]
-            code = max(code, _then(then, done, device=device, precision=precision, overwrite=overwrite))
+            code = max(code, _then(then, done, device=device, precision=precision, overwrite=overwrite,
+                                   table_to_stderr=json_out == "-"))
     raise typer.Exit(code)
 
 
-def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwrite: bool) -> int:
-    """Run the high-level task on denoised outputs (no second denoising)."""
+def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwrite: bool,
+          table_to_stderr: bool = False) -> int:
+    """Run the high-level task on denoised outputs (no second denoising). Its table goes to
+    stderr when stdout carries the denoise report's JSON (``--json -``), which must stay parseable."""
+    console = err if table_to_stderr else None
     if then == "segment":
         from .segment import report, run
 
         res = run([(p, None, p.parent) for p in outputs], denoise=False, denoiser=None, segmenter=None, sigma=None,
                   overwrite=overwrite, device=device, precision=precision)
-        report(res, None)
+        report(res, None, console)
     else:
         from ..classify import classify_files
         from ..devices import resolve_device
@@ -107,7 +111,7 @@ def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwr
         from .classify import report
 
         res = classify_files(outputs, classifier=load_highlevel(None, "classifier", resolve_device(device)))
-        report(res, None)
+        report(res, None, console)
     return EXIT_FAILED if any(r.status == "failed" for r in res) else EXIT_OK
 
 

@@ -82,7 +82,9 @@ def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, de
                          precision=resolve_precision(precision, dev))
 
 
-def report(res, json_out: str | None) -> None:
+def report(res, json_out: str | None, console=None) -> None:
+    """``--json`` records, and the table (on ``console``: stdout unless given) unless the
+    records went to stdout."""
     write_records(res, json_out)
     if json_out != "-":
         from rich.table import Table
@@ -94,7 +96,7 @@ def report(res, json_out: str | None) -> None:
             cov = ", ".join(f"{k} {v:.1%}" for k, v in sorted(r.coverage.items(), key=lambda kv: -kv[1]) if v >= 0.001)
             t.add_row(_escape(Path(r.input).name), r.status, cov if r.status == "ok" else _escape(r.error or ""),
                       _escape(r.mask or ""))
-        out.print(t)
+        (console or out).print(t)
     for r in res:
         if r.status == "failed":
             err.print(f"ddn: {_escape(r.error or '')}")
