@@ -7,6 +7,7 @@ Pixels travel as numpy arrays (H, W, C) in their native dtype (uint8 or uint16);
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -596,14 +597,8 @@ def write_image(path: Path, img: ImageData, fmt: str | None = None, quality: int
     fmt = output_format(path, img, fmt)
 
     def encode(f: BinaryIO) -> None:
-        try:
+        with _encoder_errors(path, passing=(OSError,)):  # a real write error is write_atomic's to word
             encode_to(f, img, fmt, quality)
-        except (OSError, DdnError):
-            raise
-        except MemoryError:
-            raise OutputError(f"{path}: not enough memory to encode the output", "free memory") from None
-        except Exception as e:  # noqa: BLE001 - an encoder's own failure fails this output alone
-            raise _encoder_failed(path, e) from None
 
     write_atomic(path, encode)
 
@@ -613,13 +608,21 @@ def encode_output(path: Path, img: ImageData, fmt: str | None = None, quality: i
     ``write_atomic`` elsewhere (folder runs encode small images on the denoising thread and
     leave the file system's work - write, fsync, rename - to a writer thread). Encoder
     failures raise ``OutputError`` naming ``path``, as ``write_image``'s do."""
-    try:
+    with _encoder_errors(path):  # in memory no real I/O error can happen, only the encoder's own
         return encode_image(img, output_format(path, img, fmt), quality)
-    except DdnError:
+
+
+@contextlib.contextmanager
+def _encoder_errors(path: Path, passing: tuple[type[BaseException], ...] = ()):
+    """Any failure of an image encoder as one ``OutputError`` naming ``path`` (DdnErrors and
+    ``passing`` go through as they are): the output fails alone, never the run."""
+    try:
+        yield
+    except (DdnError, *passing):
         raise
     except MemoryError:
         raise OutputError(f"{path}: not enough memory to encode the output", "free memory") from None
-    except Exception as e:  # noqa: BLE001 - in memory no real I/O error can happen, only the encoder's own
+    except Exception as e:  # noqa: BLE001 - an encoder's own failure fails this output alone
         raise _encoder_failed(path, e) from None
 
 
