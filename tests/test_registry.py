@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -112,6 +113,25 @@ def test_save_and_load_roundtrip(tmp_path):
     save_weights({"a": torch.arange(3.0)}, p, {"arch": "ddn", "config": {"k": 1}})
     sd, meta = load_weights(p)
     assert torch.equal(sd["a"], torch.arange(3.0)) and meta["config"] == {"k": 1}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_weights_and_checkpoints_get_the_umask_permissions(tmp_path, mask):
+    """Trained weights, checkpoints and the user's model list are files to share like any
+    other: 0o666 less the umask (they were 0o600, mkstemp's mode, whatever the umask), written
+    by the same atomic writer as images, with no temp file left beside them."""
+    from ddn_cli.training.checkpoint import save_checkpoint
+
+    old = os.umask(mask)
+    try:
+        save_weights({"a": torch.arange(3.0)}, tmp_path / "runs" / "w.safetensors", {"arch": "ddn"})
+        save_checkpoint(tmp_path / "runs" / "w.ckpt", {"step": 3})
+    finally:
+        os.umask(old)
+    for name in ("w.safetensors", "w.ckpt"):
+        assert (tmp_path / "runs" / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["w.ckpt", "w.safetensors"]
 
 
 def test_local_path_resolution(tmp_path, default_weights):

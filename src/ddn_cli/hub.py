@@ -90,7 +90,7 @@ def user_specs() -> list:
 
 
 def add_user_spec(spec) -> None:
-    from .weightfile import atomic_write_bytes
+    from .atomic import write_bytes as atomic_write_bytes
 
     p = _user_manifest_path()
     with file_lock(p.with_suffix(".lock")):
@@ -100,7 +100,7 @@ def add_user_spec(spec) -> None:
 
 
 def remove_user_spec(name: str) -> bool:
-    from .weightfile import atomic_write_bytes
+    from .atomic import write_bytes as atomic_write_bytes
 
     p = _user_manifest_path()
     with file_lock(p.with_suffix(".lock")):

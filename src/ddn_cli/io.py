@@ -8,7 +8,6 @@ Pixels travel as numpy arrays (H, W, C) in their native dtype (uint8 or uint16);
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
 import struct
@@ -21,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import tiffmeta
+from .atomic import create_temp
 from .bmpwrite import write_bmp_with_alpha
 from .errors import DdnError, ImageTooLarge, OutputError, UnsupportedImage, UsageError
 
@@ -539,21 +539,6 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     pil.save(f, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
 
 
-def _create_temp(path: Path) -> tuple[int, Path]:
-    """A new hidden file beside ``path``, opened for writing: created exclusively (an existing
-    name is never reused or followed) with the permissions any new file gets, 0o666 less the
-    process's umask, which the kernel applies: nothing here reads or changes the umask, which
-    a library cannot do safely while other threads create files."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{os.urandom(4).hex()}.ddn-part"
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
-
-
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write ``data`` (bytes, or a function that writes into the open binary file) to a
     hidden temp file beside ``path``, fsync, rename. An interrupt or an error while writing
@@ -561,7 +546,7 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _create_temp(path)
+        fd, tmp = create_temp(path)
     except OSError as e:
         raise OutputError(f"{path}: cannot create the output ({e.strerror or e})",
                           "check that the output folder is writable") from None

@@ -4,29 +4,12 @@ atomically, self-describing (arch + config in the safetensors metadata)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from .atomic import write_bytes
 from .errors import UnsafeWeights, WeightsNotFound
 
 PICKLE_SUFFIXES = {".pth", ".pt", ".pkl", ".ckpt", ".bin"}
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_weights(state_dict: dict, path: str | Path, metadata: dict[str, str | dict]) -> None:
@@ -35,7 +18,7 @@ def save_weights(state_dict: dict, path: str | Path, metadata: dict[str, str | d
 
     meta = {k: (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in metadata.items()}
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    write_bytes(path, save(tensors, metadata=meta))
 
 
 def _looks_like_safetensors(data: bytes) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..weightfile import atomic_write_bytes
+from ..atomic import write_bytes as atomic_write_bytes
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -475,7 +475,7 @@ def _sync(device: torch.device) -> None:
 def _update_sidecar_history(out: Path, history: list[dict]) -> None:
     import json
 
-    from ..weightfile import atomic_write_bytes
+    from ..atomic import write_bytes as atomic_write_bytes
 
     sidecar = out.with_suffix(".json")
     if sidecar.is_file():
@@ -498,6 +498,6 @@ def _write_weights(out: Path, model: torch.nn.Module, cfg: TrainConfig, best: di
     sd = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     save_weights(sd, out, meta)
     sidecar = out.with_suffix(".json")
-    from ..weightfile import atomic_write_bytes
+    from ..atomic import write_bytes as atomic_write_bytes
 
     atomic_write_bytes(sidecar, json.dumps({**meta, "history": info.get("history", [])}, indent=2, default=str).encode())

@@ -1,0 +1,45 @@
+"""Atomic file writes: a hidden temp file beside the target, created exclusively, written,
+fsynced, then renamed over the target, so that a reader, an interrupt or a crash sees the
+old file or the complete new one, never part of one. One writer for every file ddn makes:
+images (``io.write_atomic``, which words the errors for the command line), weights,
+checkpoints, training sidecars and the user's model manifest."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+TEMP_SUFFIX = ".ddn-part"
+
+
+def create_temp(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside ``path``, opened for writing: created exclusively (an existing
+    name is never reused or followed) with the permissions any new file gets, 0o666 less the
+    process's umask, which the kernel applies: nothing here reads or changes the umask, which
+    a library cannot do safely while other threads create files."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(path.parent))
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (creating its folder). Errors are the OSError
+    raised, with no temp file left behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = create_temp(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
