@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import no_partial_files, noisy, smooth_image, tree_hashes
+from conftest import file_hash, no_partial_files, noisy, smooth_image, tree_hashes
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -232,3 +232,124 @@ def test_demo_writes_comparison_and_reports_psnr(tmp_path):
 def test_demo_bad_image_name(tmp_path):
     r = run("demo", "--out", tmp_path / "d", "--image", "nope")
     assert r.exit_code == 2 and "unknown demo image" in r.output
+
+
+def test_output_folder_inside_the_input_folder_is_left_out_so_a_rerun_resumes(tmp_path, monkeypatch):
+    """`ddn denoise . denoised/`: the second run must not take the first run's outputs for
+    inputs (it was refused as "would overwrite an input", so an interrupted run could not
+    resume); `ddn denoise .` names the sibling folder after the folder itself."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(2):
+        Image.fromarray(noisy(smooth_image(24, 32, seed=i), 20)).save(root / f"{i}.png")
+    monkeypatch.chdir(root)
+    for _ in range(2):
+        r = run("denoise", ".", "denoised", "--sigma", "20", "--json", tmp_path / "r.json")
+        assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert sorted(f["input"] for f in rep["files"]) == ["0.png", "1.png"]  # not denoised/0.png
+    assert rep["summary"]["skipped"] == 2
+    assert "whose output exists (use --overwrite" in r.output
+    r = run("denoise", ".", "--sigma", "20", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "photos_denoised" / "0.png").is_file() and (tmp_path / "photos_denoised" / "1.png").is_file()
+
+
+def test_json_report_path_that_would_destroy_a_file_is_refused(tmp_path):
+    """`--json a.png b.png` (--json taken for a switch) replaced the input a.png with the
+    report; a report path that is an input, an output or a folder is refused before any work."""
+    src = tmp_path / "a.png"
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src)
+    before = file_hash(src)
+    for report in (src, tmp_path / "b.png", tmp_path):
+        r = run("denoise", "--json", report, src, tmp_path / "b.png", "--sigma", "20")
+        assert r.exit_code == 2 and "--json" in r.output, r.output
+    (tmp_path / "o").mkdir()
+    r = run("denoise", src, tmp_path / "o", "--json", tmp_path / "o" / "a.png.json", "--sigma", "20")
+    assert r.exit_code == 0, r.output  # an ordinary report beside the outputs is fine
+    r = run("denoise", src, tmp_path / "o2", "--json", tmp_path / "o2" / "a.png", "--sigma", "20")
+    assert r.exit_code == 2  # the output itself
+    assert file_hash(src) == before and not (tmp_path / "b.png").exists()
+
+
+def test_an_explicit_output_name_is_kept_and_must_agree_with_format(tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src)
+    for name, fmt in (("out.jpeg", "jpeg"), ("OUT.PNG", "png"), ("out.TIFF", "tiff")):
+        r = run("denoise", src, tmp_path / name, "--format", fmt, "--sigma", "20", "--quiet")
+        assert r.exit_code == 0 and (tmp_path / name).is_file(), (name, r.output)
+    r = run("denoise", src, tmp_path / "x.jpg", "--format", "png", "--sigma", "20")
+    assert r.exit_code == 2 and "--format png" in r.output
+    assert not (tmp_path / "x.jpg").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_an_explicitly_named_file_is_read_whatever_its_suffix(tmp_path):
+    """A photo saved without an extension is denoised (its output named after the format its
+    content announces); a named file that is not an image fails with one line and exit 1
+    instead of being skipped with exit 0."""
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(tmp_path / "noext", format="PNG")
+    r = run("denoise", tmp_path / "noext", "--sigma", "20", "--quiet")
+    assert r.exit_code == 0 and (tmp_path / "noext_denoised.png").is_file(), r.output
+    (tmp_path / "notes").write_text("hello")
+    r = run("denoise", tmp_path / "notes", tmp_path / "o.png", "--sigma", "20", "--quiet")
+    assert r.exit_code == 1 and "notes" in r.output and not (tmp_path / "o.png").exists()
+
+
+def test_hidden_files_and_folders_are_left_out_of_folder_walks(tmp_path):
+    """macOS's ._name companions (not images) failed whole runs; .git folders were denoised."""
+    root = tmp_path / "in"
+    (root / ".git").mkdir(parents=True)
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(root / "a.png")
+    (root / "._a.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(root / ".git" / "x.png")
+    r = run("denoise", root, tmp_path / "out", "--sigma", "20", "--json", tmp_path / "r.json")
+    assert r.exit_code == 0, r.output
+    assert [f["input"] for f in json.loads((tmp_path / "r.json").read_text())["files"]] == [str(root / "a.png")]
+    assert [p.name for p in (tmp_path / "out").rglob("*")] == ["a.png"]
+
+
+def test_output_paths_that_cannot_be_used_are_reported_up_front_or_per_file(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(root / "a.png")
+    Image.fromarray(noisy(smooth_image(24, 32, seed=2), 20)).save(root / "b.png")
+    (tmp_path / "outfile").write_text("x")
+    r = run("denoise", root, tmp_path / "outfile", "--sigma", "20")
+    assert r.exit_code == 2 and "needs an output folder" in r.output
+    (tmp_path / "out" / "a.png").mkdir(parents=True)  # a folder where an output goes
+    r = run("denoise", root, tmp_path / "out", "--sigma", "20", "--overwrite", "--json", "-")
+    files = {Path(f["input"]).name: f for f in json.loads(r.stdout)["files"]}
+    assert r.exit_code == 1 and "is a folder" in files["a.png"]["error"] and files["b.png"]["status"] == "ok"
+    r = run("denoise", root, tmp_path / "o2", "--overlap", "600", "--sigma", "20")
+    assert r.exit_code == 2 and "--overlap 600 must be smaller" in r.output
+    from ddn_cli.cli.denoise import AUTO_TILE_PX
+    from ddn_cli.pipeline import AUTO_TILE
+
+    assert AUTO_TILE_PX == AUTO_TILE
+
+
+def test_long_names_get_a_temp_name_that_fits_and_a_clear_error_when_they_cannot(tmp_path):
+    """The temp file added 19 bytes to the name, so outputs named 237-255 bytes always failed;
+    a beside-input output name past 255 bytes was a traceback."""
+    root = tmp_path / "in"
+    root.mkdir()
+    name = "a" * 236 + ".png"  # 240 bytes: legal
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(root / name)
+    r = run("denoise", root, tmp_path / "out", "--sigma", "20", "--quiet")
+    assert r.exit_code == 0 and (tmp_path / "out" / name).is_file(), r.output
+    r = run("denoise", root / name, "--sigma", "20", "--quiet")  # + "_denoised": 249 bytes
+    assert r.exit_code == 0, r.output
+    long = "b" * 246 + ".png"
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(tmp_path / long)
+    r = run("denoise", tmp_path / long, "--sigma", "20", "--quiet")  # + "_denoised": 259 bytes
+    assert r.exit_code == 1 and "more than a file name may have" in r.output, r.output
+    assert no_partial_files(tmp_path)
+
+
+def test_a_sigma_above_the_trained_range_gets_a_note(tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src)
+    r = run("denoise", src, tmp_path / "o.png", "--sigma", "100", "--quiet")
+    assert r.exit_code == 0 and "above the noise levels the models were trained on" in r.output
+    r = run("denoise", src, tmp_path / "o2.png", "--sigma", "75", "--quiet")
+    assert r.exit_code == 0 and "above" not in r.output

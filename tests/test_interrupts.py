@@ -69,6 +69,45 @@ def test_signal_mid_folder_leaves_no_partial_and_rerun_finishes(folder, tmp_path
     assert tree_hashes(folder) == before
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.05, 0.3])
+def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(folder, tmp_path, gap):
+    """An impatient second Ctrl-C, during the clean-up after the first or during torch's exit
+    handlers, aborted the process ("terminate called without an active exception", exit 134)
+    or printed a traceback; it is ignored: exit 130, report written, no partial file."""
+    out = tmp_path / "out"
+    p = subprocess.Popen(DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--tile", "64", "--quiet",
+                                "--json", str(tmp_path / "rep.json")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=default_sigint)
+    assert wait_for(lambda: out.is_dir() and any(out.glob("*.png")))
+    p.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    if p.poll() is None:
+        p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err.decode()[-1000:]
+    assert b"Traceback" not in err and b"terminate called" not in err, err.decode()[-1000:]
+    assert json.loads((tmp_path / "rep.json").read_text())["interrupted"]
+    assert no_partial_files(out)
+
+
+def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(tmp_path):
+    """The console script's own module loading (typer, rich, the commands) takes a fraction
+    of a second; a Ctrl-C then printed a KeyboardInterrupt traceback."""
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            "import builtins\n"
+            "real = builtins.__import__\n"
+            "def imp(name, *a, **k):\n"
+            "    if name == 'typer':\n"
+            "        raise KeyboardInterrupt\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\n"
+            "from ddn_cli.cli import main\n"
+            "sys.argv = ['ddn', '--version']\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130 and "Traceback" not in r.stderr and "interrupted" in r.stderr, r.stderr
+
+
 def test_two_runs_into_one_folder(folder, tmp_path):
     out = tmp_path / "out"
     args = DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--quiet", "--overwrite"]

@@ -19,4 +19,4 @@ def test_wheel_carries_weights_and_manifest(tmp_path):
     assert "ddn_cli/weights/ddn.color-sigma.safetensors" in names
     assert any(n.endswith("entry_points.txt") for n in names)
     ep = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "ddn = ddn_cli.cli.app:main" in ep
+    assert "ddn = ddn_cli.cli:main" in ep

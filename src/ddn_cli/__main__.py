@@ -1,4 +1,4 @@
-from ddn_cli.cli.app import main
+from ddn_cli.cli import main
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 TEMP_SUFFIX = ".ddn-part"
+NAME_MAX = 255  # bytes in one file name, on Linux, macOS and Windows file systems alike
 
 
 def create_temp(path: Path) -> tuple[int, Path]:
@@ -19,8 +20,11 @@ def create_temp(path: Path) -> tuple[int, Path]:
     process's umask, which the kernel applies: nothing here reads or changes the umask, which
     a library cannot do safely while other threads create files."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    name = path.name  # shortened so that the temp name fits wherever the name itself does
+    while len(os.fsencode(name)) > NAME_MAX - 19:  # "." + name + "." + 8 hex digits + TEMP_SUFFIX
+        name = name[:-1]
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
+        tmp = path.parent / f".{name}.{os.urandom(4).hex()}{TEMP_SUFFIX}"
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:

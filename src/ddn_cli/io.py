@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import tiffmeta
-from .atomic import create_temp
+from .atomic import NAME_MAX, create_temp
 from .bmpwrite import write_bmp_with_alpha
 from .errors import DdnError, ImageTooLarge, OutputError, UnsupportedImage, UsageError
 
@@ -69,6 +69,43 @@ def is_image_name(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES
 
 
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
+          (b"II+\x00", "tiff"), (b"MM\x00+", "tiff"), (b"BM", "bmp"))
+
+
+def sniff_format(path: Path) -> str | None:
+    """The image format a file's first bytes announce (png, jpeg, tiff, webp, bmp), or None
+    (not one of them, or unreadable: reading it later says why)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
+
+
+def _named_suffix(p: Path) -> str:
+    """The suffix an explicitly named input's outputs get when no --format is given: its own
+    if it names an image format, else that of the format its content announces (a photo
+    saved without an extension), else its own (it will fail to read, saying why)."""
+    if is_image_name(p):
+        return p.suffix
+    fmt = sniff_format(p)
+    return FORMATS[fmt] if fmt else p.suffix
+
+
+def _beside(folder: Path) -> Path:
+    """``NAME_denoised``, beside a folder argument (``.`` and ``..`` stand for the folders
+    they name)."""
+    if folder.name in ("", ".", ".."):
+        folder = folder.resolve()
+    if not folder.name:
+        raise UsageError(f"{folder}: ddn cannot write a folder beside the root folder", "give an output folder")
+    return folder.with_name(folder.name + "_denoised")
+
+
 def plan_jobs(
     inputs: Sequence[Path],
     output: Path | None,
@@ -76,12 +113,16 @@ def plan_jobs(
     recursive: bool = True,
     out_format: str | None = None,
 ) -> tuple[list[Job], list[Path]]:
-    """Map inputs to outputs. Returns (jobs, skipped non-image files).
+    """Map inputs to outputs. Returns (jobs, skipped non-image files found in folders).
 
     - one file + an output with an image suffix (not an existing folder): file -> file;
     - otherwise the output is a folder; folder inputs mirror their tree under it;
     - no output: ``NAME_denoised.EXT`` beside a file, ``DIR_denoised/`` beside a folder.
-    Raises ``UsageError`` for missing inputs or an output that would overwrite an input.
+    A file named explicitly is an input whatever its suffix (reading it says if it is no image
+    ddn reads); in folders only image suffixes count, and hidden files and folders (names
+    starting with a dot) and the output folder, when it lies inside an input folder, are left out.
+    Raises ``UsageError`` for missing inputs, an output that would overwrite an input, or an
+    output file name whose suffix contradicts ``out_format``.
     """
     if not inputs:
         raise UsageError("no inputs given", "pass image files or folders")
@@ -91,38 +132,36 @@ def plan_jobs(
     jobs: list[Job] = []
     skipped: list[Path] = []
 
-    def fmt_suffix(p: Path) -> str:
-        return FORMATS[out_format] if out_format else p.suffix
+    def fmt_suffix(p: Path, named: bool = False) -> str:
+        return FORMATS[out_format] if out_format else _named_suffix(p) if named else p.suffix
 
     single_file = len(inputs) == 1 and inputs[0].is_file()
     if single_file and output is not None and not output.is_dir() and is_image_name(output):
         src = inputs[0]
-        dst = output if not out_format else output.with_suffix(FORMATS[out_format])
-        if not is_image_name(src):
-            skipped.append(src)
-        else:
-            jobs.append(Job(src, dst))
+        named = SUFFIX_FORMAT[output.suffix.lower()]
+        if out_format and named != out_format:
+            raise UsageError(f"{output}: a {named.upper()} name, but --format {out_format}",
+                             f"name the output *{FORMATS[out_format]}, or leave out --format")
+        jobs.append(Job(src, output))
     else:
+        if output is not None and output.exists() and not output.is_dir():
+            raise UsageError(f"{output}: is a file, but " + ("a folder input" if any(p.is_dir() for p in inputs)
+                                                              else "several inputs") + " needs an output folder",
+                             "give a folder as the last argument")
         for src in inputs:
             if src.is_dir():
-                base = output if output is not None else src.with_name(src.name + "_denoised")
-                for f in _walk(src, recursive):
+                base = output if output is not None else _beside(src)
+                for f in _walk(src, recursive, exclude=base):
                     if is_image_name(f):
                         rel = f.relative_to(src)
                         jobs.append(Job(f, (base / rel).with_suffix(fmt_suffix(f))))
                     else:
                         skipped.append(f)
             else:
-                if not is_image_name(src):
-                    skipped.append(src)
-                    continue
                 if output is None:
-                    dst = src.with_name(f"{src.stem}_denoised{fmt_suffix(src)}")
+                    dst = src.with_name(f"{src.stem}_denoised{fmt_suffix(src, named=True)}")
                 else:
-                    if output.exists() and not output.is_dir():
-                        raise UsageError(f"{output}: is a file, but several inputs need an output folder",
-                                         "give a folder as the last argument")
-                    dst = output / (src.stem + fmt_suffix(src))
+                    dst = output / (src.stem + fmt_suffix(src, named=True))
                 jobs.append(Job(src, dst))
     inputs_resolved = {j.src.resolve() for j in jobs}
     seen: dict[Path, Path] = {}
@@ -131,33 +170,46 @@ def plan_jobs(
         if r in inputs_resolved:
             raise UsageError(f"{j.src}: output {j.dst} would overwrite an input", "choose another output folder")
         if r in seen:
-            raise UsageError(f"{j.src} and {seen[r]} would both write {j.dst}", "use separate output folders")
+            same_folder = seen[r].parent.resolve() == j.src.parent.resolve()
+            raise UsageError(f"{j.src} and {seen[r]} would both write {j.dst}",
+                             "rename one of them, or leave out --format" if same_folder and out_format
+                             else "rename one of them" if same_folder else "use separate output folders")
         seen[r] = j.src
     return jobs, skipped
 
 
 def discover(inputs: Sequence[Path], recursive: bool = True) -> tuple[list[Path], list[Path]]:
-    """(image files, skipped other files) under the given files/folders."""
+    """(image files, skipped other files) under the given files/folders: a file named
+    explicitly counts as an image whatever its suffix (reading it tells); in folders only
+    image suffixes count, and hidden files and folders are left out."""
     images: list[Path] = []
     other: list[Path] = []
     for p in inputs:
         if not p.exists():
             raise UsageError(f"{p}: no such file or folder", "check the path")
-        for f in (_walk(p, recursive) if p.is_dir() else [p]):
+        if not p.is_dir():
+            images.append(p)
+            continue
+        for f in _walk(p, recursive):
             (images if is_image_name(f) else other).append(f)
     return images, other
 
 
-def _walk(root: Path, recursive: bool) -> Iterable[Path]:
-    """Files under root, sorted, following no symlinked folders (no loops)."""
+def _walk(root: Path, recursive: bool, exclude: Path | None = None) -> Iterable[Path]:
+    """Files under root, sorted, following no symlinked folders (no loops). Hidden files and
+    folders (a dot first: ``.git``, macOS's ``._name`` companions, ddn's own temp files) are
+    left out, and so is ``exclude`` (an output folder inside the input folder: a rerun must
+    not take the outputs of the first run for inputs)."""
+    skip = exclude.resolve() if exclude is not None else None
     if not recursive:
-        yield from sorted(p for p in root.iterdir() if p.is_file())
+        yield from sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_file())
         return
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (skip is None or (Path(dirpath) / d).resolve() != skip))
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            if p.is_file():
+            if not name.startswith(".") and p.is_file():
                 yield p
 
 
@@ -545,6 +597,9 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     leaves either no file or the complete old/new one, never a partial file."""
     path = Path(path)
     try:
+        if len(os.fsencode(path.name)) > NAME_MAX:
+            raise OutputError(f"{path}: the output's name is {len(os.fsencode(path.name))} bytes long, more than a "
+                              f"file name may have ({NAME_MAX})", "give a shorter output name")
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = create_temp(path)
     except OSError as e:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -21,18 +22,25 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _on_signal(signum, frame) -> None:
+    """The first Ctrl-C or SIGTERM unwinds like Ctrl-C (the write in flight completes, temp
+    files are removed, the report is written); any later one is ignored, so that nothing cuts
+    that short or breaks the exit (a second Ctrl-C during torch's exit handlers aborted the
+    process with "terminate called without an active exception")."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """Turn DdnError into one stderr line + exit code; Ctrl-C/SIGTERM into 130."""
     from ..errors import DdnError
 
-    old = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum, frame):  # make SIGTERM unwind like Ctrl-C (temp files cleaned)
-        raise KeyboardInterrupt
-
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     with contextlib.suppress(ValueError):  # not in the main thread
-        signal.signal(signal.SIGTERM, on_term)
+        for sig in old:
+            signal.signal(sig, _on_signal)
     try:
         yield
     except DdnError as e:
@@ -42,7 +50,29 @@ def handled() -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGTERM, old)
+            for sig, handler in old.items():
+                if signal.getsignal(sig) is _on_signal:  # after an interrupt: stay ignored to the exit
+                    signal.signal(sig, handler)
+
+
+def check_report_path(json_out: str | None, taken: Iterable[Path] = ()) -> None:
+    """Refuse, before any work, a ``--json PATH`` that would destroy something: a folder, an
+    image's name (``--json a.png b.png`` taken for a switch made the report replace a.png),
+    or one of the run's inputs or outputs (``taken``)."""
+    from ..errors import UsageError
+    from ..io import is_image_name
+
+    if not json_out or json_out == "-":
+        return
+    p = Path(json_out)
+    if p.is_dir():
+        raise UsageError(f"--json {p}: is a folder", "give a file path for the report, e.g. report.json")
+    if is_image_name(p):
+        raise UsageError(f"--json {p}: an image's name, but the report is JSON (--json takes a path)",
+                         "give a .json path, e.g. --json report.json")
+    r = p.resolve()
+    if any(r == q.resolve() for q in taken):
+        raise UsageError(f"--json {p}: is one of this run's inputs or outputs", "give another path for the report")
 
 
 def _escape(s: str) -> str:

@@ -10,9 +10,11 @@ from typing import Annotated
 
 import typer
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, fail, handled, show_progress
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, check_report_path, err, fail, handled, show_progress
 
 FORMAT_CHOICES = ("png", "jpeg", "tiff", "webp", "bmp")
+AUTO_TILE_PX = 512  # pipeline.AUTO_TILE (not imported here: this module stays cheap to import)
+MODEL_SIGMA_MAX = 75  # the bundled denoisers were trained on noise levels 0-75
 
 
 def _parse_sigma(text: str) -> float | None:
@@ -68,8 +70,8 @@ def denoise(
     tile_px = _parse_tile(tile)
     if format is not None and format.lower() not in FORMAT_CHOICES:
         raise fail(f"--format {format!r}: use one of {', '.join(FORMAT_CHOICES)}", EXIT_USAGE)
-    if tile_px is not None and overlap >= tile_px:
-        raise fail(f"--overlap {overlap} must be smaller than --tile {tile_px}", EXIT_USAGE)
+    if overlap >= (tile_px or AUTO_TILE_PX):
+        raise fail(f"--overlap {overlap} must be smaller than --tile {tile_px or f'(auto: {AUTO_TILE_PX})'}", EXIT_USAGE)
     if then is not None and then not in ("segment", "classify"):
         raise fail(f"--then {then!r}: use segment or classify", EXIT_USAGE)
     inputs, output = (paths[:-1], paths[-1]) if len(paths) >= 2 else (paths, None)
@@ -82,6 +84,10 @@ def denoise(
             model = task_denoiser("seg" if then == "segment" else "cls")
 
         jobs, non_images = plan_jobs(inputs, output, recursive=recursive, out_format=format.lower() if format else None)
+        check_report_path(json_out, [p for j in jobs for p in (j.src, j.dst)])
+        if sig is not None and sig > MODEL_SIGMA_MAX:
+            err.print(f"ddn: note: --sigma {sig:g} is above the noise levels the models were trained on "
+                      f"(0-{MODEL_SIGMA_MAX}); expect weaker results")
         code = _run(jobs, non_images, model=model, sig=sig, tile=tile_px, overlap=overlap, batch_size=batch_size,
                     device=device, precision=precision, fmt=format.lower() if format else None, quality=quality,
                     overwrite=overwrite, quiet=quiet, json_out=json_out, max_pixels=max_pixels, offline=offline,
@@ -185,6 +191,12 @@ def _skip_reason(p: Path) -> str:
     return "not an image file"
 
 
+def _names(results, key: str = "input") -> str:
+    """The first five files' names, for a one-line summary."""
+    names = [Path(getattr(r, key)).name for r in results]
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
 def _esc(s: str) -> str:
     from rich.markup import escape
 
@@ -214,8 +226,11 @@ def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool 
 
     non_images = [r for r in skipped if r.output is None]
     if non_images:
-        names = ", ".join(Path(r.input).name for r in non_images[:5]) + (" ..." if len(non_images) > 5 else "")
-        err.print(f"skipped {len(non_images)} file(s) that are not supported images: {_esc(names)}")
+        err.print(f"skipped {len(non_images)} file(s) that are not supported images: {_esc(_names(non_images))}")
+    existing = [r for r in skipped if r.output is not None]
+    if existing:
+        err.print(f"skipped {len(existing)} file(s) whose output exists (use --overwrite to redo them): "
+                  f"{_esc(_names(existing, 'output'))}")
     t = Table(title="ddn denoise" + (" (interrupted)" if interrupted else ""), show_header=True)
     for col in ("done", "skipped", "failed", "MP", "seconds", "MP/s", "model", "device"):
         t.add_column(col)
