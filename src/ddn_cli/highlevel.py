@@ -9,6 +9,8 @@ normalisation to be applied outside (torchvision models) or does it inside (bund
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +128,14 @@ def _load_torchvision(model: str, kind: str, device: torch.device) -> HighLevelN
     except (ValueError, KeyError):
         raise UsageError(f"torchvision:{model}: torchvision has no such model",
                          "see torchvision.models.list_models() for names") from None
+    family = torchvision.models.segmentation if kind == "segmenter" else torchvision.models
+    if model not in torchvision.models.list_models(module=family):
+        what = next((w for w, m in (("a segmenter", torchvision.models.segmentation),
+                                    ("a classifier", torchvision.models)) if model in torchvision.models.list_models(module=m)),
+                    "neither a classifier nor a segmenter")
+        raise UsageError(f"torchvision:{model}: {what}, not {'a segmenter' if kind == 'segmenter' else 'a classifier'}",
+                         f"pick one from torchvision.models.list_models(module=torchvision.models"
+                         f"{'.segmentation' if kind == 'segmenter' else ''})")
     if os.environ.get("DDN_OFFLINE") == "1":
         from torch.hub import get_dir
 
@@ -134,7 +144,10 @@ def _load_torchvision(model: str, kind: str, device: torch.device) -> HighLevelN
             raise WeightsNotFound(f"torchvision:{model}: not in torchvision's cache ({cached}) and DDN_OFFLINE=1",
                                   "fetch it once on a connected machine (TORCH_HOME) or unset DDN_OFFLINE")
     try:
-        net = torchvision.models.get_model(model, weights=weights)
+        # torch.hub writes "Downloading: ..." to stdout itself (it would break `--json -`),
+        # and a failure is then reported by ddn in one line: library code keeps quiet
+        with contextlib.redirect_stdout(io.StringIO()):
+            net = torchvision.models.get_model(model, weights=weights, progress=False)
     except (OSError, RuntimeError) as e:  # URLError is an OSError
         raise WeightsNotFound(f"torchvision:{model}: could not load torchvision's weights ({str(e)[:160]})",
                               "check the network or pre-fill TORCH_HOME") from None

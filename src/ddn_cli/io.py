@@ -178,10 +178,15 @@ def plan_jobs(
     return jobs, skipped
 
 
-def discover(inputs: Sequence[Path], recursive: bool = True) -> tuple[list[Path], list[Path]]:
+SEGMENT_OUTPUTS = (".mask.png", ".overlay.png")  # what `ddn segment` writes beside NAME
+
+
+def discover(inputs: Sequence[Path], recursive: bool = True, exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
     """(image files, skipped other files) under the given files/folders: a file named
     explicitly counts as an image whatever its suffix (reading it tells); in folders only
-    image suffixes count, and hidden files and folders are left out."""
+    image suffixes count, and hidden files and folders, ``exclude`` (an output folder inside
+    an input folder) and ddn segment's own outputs (NAME.mask.png, NAME.overlay.png) are left
+    out, so that a rerun does not take the first run's outputs for inputs."""
     images: list[Path] = []
     other: list[Path] = []
     for p in inputs:
@@ -190,8 +195,9 @@ def discover(inputs: Sequence[Path], recursive: bool = True) -> tuple[list[Path]
         if not p.is_dir():
             images.append(p)
             continue
-        for f in _walk(p, recursive):
-            (images if is_image_name(f) else other).append(f)
+        for f in _walk(p, recursive, exclude):
+            if not f.name.lower().endswith(SEGMENT_OUTPUTS):
+                (images if is_image_name(f) else other).append(f)
     return images, other
 
 

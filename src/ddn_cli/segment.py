@@ -113,6 +113,21 @@ def output_paths(src: Path, root_in: Path | None, out_dir: Path) -> tuple[Path, 
     return base.with_name(base.name + ".mask.png"), base.with_name(base.name + ".overlay.png")
 
 
+def check_outputs(jobs: list[tuple[Path, Path, Path]]) -> None:
+    """Refuse two inputs that would write the same mask (``x.png`` and ``x.jpg`` in one folder,
+    or ``a/x.png`` and ``b/x.png`` into one output folder): the second was silently skipped,
+    or with --overwrite replaced the first's."""
+    from .errors import UsageError
+
+    seen: dict[Path, Path] = {}
+    for src, mask, _ in jobs:
+        r = mask.resolve()
+        if r in seen:
+            raise UsageError(f"{src} and {seen[r]} would both write {mask}",
+                             "rename one of them, or segment them in separate runs into different output folders")
+        seen[r] = src
+
+
 def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelNet, denoiser=None,
                   sigma: float | None = None, overwrite: bool = False, precision=None,
                   max_pixels: int = 200_000_000) -> list[Segmentation]:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import EXIT_FAILED, _escape, err, handled, out, write_records
+from .common import EXIT_FAILED, _escape, check_report_path, err, handled, out, write_records
 
 
 def classify(
@@ -22,6 +22,7 @@ def classify(
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     json_out: Annotated[str | None, typer.Option("--json", help="Write results as JSON to PATH or - .")] = None,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (decompression-bomb guard).")] = 200_000_000,
 ) -> None:
     """Top-k labels with probabilities for each image."""
     from .denoise import _parse_sigma
@@ -36,13 +37,14 @@ def classify(
         from ..registry import resolve_weights, task_denoiser
 
         files, skipped = discover(paths, recursive)
+        check_report_path(json_out, files)
         dev = resolve_device(device)
         clf = load_highlevel(classifier, "classifier", dev)
         den = None
         if denoise:
             name = denoiser or task_denoiser("cls")
             den = Denoiser.load(resolve_weights(name), name=name, device=device)
-        res = classify_files(files, denoiser=den, classifier=clf, sigma=sig, k=top_k)
+        res = classify_files(files, denoiser=den, classifier=clf, sigma=sig, k=top_k, max_pixels=max_pixels)
         report(res, json_out)
         for p in skipped:
             err.print(f"skipped (not a supported image): {_escape(str(p))}")

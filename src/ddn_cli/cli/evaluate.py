@@ -9,9 +9,56 @@ from typing import Annotated
 
 import typer
 
-from .common import err, fail, handled, out
+from .common import check_report_path, err, fail, handled, out
 
 app = typer.Typer(help="Measure models.", no_args_is_help=True)
+
+
+def _parse_sigmas(text: str, example: str) -> list[float]:
+    """``--sigma 15,25,50``: one or more numbers 0-255 (finite), or a usage error."""
+    import math
+
+    try:
+        sigmas = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise fail(f"--sigma {text!r}: expected numbers like {example}") from None
+    if not sigmas:
+        raise fail(f"--sigma {text!r}: no noise level given (e.g. --sigma {example})")
+    bad = [s for s in sigmas if not (math.isfinite(s) and 0 <= s <= 255)]
+    if bad:
+        raise fail(f"--sigma {bad[0]:g}: noise levels are 0-255 (the 8-bit scale)")
+    return sigmas
+
+
+def _finite(obj):
+    """``obj`` with non-finite floats as None: JSON has no Infinity (a noisy PSNR at sigma 0)
+    or NaN, and strict parsers refuse them."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _outputs(net, device) -> int:
+    """How many classes a network without a class list scores (one tiny forward pass)."""
+    import torch
+
+    with torch.inference_mode():
+        return int(net(torch.zeros(1, 3, 32, 32, device=device)).shape[1])
+
+
+def _check_outputs(json_out: Path | None, plot: Path | None = None) -> None:
+    """Refuse, before the measuring, report paths that cannot be written or would destroy a file."""
+    from ..errors import UsageError
+
+    check_report_path(str(json_out) if json_out else None)
+    if plot is not None and plot.is_dir():
+        raise UsageError(f"--plot {plot}: is a folder", "give a .png path")
 
 
 @app.command("denoise", no_args_is_help=True)
@@ -29,21 +76,20 @@ def eval_denoise(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
 ) -> None:
     """PSNR/SSIM of denoisers: clean -> +N(0, sigma/255) (seeded per image) -> denoise -> round -> compare."""
-    try:
-        sigmas = [float(s) for s in sigma.split(",") if s.strip()]
-    except ValueError:
-        raise fail(f"--sigma {sigma!r}: expected numbers like 15,25,50") from None
+    sigmas = _parse_sigmas(sigma, "15,25,50")
     with handled():
         from ..descriptor import Denoiser
         from ..evaluation.denoise_eval import evaluate, load_eval_images
         from ..noise import estimate_sigma
         from ..registry import bundled_manifest, resolve_weights
 
-        images = load_eval_images(data, limit, data_root)
+        _check_outputs(json_out)
         names = model or [bundled_manifest().default("denoise").name]
+        paths = [resolve_weights(name) for name in names]  # every name checked before the first is measured
+        images = load_eval_images(data, limit, data_root)
         rows = []
-        for name in names:
-            den = Denoiser.load(resolve_weights(name), name=name, device=device, precision=precision)
+        for name, path in zip(names, paths, strict=True):
+            den = Denoiser.load(path, name=name, device=device, precision=precision)
 
             def fn(noisy, s, den=den):
                 import numpy as np
@@ -76,24 +122,23 @@ def eval_denoise(
 
             doc = {"data": data, "images": len(images), "sigmas": sigmas, "clip": clip, "sigma_auto": sigma_auto,
                    "precision": precision, "models": rows}
-            write_atomic(json_out, json.dumps(doc, indent=2).encode())
+            write_atomic(json_out, json.dumps(_finite(doc), indent=2).encode())
 
 
 def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: str | None, split: str, limit: int,
                clip: bool, device: str, precision: str, json_out: Path | None, plot: Path | None) -> None:
-    try:
-        sigmas = [float(s) for s in sigma.split(",") if s.strip()]
-    except ValueError:
-        raise fail(f"--sigma {sigma!r}: expected numbers like 0,15,30,60") from None
+    sigmas = _parse_sigmas(sigma, "0,15,30,60")
     with handled():
         from ..descriptor import Denoiser
         from ..devices import resolve_device, resolve_precision
+        from ..errors import UsageError
         from ..evaluation.task_eval import evaluate_task, load_task_data, plot_png
         from ..highlevel import load_highlevel
         from ..io import write_atomic
         from ..registry import bundled_manifest, resolve_weights
         from ..weightfile import load_weights
 
+        _check_outputs(json_out, plot)
         other = {"seg": "cls", "cls": "seg"}[kind]
         if not denoiser:
             man = bundled_manifest()
@@ -111,6 +156,11 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
                 role = "control"  # fine-tuned on the task's images with the MSE alone (lambda 0)
             dens.append((name, role, Denoiser.load(path, name=name, device=device, precision=precision)))
         td = load_task_data(kind, data, split, limit)
+        n_out = len(net.classes) or _outputs(net, dev)
+        if n_out != len(td.classes):
+            raise UsageError(f"{net.name}: {n_out} classes, but {'CamVid' if kind == 'seg' else 'CIFAR-10'} "
+                             f"has {len(td.classes)}", f"eval {kind} measures a {net.kind} trained on those classes "
+                             "(the bundled one, or one trained with ddn)")
         err.print(f"{len(td.images)} images; high-level net {net.name}; denoisers: "
                   + ", ".join(f"{n} ({r})" for n, r, _ in dens))
         t0 = time.perf_counter()
@@ -133,7 +183,7 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
             t.add_row(v["label"], v["role"], *cells)
         out.print(t)
         if json_out:
-            write_atomic(json_out, json.dumps(res, indent=2).encode())
+            write_atomic(json_out, json.dumps(_finite(res), indent=2).encode())
         if plot:
             write_atomic(plot, plot_png(res, "CamVid" if kind == "seg" else "CIFAR-10"))
 

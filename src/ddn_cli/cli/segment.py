@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import EXIT_FAILED, _escape, err, fail, handled, out, write_records
+from .common import EXIT_FAILED, _escape, check_report_path, err, fail, handled, out, write_records
 
 
 def segment(
@@ -26,6 +26,7 @@ def segment(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (fp16: GPUs only).")] = "auto",
     json_out: Annotated[str | None, typer.Option("--json", help="Write results as JSON to PATH or - .")] = None,
+    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (decompression-bomb guard).")] = 200_000_000,
 ) -> None:
     """Per-pixel classes: writes NAME.mask.png (palette PNG, pixel value = class id) and
     NAME.overlay.png, and prints each class's pixel coverage."""
@@ -34,8 +35,11 @@ def segment(
     sig = _parse_sigma(sigma)
     with handled():
         items, skipped = plan(paths, recursive)
+        from ..segment import output_paths
+
+        check_report_path(json_out, [p for f, root, out_dir in items for p in (f, *output_paths(f, root, out_dir))])
         res = run(items, denoise=denoise, denoiser=denoiser, segmenter=segmenter, sigma=sig, overwrite=overwrite,
-                  device=device, precision=precision)
+                  device=device, precision=precision, max_pixels=max_pixels)
         report(res, json_out)
         for p in skipped:
             err.print(f"skipped (not a supported image): {_escape(str(p))}")
@@ -54,24 +58,29 @@ def plan(paths: list[Path], recursive: bool = True) -> tuple[list[tuple[Path, Pa
     out_dir = Path(".")
     if len(paths) > 1 and not paths[-1].is_file():
         out_dir, paths = paths[-1], paths[:-1]
-    items, skipped = [], []
+    items, skipped, seen = [], [], set()
     for p in paths:
-        files, other = discover([p], recursive)
-        items += [(f, p if p.is_dir() else None, out_dir) for f in files]
+        files, other = discover([p], recursive, exclude=out_dir)
+        for f in files:
+            if f.resolve() not in seen:  # a file named twice is segmented once
+                seen.add(f.resolve())
+                items.append((f, p if p.is_dir() else None, out_dir))
         skipped += other
     return items, skipped
 
 
-def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, device: str, precision: str):
+def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, device: str, precision: str,
+        max_pixels: int = 200_000_000):
     """Segment ``items`` ((image, its folder argument or None, output folder), as ``plan``
     gives them), denoising first unless ``denoise`` is off."""
     from ..descriptor import Denoiser
     from ..devices import resolve_device, resolve_precision
     from ..highlevel import load_highlevel
     from ..registry import resolve_weights, task_denoiser
-    from ..segment import output_paths, segment_files
+    from ..segment import check_outputs, output_paths, segment_files
 
     jobs = [(f, *output_paths(f, root, out_dir)) for f, root, out_dir in items]
+    check_outputs(jobs)
     dev = resolve_device(device)
     seg = load_highlevel(segmenter, "segmenter", dev)
     den = None
@@ -79,7 +88,7 @@ def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, de
         name = denoiser or task_denoiser("seg")
         den = Denoiser.load(resolve_weights(name), name=name, device=device, precision=precision)
     return segment_files(jobs, segmenter=seg, denoiser=den, sigma=sigma, overwrite=overwrite,
-                         precision=resolve_precision(precision, dev))
+                         precision=resolve_precision(precision, dev), max_pixels=max_pixels)
 
 
 def report(res, json_out: str | None, console=None) -> None:

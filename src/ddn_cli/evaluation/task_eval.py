@@ -41,15 +41,34 @@ def load_task_data(kind: str, root: str, split: str = "val", limit: int = 0) -> 
 
         x, y, names = load_camvid(root, split, limit)
         return TaskData("seg", x.permute(0, 2, 3, 1).numpy(), y.numpy(), names, list(CAMVID_CLASSES), CAMVID_IGNORE)
+    from ..errors import UsageError
     from ..models.classifier import CIFAR10_CLASSES
     from ..training.classifier import load_split
 
     _, _, vx, vy = load_split(root, 0.1)
-    if limit:  # a class-balanced subset: every k-th image
-        k = max(1, len(vx) // limit)
-        vx, vy = vx[::k][:limit], vy[::k][:limit]
+    if len(vx) == 0:
+        raise UsageError(f"{root}: the held-out part (the last 10% of each class folder) is empty",
+                         "give each class folder at least 6 images")
+    if limit and limit < len(vx):
+        keep = balanced_subset(vy.numpy(), limit)
+        vx, vy = vx[keep], vy[keep]
     return TaskData("cls", vx.permute(0, 2, 3, 1).numpy(), vy.numpy(), [f"cifar_{i}" for i in range(len(vx))],
                     list(CIFAR10_CLASSES))
+
+
+def balanced_subset(labels: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of about ``limit`` items with the classes as evenly represented as they allow
+    (shares differ by at most one), spread evenly through each class, in their order.
+    ("Every k-th image" of the class-sorted list left out the last classes altogether once
+    ``limit`` passed half the list.)"""
+    classes = np.unique(labels)
+    keep: list[int] = []
+    for i, c in enumerate(classes):
+        idx = np.flatnonzero(labels == c)
+        n = min(len(idx), limit // len(classes) + (i < limit % len(classes)))
+        if n:
+            keep += idx[np.linspace(0, len(idx) - 1, n).round().astype(int)].tolist()
+    return np.array(sorted(keep), dtype=np.int64)
 
 
 @dataclass

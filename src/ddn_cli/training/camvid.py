@@ -24,8 +24,6 @@ def load_camvid(root: str | Path, split: str, limit: int = 0,
     """(images uint8 (N,3,H,W), masks uint8 (N,H,W), names). ``subset``: keep only the
     files whose names start with one of these prefixes (CamVid's sequence ids, e.g.
     ``0016E5``), so two models can be trained on disjoint sequences."""
-    from PIL import Image
-
     root = Path(root)
     files = sorted((root / split).glob("*.jpg")) + sorted((root / split).glob("*.png"))
     if subset and files:
@@ -36,21 +34,43 @@ def load_camvid(root: str | Path, split: str, limit: int = 0,
     if limit:
         files = files[:limit]
     if not files:
-        raise UsageError(f"{root / split}: no CamVid images", "pass the CamVid folder (with train/ and trainannot/)")
+        raise UsageError(f"{root / split}: no CamVid images", f"pass the CamVid folder (with {split}/ and {split}annot/)")
+    from .data import decode_rgb8
+
     xs, ys = [], []
     for f in files:
         m = root / f"{split}annot" / (f.stem + ".png")
         if not m.is_file():
             raise UsageError(f"{m}: mask missing for {f.name}", "check the CamVid folder")
-        with Image.open(f) as im:
-            xs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-        with Image.open(m) as im:
-            ys.append(np.asarray(im, dtype=np.uint8))
+        xs.append(decode_rgb8(f))
+        ys.append(_read_mask(m))
         if xs[-1].shape[:2] != ys[-1].shape:
             raise UsageError(f"{m}: mask size differs from its image", "check the CamVid folder")
+        if xs[-1].shape != xs[0].shape:
+            raise UsageError(f"{f}: {xs[-1].shape[1]}x{xs[-1].shape[0]}, but {files[0].name} is "
+                             f"{xs[0].shape[1]}x{xs[0].shape[0]}", "give every image of a split the same size")
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(np.stack(ys))
     return x, y, [f.name for f in files]
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """A label mask (H, W) uint8 of class ids; ids past the last class (e.g. 255, which some
+    CamVid copies use for void) count as void."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P"):
+                raise UsageError(f"{path}: a {im.mode} image, not a label mask (one class id per pixel)",
+                                 "masks are 8-bit single-channel PNGs with ids 0-10 (11 = void)")
+            m = np.asarray(im, dtype=np.uint8).copy()
+    except UsageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UsageError(f"{path}: cannot read the mask ({e})", "re-export it or remove the image") from None
+    m[m > CAMVID_IGNORE] = CAMVID_IGNORE
+    return m
 
 
 def class_weights(masks: torch.Tensor, num_classes: int, c: float = 1.10) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..devices import resolve_device, resolve_precision
 from ..errors import UsageError
+from ..io import IMAGE_SUFFIXES as _IMAGE_SUFFIXES
 from ..models.classifier import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, ResNet9
 from ..weightfile import save_weights
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -81,19 +82,24 @@ def add_noise(x01: torch.Tensor, noise_max: float, gen: torch.Generator) -> torc
 
 
 def load_split(root: str | Path, holdout: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train_x uint8 N,3,32,32, train_y, val_x, val_y) from class folders."""
-    from PIL import Image
+    """(train_x uint8 N,3,32,32, train_y, val_x, val_y) from class folders (CIFAR-10's ten
+    classes, each a folder of 32 x 32 images). Raises ``UsageError`` for a missing or empty
+    class folder or an image of another size, ``UnsupportedImage`` for an unreadable one."""
+    from .data import decode_rgb8
 
     root = Path(root)
     tx, ty, vx, vy = [], [], [], []
     for ci, name in enumerate(CIFAR10_CLASSES):
-        files = sorted((root / name).glob("*.jpg"))
+        files = sorted(f for f in (root / name).glob("*") if f.suffix.lower() in _IMAGE_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"{root / name}: no images")
+            raise UsageError(f"{root / name}: no images", "pass a CIFAR-10 folder with one sub-folder of 32 x 32 "
+                             f"images per class ({', '.join(CIFAR10_CLASSES)})")
         n_val = int(round(len(files) * holdout))
         for k, f in enumerate(files):
-            with Image.open(f) as im:
-                a = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            a = decode_rgb8(f)
+            if a.shape != (32, 32, 3):
+                raise UsageError(f"{f}: {a.shape[1]}x{a.shape[0]} image, but CIFAR-10 images are 32x32",
+                                 "resize it to 32 x 32 or remove it")
             (vx if k >= len(files) - n_val else tx).append(a)
             (vy if k >= len(files) - n_val else ty).append(ci)
 

@@ -50,12 +50,19 @@ def list_training_images(sources: Sequence[str | Path], list_root: str | Path | 
 
 
 def decode_rgb8(path: Path) -> np.ndarray:
-    """Decode to an (H, W, 3) uint8 array (EXIF orientation applied)."""
-    from PIL import Image, ImageOps
+    """Decode to an (H, W, 3) uint8 array through ddn's own reader (EXIF orientation applied;
+    16-bit images rounded to 8 bits, grey replicated, alpha dropped). A file that cannot be
+    read raises ``UnsupportedImage`` naming it. (Pillow's plain RGB conversion turned a 16-bit
+    grey PNG white and let decoding errors through as tracebacks.)"""
+    from ..io import read_image
 
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    img = read_image(Path(path))
+    c = img.color
+    if c.dtype == np.uint16:
+        c = ((c.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257)
+    if c.shape[2] == 1:
+        c = np.repeat(c, 3, axis=2)
+    return np.ascontiguousarray(c)
 
 
 class ImageBank:

@@ -1,0 +1,200 @@
+"""segment, classify and eval on awkward data and command lines (from a review's sweep):
+one clear line and a non-zero exit instead of tracebacks, no file destroyed."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import file_hash, noisy, smooth_image
+from PIL import Image
+from test_cascade import tiny_camvid, tiny_cifar, tiny_classifier, tiny_segmenter
+from typer.testing import CliRunner
+
+from ddn_cli.cli.app import app
+from ddn_cli.errors import DdnError, UsageError
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_clean_line(r, code=None):
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)  # no traceback
+    if code is not None:
+        assert r.exit_code == code, r.output
+    else:
+        assert r.exit_code != 0, r.output
+
+
+def test_training_and_eval_decoding_uses_ddn_reader(tmp_path):
+    """A 16-bit grey PNG came out white (Pillow's RGB conversion clips I;16); a broken file
+    was a traceback."""
+    from ddn_cli.training.data import decode_rgb8
+
+    g = (smooth_image(20, 24, channels=1)[..., 0].astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "g16.png"), g)
+    a = decode_rgb8(tmp_path / "g16.png")
+    assert a.dtype == np.uint8 and a.shape == (20, 24, 3)
+    assert np.array_equal(a[..., 0], (g // 257).astype(np.uint8)) and np.array_equal(a[..., 0], a[..., 2])
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n junk")
+    with pytest.raises(DdnError, match="bad.png"):
+        decode_rgb8(tmp_path / "bad.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(smooth_image(32, 32)).save(data / "a.png")
+    (data / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n junk")
+    r = run("eval", "denoise", data, "--sigma", "25")
+    one_clean_line(r)
+    assert "b.png" in r.output
+
+
+def test_cifar_folders_that_do_not_fit_are_one_line(tmp_path):
+    from ddn_cli.training.classifier import load_split
+
+    with pytest.raises(UsageError, match="airplane: no images"):
+        load_split(tmp_path, 0.1)
+    cif = tiny_cifar(tmp_path / "c", 6)
+    Image.fromarray(smooth_image(40, 40)).save(cif / "cat" / "big.jpg")
+    with pytest.raises(UsageError, match="big.jpg: 40x40"):
+        load_split(cif, 0.1)
+    small = tiny_cifar(tmp_path / "s", 5)  # round(0.5) = 0: no held-out image
+    clf = tiny_classifier(tmp_path / "c.safetensors")
+    r = run("eval", "cls", small, "--classifier", clf, "--sigma", "15", "--denoiser", "ddn.color-sigma")
+    one_clean_line(r, 2)
+    assert "held-out part" in r.output
+    r = run("eval", "cls", tmp_path, "--classifier", clf, "--sigma", "15")  # the parent folder
+    one_clean_line(r, 2)
+    assert "no images" in r.output
+
+
+def test_cls_limit_stays_class_balanced():
+    from ddn_cli.evaluation.task_eval import balanced_subset
+
+    y = np.repeat(np.arange(10), 500)
+    for limit in (10, 15, 3000):
+        counts = np.bincount(y[balanced_subset(y, limit)], minlength=10)
+        assert counts.sum() == limit and counts.max() - counts.min() <= 1, (limit, counts)
+
+
+def test_camvid_variants_and_damage(tmp_path):
+    from ddn_cli.training.camvid import load_camvid
+
+    cam = tiny_camvid(tmp_path / "cam")
+    m = np.asarray(Image.open(cam / "valannot" / "f000.png")).copy()
+    m[:5] = 255  # void written as 255, as some CamVid copies do
+    Image.fromarray(m).save(cam / "valannot" / "f000.png")
+    _, y, _ = load_camvid(cam, "val")
+    assert int(y.max()) == 11 and int((y[0, :5] == 11).sum()) == 5 * m.shape[1]
+    Image.fromarray(smooth_image(30, 44)).save(cam / "val" / "f001.png")
+    Image.fromarray(np.zeros((30, 44), np.uint8)).save(cam / "valannot" / "f001.png")
+    with pytest.raises(UsageError, match="same size"):
+        load_camvid(cam, "val")
+    (cam / "val" / "f001.png").write_bytes((cam / "val" / "f002.png").read_bytes()[:200])  # truncated
+    Image.fromarray(np.zeros((40, 56), np.uint8)).save(cam / "valannot" / "f001.png")
+    with pytest.raises(DdnError, match="f001.png"):
+        load_camvid(cam, "val")
+
+
+@pytest.mark.parametrize("sigma", ["", ",", "nan", "-5", "300", "inf"])
+def test_eval_sigma_lists_are_checked(tmp_path, sigma):
+    r = run("eval", "seg", tmp_path, "--sigma", sigma)
+    one_clean_line(r, 2)
+    assert "--sigma" in r.output
+    r = run("eval", "denoise", tmp_path, "--sigma", sigma)
+    one_clean_line(r, 2)
+
+
+def test_eval_json_has_no_infinity_and_models_are_checked_first(tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    Image.fromarray(smooth_image(32, 40)).save(data / "a.png")
+    r = run("eval", "denoise", data, "--sigma", "0,25", "--json", tmp_path / "e.json", "--no-ssim")
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "e.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text)["models"][0]["results"]["0"]["noisy_psnr"] is None
+    r = run("eval", "denoise", data, "--sigma", "25", "-m", "ddn.color-sigma", "-m", "ddn.colour-sigma")
+    one_clean_line(r, 2)
+    assert "done in" not in r.output  # refused before the first model was measured
+
+
+def test_torchvision_network_of_the_wrong_kind_is_refused_before_any_download(tmp_path):
+    Image.fromarray(smooth_image(40, 40)).save(tmp_path / "a.png")
+    r = run("segment", tmp_path / "a.png", tmp_path / "o", "--segmenter", "torchvision:resnet18", "--no-denoise")
+    one_clean_line(r, 2)
+    assert "a classifier, not a segmenter" in r.output
+    r = run("classify", tmp_path / "a.png", "--classifier", "torchvision:deeplabv3_resnet50", "--no-denoise")
+    one_clean_line(r, 2)
+    assert "a segmenter, not a classifier" in r.output
+
+
+def test_eval_refuses_a_network_with_other_classes(tmp_path, monkeypatch):
+    import torch
+
+    from ddn_cli import highlevel
+
+    cif = tiny_cifar(tmp_path / "c", 10)
+    real = highlevel.load_highlevel
+
+    def with_more_classes(*a, **k):
+        net = real(*a, **k)
+        net.classes = [str(i) for i in range(1000)]
+        return net
+
+    monkeypatch.setattr(highlevel, "load_highlevel", with_more_classes)
+    r = run("eval", "cls", cif, "--classifier", tiny_classifier(tmp_path / "c.safetensors"), "--sigma", "15",
+            "--denoiser", "ddn.color-sigma")
+    one_clean_line(r, 2)
+    assert "1000 classes, but CIFAR-10 has 10" in r.output
+    del torch
+
+
+def test_segment_stem_clashes_are_refused_and_reruns_skip_own_outputs(tmp_path):
+    seg = tiny_segmenter(tmp_path / "seg.safetensors")
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    Image.fromarray(noisy(smooth_image(40, 48), 20)).save(pair / "x.png")
+    Image.fromarray(noisy(smooth_image(40, 48, seed=2), 20)).save(pair / "x.jpg")
+    r = run("segment", pair, tmp_path / "o", "--segmenter", seg, "--no-denoise")
+    one_clean_line(r, 2)
+    assert "would both write" in r.output and not (tmp_path / "o").exists()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(noisy(smooth_image(40, 48), 20)).save(photos / "a.png")
+    for _ in range(2):  # outputs beside the inputs: the rerun skips, it does not segment the masks
+        r = run("segment", photos, photos, "--segmenter", seg, "--no-denoise", "--json", tmp_path / "r.json")
+        assert r.exit_code == 0, r.output
+    recs = json.loads((tmp_path / "r.json").read_text())
+    assert [(rec["input"], rec["status"]) for rec in recs] == [(str(photos / "a.png"), "skipped")]
+    assert sorted(p.name for p in photos.iterdir()) == ["a.mask.png", "a.overlay.png", "a.png"]
+    r = run("segment", photos / "a.png", photos / "a.png", tmp_path / "o2", "--segmenter", seg, "--no-denoise",
+            "--json", "-")
+    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 1  # named twice, segmented once
+    r = run("classify", photos, "--no-denoise", "--json", "-")
+    assert r.exit_code == 0 and [rec["input"] for rec in json.loads(r.stdout)] == [str(photos / "a.png")]
+
+
+def test_segment_and_classify_json_never_replaces_an_input(tmp_path):
+    src = tmp_path / "keep.png"
+    Image.fromarray(noisy(smooth_image(40, 48), 20)).save(src)
+    before = file_hash(src)
+    r = run("classify", src, "--no-denoise", "--json", src)
+    one_clean_line(r, 2)
+    r = run("segment", "--json", src, tmp_path / "o", "--no-denoise")
+    one_clean_line(r, 2)
+    assert file_hash(src) == before
+
+
+def test_segment_and_classify_take_max_pixels(tmp_path):
+    Image.fromarray(noisy(smooth_image(40, 48), 20)).save(tmp_path / "a.png")
+    r = run("classify", tmp_path / "a.png", "--no-denoise", "--max-pixels", "100")
+    one_clean_line(r, 1)
+    assert "exceeds" in r.output and "--max-pixels" in r.output
+    seg = tiny_segmenter(tmp_path / "seg.safetensors")
+    r = run("segment", tmp_path / "a.png", tmp_path / "o", "--segmenter", seg, "--no-denoise", "--max-pixels", "100")
+    one_clean_line(r, 1)
+    r = run("segment", tmp_path / "a.png", tmp_path / "o", "--segmenter", seg, "--no-denoise", "--max-pixels", "2000")
+    assert r.exit_code == 0, r.output
