@@ -198,3 +198,37 @@ def test_segment_and_classify_take_max_pixels(tmp_path):
     one_clean_line(r, 1)
     r = run("segment", tmp_path / "a.png", tmp_path / "o", "--segmenter", seg, "--no-denoise", "--max-pixels", "2000")
     assert r.exit_code == 0, r.output
+
+
+def test_classify_denoises_large_photos_at_the_classifiers_scale(tmp_path, default_weights):
+    """The classifier sees a photo shrunk to its input size; denoising every pixel of a 12 MP
+    photo first took 20 s for nothing it could see. Large photos are shrunk to twice its scale
+    first, with the photo's sigma (given or estimated on the full image) divided by the factor."""
+    from ddn_cli import classify as C
+    from ddn_cli.descriptor import Denoiser
+    from ddn_cli.highlevel import load_highlevel
+    from ddn_cli.noise import estimate_sigma
+
+    photo = noisy(smooth_image(320, 480), 20)
+    Image.fromarray(photo).save(tmp_path / "big.png")
+    clf = load_highlevel(str(tiny_classifier(tmp_path / "c.safetensors")), "classifier", "cpu")
+    clf.input_size = (32, 32)  # as the bundled one's metadata says
+    den = Denoiser.load(default_weights, device="cpu", precision="fp32")
+    seen = []
+    real = den.__class__.__call__
+
+    def spy(self, batch, sigma255, *a, **k):
+        seen.append((batch.shape[1:3], sigma255))
+        return real(self, batch, sigma255, *a, **k)
+
+    den.__class__.__call__ = spy
+    try:
+        (auto,) = C.classify_files([tmp_path / "big.png"], denoiser=den, classifier=clf)
+        (given,) = C.classify_files([tmp_path / "big.png"], denoiser=den, classifier=clf, sigma=20.0)
+    finally:
+        den.__class__.__call__ = real
+    assert auto.status == "ok" and given.status == "ok"
+    f = 320 / (C.DENOISE_SCALE * 32)  # short side 320 -> 64
+    assert all(max(shape) <= 96 for shape, _ in seen), seen  # never the full 320 x 480
+    assert auto.sigma == pytest.approx(estimate_sigma(photo), abs=1e-3)  # the photo's own noise level
+    assert seen[-1][1] == pytest.approx(20.0 / f) and given.sigma == pytest.approx(20.0)
