@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import ChecksumMismatch, DdnError, WeightsNotFound
+from .errors import ChecksumMismatch, DdnError, OutputError, UnsafeWeights, UsageError, WeightsNotFound
 
 Progress = Callable[[int, int], None]  # (bytes done, total)
 
@@ -60,6 +60,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _cache_write(path: Path) -> Iterator[None]:
+    """Turn an OSError of a write in the cache (a read-only DDN_HOME, a full disk) into one
+    ``OutputError`` naming the path, instead of a traceback."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write to the model cache ({e.strerror or e})",
+                          "check that DDN_HOME, or the default cache folder, is writable; or point DDN_HOME "
+                          "at a writable folder") from None
+
+
 def safe_cache_path(file: str) -> Path:
     """The cache path for a manifest file name; refuses names that escape the cache."""
     base = weights_dir().resolve()
@@ -76,40 +88,148 @@ def _user_manifest_path() -> Path:
     return cache_dir() / "user-manifest.json"
 
 
-def user_specs() -> list:
-    from .registry import WeightSpec
+def _user_entries(p: Path) -> list:
+    """The raw entries of the user manifest at ``p`` ([] if there is none). Raises
+    ``ManifestError`` when the file cannot be read or is not a manifest, so that nothing
+    rewrites (and so empties) a file it could not read."""
+    from .registry import ManifestError
 
-    p = _user_manifest_path()
     if not p.is_file():
         return []
     try:
         data = json.loads(p.read_text())
-        return [WeightSpec.from_dict(d, str(p)) for d in data.get("weights", [])]
-    except (json.JSONDecodeError, DdnError, OSError):
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise ManifestError(f"{p}: cannot read the list of your models ({e})",
+                            "fix or delete that file (it lists the weights added with `ddn models pull URL`)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("weights"), list):
+        raise ManifestError(f"{p}: not a ddn manifest (schema 1 with a weights list)",
+                            "fix or delete that file (it lists the weights added with `ddn models pull URL`)")
+    return data["weights"]
+
+
+def user_specs() -> list:
+    """The valid entries of the user registry. An invalid entry, one under a bundled model's
+    name or a repeated name is left out on its own; an unreadable file gives []."""
+    from .registry import WeightSpec, bundled_manifest
+
+    p = _user_manifest_path()
+    try:
+        entries = _user_entries(p)
+    except DdnError:
         return []
+    taken = set(bundled_manifest().names())
+    specs = []
+    for d in entries:
+        try:
+            s = WeightSpec.from_dict(d, str(p))
+        except DdnError:
+            continue
+        if s.name not in taken:
+            taken.add(s.name)
+            specs.append(s)
+    return specs
+
+
+def _write_user_entries(p: Path, entries: list) -> None:
+    from .atomic import write_bytes as atomic_write_bytes
+
+    with _cache_write(p):
+        atomic_write_bytes(p, json.dumps({"schema": 1, "weights": entries}, indent=2).encode())
+
+
+def _named(d, name: str) -> bool:
+    return isinstance(d, dict) and d.get("name") == name
 
 
 def add_user_spec(spec) -> None:
-    from .atomic import write_bytes as atomic_write_bytes
-
+    """Add ``spec`` to the user registry (replacing an entry of the same name). Every other
+    entry is kept as it is, an invalid one included (it may be a hand edit to fix)."""
     p = _user_manifest_path()
     with file_lock(p.with_suffix(".lock")):
-        current = [s for s in user_specs() if s.name != spec.name]
-        current.append(spec)
-        atomic_write_bytes(p, json.dumps({"schema": 1, "weights": [s.to_dict() for s in current]}, indent=2).encode())
+        entries = [d for d in _user_entries(p) if not _named(d, spec.name)]
+        _write_user_entries(p, entries + [spec.to_dict()])
 
 
 def remove_user_spec(name: str) -> bool:
-    from .atomic import write_bytes as atomic_write_bytes
-
+    """Remove ``name``'s entries from the user registry (valid or not); True if there were any."""
     p = _user_manifest_path()
     with file_lock(p.with_suffix(".lock")):
-        current = user_specs()
-        keep = [s for s in current if s.name != name]
-        if len(keep) == len(current):
+        entries = _user_entries(p)
+        keep = [d for d in entries if not _named(d, name)]
+        if len(keep) == len(entries):
             return False
-        atomic_write_bytes(p, json.dumps({"schema": 1, "weights": [s.to_dict() for s in keep]}, indent=2).encode())
+        _write_user_entries(p, keep)
         return True
+
+
+def remove_model(name: str) -> bool:
+    """``ddn models rm``: delete NAME's cached file and its user-registry entry (bundled files
+    are never touched). True if anything was removed. An entry of the user registry that is
+    invalid (so unknown to ``lookup``) can be removed by name too."""
+    from .registry import lookup
+
+    try:
+        spec = lookup(name)
+    except WeightsNotFound:
+        try:
+            raw = _user_entries(_user_manifest_path())
+        except DdnError:
+            raw = []
+        if not any(_named(d, name) for d in raw):
+            raise
+        return remove_user_spec(name)
+    p = safe_cache_path(spec.file)
+    existed = p.is_file()
+    with _cache_write(p):
+        p.unlink(missing_ok=True)
+    listed = any(s.name == name for s in user_specs())
+    return remove_user_spec(name) if listed else existed
+
+
+_PULL_HINT = "ddn models pull URL takes weights saved by ddn: by ddn train or ddn models import-pth"
+
+
+def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
+             progress: Progress | None = None) -> Path:
+    """``ddn models pull URL --sha256 H --name arch.tag``: check the name and the hash's form,
+    download (verified), check that the file is ddn weights whose metadata makes a valid
+    registry entry, then add it to the user registry. Returns the cached file. Raises
+    ``UsageError`` (name, hash, offline), ``DownloadError``/``ChecksumMismatch``, and
+    ``UnsafeWeights`` for a file that is refused (it is deleted)."""
+    from .models import ARCHS
+    from .registry import SHA_RE, WeightSpec, check_name
+    from .weightfile import load_weights
+
+    check_name(name)
+    sha = sha256.strip().lower()
+    if not SHA_RE.match(sha):
+        raise UsageError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)",
+                         "copy the hash published with the file, or compute it with `sha256sum FILE`")
+    if is_offline(offline):
+        raise UsageError(f"{url}: offline mode is on; cannot download", "drop --offline / DDN_OFFLINE to pull")
+    fname = name + ".safetensors"
+    dest = safe_cache_path(fname)
+    download([url], dest, sha, None, progress=progress)
+    try:
+        _, meta = load_weights(dest)
+        arch = str(meta.get("arch", "ddn"))
+        if arch not in ARCHS:
+            raise UnsafeWeights(f"{url}: refused: its metadata names arch {arch!r}, which ddn does not know "
+                                f"(known: {', '.join(ARCHS)})", _PULL_HINT)
+        d = {"name": name, "arch": arch, "task": str(meta.get("task", "denoise")), "file": fname, "sha256": sha,
+             "size": dest.stat().st_size, "license": "user-supplied", "config": meta.get("config", {}),
+             "training": {"source": url}, "metrics": {}, "urls": [url]}
+        try:
+            spec = WeightSpec.from_dict(d, "metadata")
+        except DdnError as e:
+            raise UnsafeWeights(f"{url}: refused: its metadata makes an invalid model entry "
+                                f"({e.message.removeprefix('metadata: ')})", _PULL_HINT) from None
+    except DdnError:
+        with contextlib.suppress(OSError):
+            dest.unlink(missing_ok=True)
+        raise
+    add_user_spec(spec)
+    return dest
 
 
 # ---------------------------------------------------------------- resolution
@@ -133,6 +253,19 @@ def mirror_urls(spec) -> list[str]:
         urls.append(mirror.rstrip("/") + "/" + spec.file)
     urls.extend(spec.urls)
     return urls
+
+
+def local_path(name: str) -> Path:
+    """The verified local file of a registered model; never downloads."""
+    from .registry import lookup
+
+    spec = lookup(name)
+    local = find_local(spec)
+    if local:
+        return local[0]
+    raise WeightsNotFound(f"{name}: no verified local copy (not downloaded yet, or the file was deleted or changed)",
+                          f"fetch it with `ddn models pull {name}`" if mirror_urls(spec) else
+                          "no download URL is known for it: set DDN_MIRROR, or pass a local file with --model PATH")
 
 
 def fetch(name: str, *, offline: bool | None = None, progress: Progress | None = None) -> Path:
@@ -161,15 +294,35 @@ def fetch(name: str, *, offline: bool | None = None, progress: Progress | None =
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock held on ``path`` (created if needed, deleted on release). Deleting it
+    is safe because a waiter that gets the lock re-checks that ``path`` is still the file it
+    locked, and starts over if the holder deleted it meanwhile (else it and a newcomer locking
+    a fresh file at ``path`` could both go ahead). A lock that cannot be deleted (read-only
+    folder) is left; it is empty and harmless."""
     import fcntl
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    while True:
+        with _cache_write(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+")  # noqa: SIM115 - stays open (and locked) until the block ends
         try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                same = os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            f.close()
+            raise
+        if same:
+            break
+        f.close()  # the holder deleted the file we waited on: lock the current one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still holding it: see above
+        f.close()  # releases the lock
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -190,7 +343,8 @@ def download(
 ) -> Path:
     """Download to ``dest`` atomically and verified. A partial ``dest + .part`` is
     resumed with Range. On a checksum mismatch the temp file is deleted."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _cache_write(dest.parent):
+        dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     with file_lock(dest.with_name(dest.name + ".lock")):
         if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
@@ -226,7 +380,8 @@ def download(
                 raise ChecksumMismatch(f"{dest.name}: sha256 mismatch: expected {sha256}, got {got}",
                                        "the downloaded temp file was deleted; the cache is unchanged")
         _check_not_html(part)
-        os.replace(part, dest)
+        with _cache_write(dest):
+            os.replace(part, dest)
         return dest
 
 
@@ -273,7 +428,9 @@ def _fetch_into(url: str, part: Path, size: int | None, timeout: float, progress
         if mode == "wb":
             have = 0
         total = size or (have + int(resp.headers.get("Content-Length") or 0))
-        with open(part, mode) as f:
+        with _cache_write(part):  # not retried: a read-only cache stays read-only
+            f = open(part, mode)  # noqa: SIM115 - opened apart: network errors below are retried
+        with f:
             while True:
                 chunk = resp.read(1 << 16)
                 if not chunk:

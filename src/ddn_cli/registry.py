@@ -47,6 +47,16 @@ class WeightSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "manifest") -> WeightSpec:
+        """Validate one manifest entry; every problem is a ``ManifestError``."""
+        if not isinstance(d, dict):
+            raise ManifestError(f"{where}: an entry is not a JSON object")
+        try:
+            return cls._from_dict(d, where)
+        except (TypeError, AttributeError):  # e.g. a number where a string or list belongs
+            raise ManifestError(f"{where}: entry {d.get('name', '?')!r} has a field of the wrong type") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any], where: str) -> WeightSpec:
         missing = [k for k in REQUIRED if k not in d]
         if missing:
             raise ManifestError(f"{where}: entry {d.get('name', '?')!r} lacks {', '.join(missing)}")
@@ -64,6 +74,9 @@ class WeightSpec:
             raise ManifestError(f"{where}: {name}: size must be a positive integer")
         if d["task"] not in TASKS:
             raise ManifestError(f"{where}: {name}: task {d['task']!r} not in {TASKS}")
+        for k in ("config", "training", "metrics"):
+            if not isinstance(d[k], dict):
+                raise ManifestError(f"{where}: {name}: {k} must be a JSON object")
         urls = tuple(d["urls"])
         if any(not u.startswith(("https://", "http://")) for u in urls):
             raise ManifestError(f"{where}: {name}: urls must be http(s)")
@@ -176,5 +189,9 @@ def lookup(name: str) -> WeightSpec:
 
 
 def check_name(name: str) -> None:
+    """A name the user may register their own weights under: arch.tag, and not a bundled
+    model's (a user entry under that name would never be used, and list/verify showed both)."""
     if not NAME_RE.match(name):
         raise UsageError(f"model name {name!r} must look like arch.tag (lowercase letters, digits, - _ .)")
+    if name in bundled_manifest().names():
+        raise UsageError(f"model name {name!r} is taken by a bundled model", "choose another name, e.g. ddn.mine")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UnsafeWeights
 from .common import EXIT_FAILED, err, fail, handled, out
 
 app = typer.Typer(help="Manage model weights.", no_args_is_help=True)
@@ -70,29 +71,37 @@ def info(name: str) -> None:
 def path(name: Annotated[str | None, typer.Argument()] = None) -> None:
     """Print the cache folder, or the local file of NAME."""
     with handled():
-        from ..hub import cache_dir, fetch
+        from ..hub import cache_dir, local_path
 
-        typer.echo(str(fetch(name, offline=True)) if name else str(cache_dir()))
+        typer.echo(str(local_path(name)) if name else str(cache_dir()))
 
 
 @app.command("verify")
 def verify(name: Annotated[str | None, typer.Argument()] = None) -> None:
-    """Re-hash cached and bundled weights against the manifest."""
+    """Re-hash cached and bundled weights against the manifest. NAME (or any model you pulled)
+    with no local file is reported missing; both fail with exit code 1."""
     with handled():
-        from ..hub import sha256_file, weights_dir
+        from ..hub import sha256_file, user_specs, weights_dir
         from ..registry import all_specs, bundled_dir, lookup
 
         specs = [lookup(name)] if name else all_specs()
+        pulled = {s.name for s in user_specs()}
         bad = 0
         for s in specs:
+            found = False
             for where, base in (("bundled", bundled_dir()), ("cached", weights_dir())):
                 p = base / s.file
                 if not p.is_file():
                     continue
+                found = True
                 got = sha256_file(p)
                 ok = got == s.sha256 and p.stat().st_size == s.size
                 bad += not ok
                 out.print(f"{'ok  ' if ok else 'BAD '} {s.name} ({where}) {p}" + ("" if ok else f" expected {s.sha256} got {got}"))
+            if not found and (name or s.name in pulled):  # a never-downloaded remote model is no fault in a full check
+                bad += 1
+                out.print(f"MISS {s.name} {weights_dir() / s.file}: no file (not downloaded yet, or deleted); "
+                          f"`ddn models pull {s.name}` fetches it", markup=False)
         if bad:
             raise typer.Exit(EXIT_FAILED)
 
@@ -106,7 +115,7 @@ def pull(
 ) -> None:
     """Download (verified) into the cache; a URL is added to the user registry."""
     with handled():
-        from ..hub import download, fetch, is_offline, safe_cache_path
+        from ..hub import fetch, pull_url
 
         progress = _download_progress()
         if "://" not in target:
@@ -117,31 +126,10 @@ def pull(
             return
         if not sha256 or not name:
             raise fail("pulling a URL needs --sha256 HASH and --name arch.tag (checksums cannot be skipped)")
-        from ..registry import check_name
-
-        check_name(name)
-        if is_offline(offline):
-            raise fail(f"{target}: offline mode is on; cannot download")
-        fname = name + ".safetensors"
-        dest = safe_cache_path(fname)
         with progress:
             task = progress.add_task(name, total=None)
-            download([target], dest, sha256.lower(), None,
-                     progress=lambda d, t: progress.update(task, completed=d, total=t or None))
-        from ..registry import WeightSpec
-        from ..weightfile import load_weights
-
-        try:
-            _, meta = load_weights(dest)
-        except Exception:
-            dest.unlink(missing_ok=True)
-            raise
-        from ..hub import add_user_spec
-
-        spec = WeightSpec(name=name, arch=str(meta.get("arch", "ddn")), task=str(meta.get("task", "denoise")),
-                          file=fname, sha256=sha256.lower(), size=dest.stat().st_size, license="user-supplied",
-                          config=meta.get("config", {}), training={"source": target}, metrics={}, urls=(target,))
-        add_user_spec(spec)
+            dest = pull_url(target, sha256, name, offline=offline,
+                            progress=lambda d, t: progress.update(task, completed=d, total=t or None))
         out.print(f"{name}: {dest}")
 
 
@@ -158,18 +146,12 @@ def _download_progress():
 def rm(name: str) -> None:
     """Remove a cached model (bundled files are never touched)."""
     with handled():
-        from ..hub import remove_user_spec, safe_cache_path
-        from ..registry import lookup
+        from ..hub import remove_model
 
-        s = lookup(name)
-        p = safe_cache_path(s.file)
-        existed = p.is_file()
-        p.unlink(missing_ok=True)
-        removed = remove_user_spec(name)
-        if not existed and not removed:
-            err.print(f"{name}: nothing cached")
-        else:
+        if remove_model(name):
             out.print(f"removed {name}")
+        else:
+            err.print(f"{name}: nothing cached")
 
 
 @app.command("import-pth")
@@ -183,25 +165,73 @@ def import_pth(
     with handled():
         from pathlib import Path
 
-        import torch
-
-        from ..errors import UnsafeWeights
+        from ..errors import OutputError, UsageError
         from ..models import build_denoiser
         from ..weightfile import save_weights
 
-        try:
-            sd = torch.load(src, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickling refused or not a torch file
-            raise UnsafeWeights(f"{src}: not a plain tensor state_dict ({str(e).splitlines()[0][:120]})") from None
-        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-            sd = sd["state_dict"]
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+        s, d = Path(src), Path(dst)
+        if not s.is_file():
+            raise UsageError(f"{src}: no such file")
+        if d.is_dir():
+            raise UsageError(f"{dst}: is a folder", "give the output file's path, e.g. model.safetensors")
+        if d.suffix.lower() != ".safetensors":
+            raise UsageError(f"{dst}: the output must be a .safetensors file", "e.g. model.safetensors")
+        if d.resolve() == s.resolve():
+            raise UsageError(f"{dst}: is the input file", "give another path for the output")
+        sd = _read_state_dict(s)
         model = build_denoiser({"noise_level": noise_level})
         try:
             model.load_state_dict(sd)
         except RuntimeError as e:
-            raise UnsafeWeights(f"{src}: does not match the ddn architecture ({str(e).splitlines()[0][:120]})",
+            raise UnsafeWeights(f"{src}: does not match the ddn architecture ({_load_problem(e)})",
                                 "check --noise-level/--no-noise-level") from None
-        save_weights(model.state_dict(), Path(dst), {"arch": "ddn", "task": "denoise", "config": model.config.to_dict(),
-                                                     "converted_from": Path(src).name})
+        try:
+            save_weights(model.state_dict(), d, {"arch": "ddn", "task": "denoise", "config": model.config.to_dict(),
+                                                 "converted_from": s.name})
+        except OSError as e:
+            raise OutputError(f"{dst}: cannot write ({e.strerror or e})") from None
         out.print(f"wrote {dst}")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:120] if lines else type(e).__name__
+
+
+def _read_state_dict(src):
+    """A .pth's tensors by name (torch.load with weights_only=True), unwrapping ``state_dict``
+    and DataParallel's ``module.`` prefix; anything else is refused with ``UnsafeWeights``."""
+    import torch
+
+    if src.stat().st_size == 0:
+        raise UnsafeWeights(f"{src}: is empty, not a state_dict")
+    try:
+        sd = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling refused, not a torch file, empty or cut short
+        raise UnsafeWeights(f"{src}: not a plain tensor state_dict ({_first_line(e)})") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UnsafeWeights(f"{src}: holds a {type(sd).__name__}, not a state_dict (a dict of named tensors)")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise UnsafeWeights(f"{src}: not a state_dict: its keys must be names and its values tensors")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _load_problem(e: RuntimeError) -> str:
+    """The useful part of load_state_dict's message: the first missing and unexpected key and
+    the first size mismatch, with how many more there are (its first line only says where)."""
+    parts = []
+    for line in str(e).splitlines()[1:]:
+        line = line.strip().rstrip(".").strip()
+        head, sep, rest = line.partition(": ")
+        if sep and head.endswith("key(s) in state_dict"):
+            keys = [k.strip().strip('"') for k in rest.split(",") if k.strip()]
+            more = f" (+{len(keys) - 1} more)" if len(keys) > 1 else ""
+            line = f"{head.split(' in ')[0].lower()} {keys[0] if keys else '?'}{more}"
+        parts.append(line)
+    mism = [p for p in parts if p.startswith("size mismatch")]
+    keep = [p for p in parts if not p.startswith("size mismatch")] + mism[:1]
+    if len(mism) > 1:
+        keep.append(f"+{len(mism) - 1} more size mismatches")
+    return "; ".join(keep) or _first_line(e)
