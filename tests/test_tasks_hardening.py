@@ -232,3 +232,11 @@ def test_classify_denoises_large_photos_at_the_classifiers_scale(tmp_path, defau
     assert all(max(shape) <= 96 for shape, _ in seen), seen  # never the full 320 x 480
     assert auto.sigma == pytest.approx(estimate_sigma(photo), abs=1e-3)  # the photo's own noise level
     assert seen[-1][1] == pytest.approx(20.0 / f) and given.sigma == pytest.approx(20.0)
+
+
+def test_segment_refuses_a_missing_image_named_as_the_output_folder(tmp_path):
+    """`ddn segment a.png typo.png` made a folder typo.png/ for the masks, exit 0."""
+    Image.fromarray(noisy(smooth_image(40, 48), 20)).save(tmp_path / "a.png")
+    r = run("segment", tmp_path / "a.png", tmp_path / "typo.png", "--no-denoise")
+    one_clean_line(r, 2)
+    assert "typo.png: no such file" in r.output and not (tmp_path / "typo.png").exists()

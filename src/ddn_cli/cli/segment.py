@@ -55,8 +55,13 @@ def plan(paths: list[Path], recursive: bool = True) -> tuple[list[tuple[Path, Pa
 
     if not paths:
         raise fail("no inputs given")
+    from ..io import is_image_name
+
     out_dir = Path(".")
     if len(paths) > 1 and not paths[-1].is_file():
+        if not paths[-1].exists() and is_image_name(paths[-1]):  # a mistyped input, not a folder to make
+            raise fail(f"{paths[-1]}: no such file (the last argument is the output folder, which "
+                       "cannot have an image's name)")
         out_dir, paths = paths[-1], paths[:-1]
     items, skipped, seen = [], [], set()
     for p in paths:
