@@ -13,6 +13,7 @@ from .common import err, fail, handled, show_progress
 
 
 def train(
+    ctx: typer.Context,
     task: Annotated[str, typer.Option(help="denoise: plain denoiser training; seg / cls: the cascade (denoiser -> "
                                            "frozen segmenter / classifier, L = MSE + lambda * task loss).")] = "denoise",
     data: Annotated[list[str], typer.Option("--data", help="denoise: folder(s) of clean images or list file(s), repeatable; "
@@ -95,7 +96,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 on AMX/AVX512-BF16 CPUs and GPUs), fp32 or bf16.")] = "auto",
-    ckpt_minutes: Annotated[float, typer.Option(help="Checkpoint every N minutes.")] = 5.0,
+    ckpt_minutes: Annotated[float, typer.Option(help="Checkpoint every N minutes (and on Ctrl-C / SIGTERM).")] = 5.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Train a denoiser with fresh synthetic noise each step, alone (denoise) or cascaded
@@ -121,19 +122,35 @@ def train(
                           clip_fraction=clip_fraction, noise_level=noise_level, loss=loss, ema=ema, freeze_bn=freeze_bn, seed=seed,
                           device=device, precision=precision, val_every=val_every, ckpt_minutes=ckpt_minutes,
                           log=str(out.with_suffix(".log")))
+        from ..errors import OutputError
         from ..training.loop import train_denoiser
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        log = open(out.with_suffix(".log"), "a")
+        log_path = out.with_suffix(".log")
+        log = None
         t0 = time.time()
         live = show_progress(quiet)
 
         def on_event(e: dict) -> None:
-            log.write(json.dumps({**e, "time": round(time.time() - t0, 2)}, default=str) + "\n")
-            log.flush()
+            nonlocal log
+            try:
+                if log is None:  # the first event comes once the inputs are read and OUT's folder is writable
+                    log = open(log_path, "a")  # noqa: SIM115 - open for the whole run, closed below
+                log.write(json.dumps({**e, "time": round(time.time() - t0, 2)}, default=str) + "\n")
+                log.flush()
+            except OSError as x:
+                raise OutputError(f"{log_path}: cannot write the log ({x.strerror or x})",
+                                  "choose a writable --out folder") from None
+            kind = e["event"]
+            if kind == "resumed" and e.get("overridden"):
+                _note_overridden(ctx, e["overridden"])
+            elif kind == "replaced_checkpoint":
+                err.print(f"note: {e['path']} (an earlier run's checkpoint) is replaced by this new run; "
+                          "--resume continues a run instead", markup=False)
+            elif kind == "checkpoint" and e.get("interrupted"):
+                err.print(f"interrupted at step {e['step']}: checkpoint {e['path']} saved; continue with --resume",
+                          markup=False)
             if quiet:
                 return
-            kind = e["event"]
             if kind == "step":
                 if live or e["step"] % 500 == 0 or e["step"] == e["total"]:
                     line = (f"step {e['step']}/{e['total']}  loss {e['loss']:.5f}  lr {e['lr']:.2e}  "
@@ -149,7 +166,7 @@ def train(
                     extra = "  ema " + "  ".join(f"s{float(k):g}: {v:.2f}" for k, v in e["ema"].items())
                 err.print(f"val @ {e['step']}: PSNR {parts}{extra}  (best mean {best:.4f} @ {e['best_step']})")
             elif kind in ("data", "calibrated", "resumed", "time_budget", "cascade"):
-                err.print(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k != "event"))
+                err.print(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in e.items() if k not in ("event", "overridden")))
             elif kind == "done":
                 err.print(f"done: {e['steps_done']}/{e['total']} steps in {e['elapsed_s'] / 60:.1f} min; "
                           f"weights {e['out']}; checkpoint {e['checkpoint']}")
@@ -157,4 +174,15 @@ def train(
         try:
             train_denoiser(cfg, on_event)
         finally:
-            log.close()
+            if log is not None:
+                log.close()
+
+
+def _note_overridden(ctx: typer.Context, overridden: dict) -> None:
+    """--resume keeps the checkpoint's schedule: name the options given on this command line
+    that it overrides (the log records every difference, defaults included)."""
+    opts = {p.name: "/".join(p.opts + p.secondary_opts) for p in ctx.command.params}
+    given = [f"{opts[k]} {v['given']} (checkpoint: {v['checkpoint']})" for k, v in overridden.items()
+             if k in opts and getattr(ctx.get_parameter_source(k), "name", None) in ("COMMANDLINE", "ENVIRONMENT")]
+    if given:
+        err.print("note: --resume continues with the checkpoint's settings; ignored: " + ", ".join(given), markup=False)

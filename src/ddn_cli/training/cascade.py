@@ -298,8 +298,8 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
     path = resolve_weights(task_net, net_kind)
     net, meta = load_task_net(path, net_kind, device)
     lam = DEFAULT_LAMBDA[kind] if lam is None else lam
-    if lam < 0:
-        raise UsageError(f"--lambda {lam}: must be >= 0")
+    if not (np.isfinite(lam) and lam >= 0):
+        raise UsageError(f"--lambda {lam}: must be a finite number >= 0", "e.g. --lambda 0.01; 0 turns the task loss off")
     cw = None
     if kind == "seg":
         from .camvid import SegBank, class_weights, load_camvid

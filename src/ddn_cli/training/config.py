@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from ..errors import UsageError
 
@@ -110,8 +111,14 @@ class TrainConfig:
             raise UsageError(f"--lr {self.lr} is out of range (0, 1)")
         if not (0 <= self.clip_fraction <= 1):
             raise UsageError("--clip-fraction must be in [0, 1]")
-        if self.lam is not None and self.lam < 0:
-            raise UsageError(f"--lambda {self.lam}: must be >= 0")
+        if self.lam is not None and not (math.isfinite(self.lam) and self.lam >= 0):
+            raise UsageError(f"--lambda {self.lam}: must be a finite number >= 0", "e.g. --lambda 0.01; 0 turns the task loss off")
+        if Path(self.out).suffix.lower() != ".safetensors":
+            if str(self.out).endswith(("/", "\\")) or Path(self.out).is_dir():
+                raise UsageError(f"--out {self.out}: is a folder, --out names the weight file",
+                                 f"e.g. --out {Path(self.out) / 'mine.safetensors'}")
+            raise UsageError(f"--out {self.out}: must be a .safetensors file name; OUT.json, OUT.ckpt and OUT.log go "
+                             "beside it", "e.g. --out runs/mine.safetensors")
         if self.task != "denoise" and len(self.data) != 1:
             raise UsageError(f"--task {self.task}: pass exactly one --data folder",
                              "the CamVid folder for seg, the CIFAR-10 class folders for cls")

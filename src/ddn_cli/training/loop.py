@@ -8,10 +8,13 @@ minutes, bit-exact ``--resume``, a hard time budget, and DDP under torchrun.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,16 +23,26 @@ import numpy as np
 import torch
 
 from ..devices import resolve_device, resolve_precision
-from ..errors import UsageError
+from ..errors import DdnError, OutputError, UnsafeWeights, UsageError
 from ..models import build_denoiser
 from ..weightfile import load_weights, save_weights
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .checkpoint import REQUIRED_KEYS, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import ImageBank, list_training_images, make_noisy, parse_sigma
 from .losses import pcgrad_combine, reconstruction_loss
 from .schedule import lr_at
 
 Event = Callable[[dict], None]
+
+# what ``--resume`` takes from the checkpoint, whatever the command line says: the schedule
+# and everything that shapes the batches and the loss (the run continues bit for bit)
+RESUME_KEEPS = (
+    "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
+    "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target",
+    "task_augment", "task_class_weights", "subset", "freeze_bn", "rehearse", "rehearse_batch", "rehearse_patch",
+    "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "task_scale", "task_pcgrad",
+    "rehearse_features", "train_only", "distill")
+SIDE_FILES = (".json", ".ckpt", ".log")  # written beside --out
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -119,8 +132,118 @@ def validate_model(model, images, sigmas, device, precision, noise_level: bool) 
     return {s: r["psnr"] for s, r in res.items()}
 
 
+def check_outputs(cfg: TrainConfig) -> None:
+    """Refuse, before any work, an ``out`` that a run would fail to write or that would destroy
+    something: a folder (under its name or a side file's), or one of the run's input models.
+    (``TrainConfig`` already requires the .safetensors suffix, so the side files never share
+    its name.)"""
+    out = Path(cfg.out)
+    for p in (out, *(out.with_suffix(x) for x in SIDE_FILES)):
+        if p.is_dir():
+            raise UsageError(f"--out {out}: {p} is a folder", "give a file path such as runs/mine.safetensors")
+    for opt, src in (("--init", cfg.init), ("--distill", cfg.distill), ("--task-net", cfg.task_net)):
+        if src and Path(src).is_file() and Path(src).resolve() == out.resolve():
+            raise UsageError(f"--out {out}: is the {opt} model, which the run would overwrite",
+                             "give another --out path")
+
+
+def _prepare_output(out: Path) -> None:
+    """Create ``out``'s folder and prove it writable (a temp file made and removed), so that a
+    run that cannot save stops before training, not at its first save."""
+    from ..atomic import create_temp
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = create_temp(out)
+        os.close(fd)
+        tmp.unlink()
+    except OSError as e:
+        raise OutputError(f"--out {out}: cannot write in {out.parent} ({e.strerror or e})",
+                          "choose a writable --out folder") from None
+
+
+def _for_option(option: str, e: UsageError) -> UsageError:
+    """``list_training_images``'s error ``e``, reworded for ``option`` (--val, --rehearse)."""
+    hint = e.hint.replace("--data path", f"{option} path") if e.hint else e.hint
+    return UsageError(e.message.replace("no training images", "no images"), hint)
+
+
+def _init_model(src: str) -> tuple[torch.nn.Module, dict]:
+    """The denoiser ``--init`` names (a name or a .safetensors file) and its metadata; a file
+    that is not a ddn denoiser is refused as ``ddn denoise`` refuses it (``UnsafeWeights``)."""
+    from ..registry import resolve_weights
+
+    path = resolve_weights(src)
+    sd, meta = load_weights(path)
+    if meta.get("arch") != "ddn" or meta.get("task", "denoise") not in ("denoise", "seg", "cls"):
+        raise UnsafeWeights(f"--init {src}: not a ddn denoiser (arch {meta.get('arch')!r})",
+                            "pass a denoiser's name or weight file; see ddn models list")
+    try:
+        model = build_denoiser(meta.get("config", {}))
+        model.load_state_dict(sd)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UnsafeWeights(f"--init {src}: weights do not match the ddn architecture ({str(e).splitlines()[0][:120]})",
+                            "pass a denoiser's name or weight file; see ddn models list") from None
+    return model, meta
+
+
+class _DeferredSignals:
+    """Once armed, SIGINT and SIGTERM, where Python handles them (Ctrl-C; the CLI's handler for
+    both), only record that they came, so that an interrupt never lands in the middle of a
+    training step; the loop checks ``pending`` between steps, saves a checkpoint and calls
+    ``deliver()``, which puts the previous handlers back and calls the one for the signal
+    received (Python's and the CLI's raise KeyboardInterrupt). Leaving the ``with`` block puts
+    them back too, and delivers a signal that came after the last check."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.old: dict = {}
+        self._handler = self._record  # one bound method, so that it can be recognised
+
+    def _record(self, signum, frame) -> None:
+        if self.pending is None:
+            self.pending = signum
+
+    def __enter__(self):
+        return self
+
+    def arm(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                h = signal.getsignal(sig)
+                if callable(h):
+                    self.old[sig] = h
+                    signal.signal(sig, self._handler)
+
+    def _restore(self) -> None:
+        for sig, h in self.old.items():
+            if signal.getsignal(sig) is self._handler:
+                signal.signal(sig, h)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._restore()
+        if exc_type is None and self.pending is not None:
+            self.deliver()
+
+    def deliver(self) -> None:
+        self._restore()
+        handler, self.old = self.old.get(self.pending), {}
+        if handler is not None:
+            handler(self.pending, None)
+        raise KeyboardInterrupt
+
+
 def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
-    """Run (or resume) denoiser training. Returns the final summary dict."""
+    """Run (or resume) denoiser training. Returns the final summary dict. Raises ``UsageError``
+    (bad options, --out or checkpoint), ``UnsafeWeights`` (--init not a denoiser), ``OutputError``
+    (--out not writable); on Ctrl-C / SIGTERM during the training steps it saves a checkpoint at
+    the step reached, then lets the interrupt go on (KeyboardInterrupt)."""
+    check_outputs(cfg)
+    with _DeferredSignals() as interrupts:
+        return _train(cfg, on_event, interrupts)
+
+
+def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignals) -> dict:
     emit = on_event or (lambda e: None)
     world, rank, local = _dist_info()
     distributed = world > 1
@@ -145,16 +268,21 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     noise = type(noise)(noise.lo, noise.hi, noise.values, cfg.clip_fraction)
 
     state = None
+    overridden: dict = {}
     if cfg.resume:
         if not ckpt_file.exists():
             raise UsageError(f"{ckpt_file}: no checkpoint to resume from", "drop --resume to start fresh")
-        state = load_checkpoint(ckpt_file)
-        saved = TrainConfig.from_dict(state["config"])
-        # the schedule-defining fields come from the checkpoint
-        cfg = TrainConfig.from_dict({**cfg.to_dict(), **{k: getattr(saved, k) for k in (
-            "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
-            "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target", "task_augment", "task_class_weights", "subset", "freeze_bn",
-            "rehearse", "rehearse_batch", "rehearse_patch", "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "task_scale", "task_pcgrad", "rehearse_features", "train_only", "distill")}, "resume": True})
+        state = load_checkpoint(ckpt_file, REQUIRED_KEYS)
+        try:
+            saved = TrainConfig.from_dict({**state["config"], "out": cfg.out})
+        except (DdnError, TypeError) as e:
+            raise UsageError(f"{ckpt_file}: its settings are not valid ({e})",
+                             "delete it to start afresh, or run without --resume") from None
+        # the schedule-defining fields come from the checkpoint; those given otherwise are reported
+        given = cfg.to_dict()
+        kept = {k: saved.to_dict()[k] for k in RESUME_KEEPS}
+        overridden = {k: {"given": given[k], "checkpoint": v} for k, v in kept.items() if given[k] != v}
+        cfg = TrainConfig.from_dict({**given, **kept, "resume": True})
 
     if distributed and cfg.task_pcgrad:
         raise UsageError("--task-pcgrad runs in one process (it takes the two gradients apart before DDP could average them)",
@@ -166,12 +294,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         model_cfg = state["model_config"]
     init_meta: dict = {}
     if cfg.init and state is None:
-        from ..registry import resolve_weights
-
-        sd, init_meta = load_weights(resolve_weights(cfg.init))
-        model_cfg = init_meta.get("config", model_cfg)
-        model = build_denoiser(model_cfg)
-        model.load_state_dict(sd)
+        model, init_meta = _init_model(cfg.init)
     else:
         model = build_denoiser(model_cfg)
     noise_level = model.config.noise_level
@@ -183,6 +306,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     opt = torch.optim.AdamW(trainable_parameters(model, cfg.train_only), lr=cfg.lr, betas=(0.9, 0.99),
                             weight_decay=cfg.weight_decay)
 
+    setup_events: list[dict] = []  # emitted once all of the run's inputs are read and its output is writable
     cascade = None
     if cfg.task in ("seg", "cls"):
         from .cascade import build_cascade
@@ -201,7 +325,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
 
             cfg = dataclasses.replace(cfg, lam=cascade.lam,
                                       task_net=cfg.task_net or bundled_manifest().defaults[NET_KIND[cfg.task]])
-        emit({"event": "cascade", "task_net": cascade.net_path, "lambda": cascade.lam,
+        setup_events.append({"event": "cascade", "task_net": cascade.net_path, "lambda": cascade.lam,
               "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
     else:
         bank = ImageBank(list_training_images(cfg.data, cfg.data_root), cfg.patch, device=device)
@@ -214,16 +338,30 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         if teacher.config.noise_level and not noise_level:
             raise UsageError(f"--distill {cfg.distill}: it takes a noise level, the model trained here does not",
                              "distill into a model with a noise-level input (--noise-level)")
-        emit({"event": "distill", "teacher": cfg.distill})
+        setup_events.append({"event": "distill", "teacher": cfg.distill})
     rehearsal = None
     if cfg.rehearse:
-        rehearsal = ImageBank(list_training_images(cfg.rehearse, cfg.data_root), cfg.rehearse_patch, device=device)
-        emit({"event": "rehearsal", "images": len(rehearsal), "batch": cfg.rehearse_batch, "patch": cfg.rehearse_patch})
+        try:
+            paths = list_training_images(cfg.rehearse, cfg.data_root)
+        except UsageError as e:
+            raise _for_option("--rehearse", e) from None
+        rehearsal = ImageBank(paths, cfg.rehearse_patch, device=device)
+        setup_events.append({"event": "rehearsal", "images": len(rehearsal), "batch": cfg.rehearse_batch, "patch": cfg.rehearse_patch})
     val_images = []
     if cfg.val and rank == 0 and cascade is None:
         from ..evaluation.denoise_eval import load_eval_images
 
-        val_images = load_eval_images(cfg.val, cfg.val_limit, cfg.data_root)
+        try:
+            val_images = load_eval_images(cfg.val, cfg.val_limit, cfg.data_root)
+        except UsageError as e:
+            raise _for_option("--val", e) from None
+    if rank == 0:
+        _prepare_output(out)
+        if state is None and ckpt_file.is_file():  # an earlier run's: never to be resumed into this one
+            ckpt_file.unlink()
+            setup_events.append({"event": "replaced_checkpoint", "path": str(ckpt_file)})
+    for e in setup_events:
+        emit(e)
     emit({"event": "data", "train_images": len(bank), "val_images": len(val_images), "device": str(device),
           "precision": precision.name, "world_size": world, "frozen_batchnorm": frozen_bn})
 
@@ -253,7 +391,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
         gens = state["gens"][rank]
         gen_cpu.set_state(gens["cpu"])
         gen_dev.set_state(gens["dev"])
-        emit({"event": "resumed", "step": step, "total": total})
+        emit({"event": "resumed", "step": step, "total": total, "overridden": overridden})
 
     def denoise_noisy(m: torch.nn.Module, clean: torch.Tensor, g_cpu, g_dev,
                       target: torch.nn.Module | None = None):
@@ -364,7 +502,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
                            init_meta=init_meta, history=history, precision=precision.name, device=str(device),
                            **cascade_info())
 
-    def do_checkpoint() -> None:
+    def do_checkpoint(interrupted: bool = False) -> None:
         gens = {"cpu": gen_cpu.get_state(), "dev": gen_dev.get_state()}
         all_gens = [gens]
         if distributed:
@@ -380,7 +518,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
                 "elapsed": elapsed_before + time.perf_counter() - t_start, "best": best,
                 "gens": all_gens, "config": {**cfg.to_dict(), "steps": total}, "history": history,
             })
-            emit({"event": "checkpoint", "step": step, "path": str(ckpt_file)})
+            emit({"event": "checkpoint", "step": step, "path": str(ckpt_file), **({"interrupted": True} if interrupted else {})})
 
     model.train()
     last_ckpt = time.perf_counter()
@@ -388,6 +526,7 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     step0 = step
     loss_acc, loss_n = torch.zeros((), device=device), 0
     stopped_early = False
+    interrupts.arm()  # from here an interrupt is taken between steps: a checkpoint, then the interrupt
     while step < total:
         lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
         loss_acc += one_step(ddp_model, opt, gen_cpu, gen_dev, lr)
@@ -433,21 +572,25 @@ def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
             _update_sidecar_history(out, history)
             emit({"event": "val", **rec, "best": best["score"], "best_step": best["step"]})
         want_ckpt = (time.perf_counter() - last_ckpt) > cfg.ckpt_minutes * 60 or last
+        stop = interrupts.pending is not None  # Ctrl-C / SIGTERM during this step: save it, then stop
         if distributed:
             import torch.distributed as dist
 
-            flag = torch.tensor([int(want_ckpt)], device=device if device.type == "cuda" else "cpu")
-            dist.broadcast(flag, 0)
-            want_ckpt = bool(flag.item())
-        if want_ckpt:
+            # rank 0's clock decides the periodic checkpoint; an interrupt on any rank stops all
+            flag = torch.tensor([int(want_ckpt and rank == 0), int(stop)], device=device if device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            want_ckpt, stop = bool(flag[0]), bool(flag[1])
+        if want_ckpt or stop:
             if rank == 0 and not val_images and cascade is None:
                 # no validation data: the newest (EMA) weights are the output
                 best.update(step=step, which="ema" if ema else "raw")
                 _write_weights(out, ema.model if ema else model, cfg, best, train_images=len(bank),
                                elapsed=elapsed_before + time.perf_counter() - t_start, init_meta=init_meta,
                                history=history, precision=precision.name, device=str(device), **cascade_info())
-            do_checkpoint()
+            do_checkpoint(interrupted=stop)
             last_ckpt = time.perf_counter()
+        if stop:
+            interrupts.deliver()
         if over_budget and step < total:
             stopped_early = True
             emit({"event": "time_budget", "step": step, "total": total})
@@ -481,7 +624,8 @@ def _update_sidecar_history(out: Path, history: list[dict]) -> None:
     if sidecar.is_file():
         doc = json.loads(sidecar.read_text())
         doc["history"] = history
-        atomic_write_bytes(sidecar, json.dumps(doc, indent=2, default=str).encode())
+        with _writing(sidecar):
+            atomic_write_bytes(sidecar, json.dumps(doc, indent=2, default=str).encode())
 
 
 def _write_weights(out: Path, model: torch.nn.Module, cfg: TrainConfig, best: dict, **info) -> None:
@@ -496,8 +640,19 @@ def _write_weights(out: Path, model: torch.nn.Module, cfg: TrainConfig, best: di
         **{k: v for k, v in info.items() if k not in ("history",)},
     }
     sd = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    save_weights(sd, out, meta)
+    with _writing(out):
+        save_weights(sd, out, meta)
     sidecar = out.with_suffix(".json")
     from ..atomic import write_bytes as atomic_write_bytes
 
-    atomic_write_bytes(sidecar, json.dumps({**meta, "history": info.get("history", [])}, indent=2, default=str).encode())
+    with _writing(sidecar):
+        atomic_write_bytes(sidecar, json.dumps({**meta, "history": info.get("history", [])}, indent=2, default=str).encode())
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """An OSError while writing ``path`` (disk full, permissions changed) as ``OutputError``."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})", "free some space or choose another --out") from None

@@ -1,0 +1,275 @@
+"""`ddn train` refusing bad --out / --init / --lambda / checkpoints up front, with one line,
+and Ctrl-C / SIGTERM saving a checkpoint that --resume continues bit for bit."""
+
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import smooth_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from ddn_cli.cli.app import app
+from ddn_cli.errors import UsageError
+from ddn_cli.training import loop
+from ddn_cli.training.checkpoint import load_checkpoint
+from ddn_cli.training.config import TrainConfig
+from ddn_cli.training.loop import train_denoiser
+from ddn_cli.weightfile import save_weights
+
+TINY = ["--steps", "3", "--batch-size", "2", "--patch", "32", "--warmup", "1", "--precision", "fp32",
+        "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    d = tmp_path / "clean"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(40, 48, seed=i)).save(d / f"g{i}.png")
+    return d
+
+
+@pytest.fixture
+def signals():
+    """Python's own handlers for the test, the previous ones back after it (the CLI leaves
+    SIGINT / SIGTERM ignored after an interrupt; a background test run may start with SIGINT
+    ignored)."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+def cfg(data_dir, out, **kw):
+    base = {"data": (str(data_dir),), "out": str(out), "steps": 6, "batch_size": 2, "patch": 32, "warmup": 2,
+            "precision": "fp32", "device": "cpu", "ema": 0.9, "ckpt_minutes": 60.0}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def run(*args):
+    return CliRunner().invoke(app, ["train", *map(str, args)])
+
+
+def one_line_error(r, code):
+    assert r.exit_code == code, r.output
+    assert isinstance(r.exception, SystemExit), r.exception  # handled, no traceback
+    assert "ddn: error:" in r.output
+
+
+def interrupt_at(monkeypatch, at_step, sig=signal.SIGINT):
+    """Send ``sig`` to this process while step ``at_step + 1`` runs (from the loop's lr_at)."""
+    real = loop.lr_at
+
+    def lr_at(step, *a):
+        if step == at_step:
+            os.kill(os.getpid(), sig)
+        return real(step, *a)
+
+    monkeypatch.setattr(loop, "lr_at", lr_at)
+
+
+# --out --------------------------------------------------------------------------------------
+
+def test_out_is_checked_before_training(data_dir, tmp_path):
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    r = run("--data", data_dir, "--out", folder, *TINY)
+    one_line_error(r, 2)
+    assert "is a folder" in r.output
+    assert not (tmp_path / "outdir.log").exists() and not any(folder.iterdir())
+
+    for bad in (tmp_path / "runs" / "m.json", tmp_path / "runs" / "m.ckpt"):
+        r = run("--data", data_dir, "--out", bad, *TINY)
+        one_line_error(r, 2)
+        assert ".safetensors" in r.output
+        assert not (tmp_path / "runs").exists()
+
+    image = data_dir / "g0.png"
+    before = image.read_bytes()
+    r = run("--data", data_dir, "--out", image, *TINY)
+    one_line_error(r, 2)
+    assert image.read_bytes() == before
+
+    (tmp_path / "m.ckpt").mkdir()  # a side file's name taken by a folder
+    r = run("--data", data_dir, "--out", tmp_path / "m.safetensors", *TINY)
+    one_line_error(r, 2)
+    assert "m.ckpt is a folder" in r.output and not (tmp_path / "m.log").exists()
+
+
+def test_out_may_not_overwrite_the_init_model(data_dir, tmp_path, default_weights):
+    init = tmp_path / "init.safetensors"
+    init.write_bytes(default_weights.read_bytes())
+    r = run("--data", data_dir, "--out", init, "--init", init, *TINY)
+    one_line_error(r, 2)
+    assert "--init" in r.output and init.read_bytes() == default_weights.read_bytes()
+
+
+def test_unwritable_out_is_one_line_before_training(data_dir, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")  # --out's folder cannot be made: a file has its name
+    r = run("--data", data_dir, "--out", blocker / "m.safetensors", *TINY)
+    one_line_error(r, 1)
+    assert "cannot write" in r.output and "afile" in r.output
+
+    out = tmp_path / "m.safetensors"
+    out.with_suffix(".log").symlink_to(tmp_path / "missing" / "m.log")  # the log cannot be opened
+    r = run("--data", data_dir, "--out", out, *TINY)
+    one_line_error(r, 1)
+    assert "m.log: cannot write the log" in r.output
+    assert not out.exists() and not out.with_suffix(".ckpt").exists()
+
+
+def test_a_failed_save_is_one_line(data_dir, tmp_path, monkeypatch):
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop, "save_weights", full)
+    r = run("--data", data_dir, "--out", tmp_path / "m.safetensors", *TINY)
+    one_line_error(r, 1)
+    assert "m.safetensors: cannot write (No space left on device)" in r.output
+
+
+def test_failed_validation_leaves_no_files(data_dir, tmp_path):
+    out = tmp_path / "runs" / "m.safetensors"
+    r = run("--data", tmp_path / "nope", "--out", out, *TINY)
+    one_line_error(r, 2)
+    assert not (tmp_path / "runs").exists()
+
+
+# --init, --lambda, --val, a damaged checkpoint ---------------------------------------------
+
+def test_init_that_is_not_a_denoiser_is_refused(data_dir, tmp_path, default_weights):
+    plain = tmp_path / "x.safetensors"
+    save_weights({"x": torch.zeros(3)}, plain, {})
+    cls = tmp_path / "cls.safetensors"
+    save_weights({"w": torch.zeros(3)}, cls, {"arch": "resnet9", "task": "classifier", "config": {"num_classes": 10}})
+    wrong = tmp_path / "wrong.safetensors"
+    save_weights({"x": torch.zeros(3)}, wrong, {"arch": "ddn", "task": "denoise", "config": {}})
+    for init, says in ((plain, "not a ddn denoiser"), (cls, "not a ddn denoiser"), (wrong, "do not match")):
+        r = run("--data", data_dir, "--out", tmp_path / "m.safetensors", "--init", init, *TINY)
+        one_line_error(r, 2)
+        assert says in r.output
+        assert not (tmp_path / "m.log").exists()
+
+
+def test_lambda_must_be_finite_and_not_negative(tmp_path):
+    for lam in ("nan", "inf", "-1"):
+        with pytest.raises(UsageError, match="--lambda"):
+            TrainConfig(task="cls", data=("d",), lam=float(lam))
+        r = run("--task", "cls", "--data", tmp_path, "--out", tmp_path / "m.safetensors", "--lambda", lam, *TINY)
+        one_line_error(r, 2)
+        assert "--lambda" in r.output
+
+
+def test_empty_val_folder_names_val(data_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = run("--data", data_dir, "--val", tmp_path / "empty", "--out", tmp_path / "m.safetensors", *TINY)
+    one_line_error(r, 2)
+    assert "--val" in r.output and "--data" not in r.output
+
+
+def test_damaged_checkpoint_is_one_line(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    out.with_suffix(".ckpt").write_bytes(b"not a checkpoint" * 8)
+    r = run("--data", data_dir, "--out", out, "--resume", *TINY)
+    one_line_error(r, 2)
+    assert "m.ckpt" in r.output and "without --resume" in r.output
+
+
+# interrupts and --resume --------------------------------------------------------------------
+
+def test_interrupt_saves_a_checkpoint_that_resumes_bit_exactly(data_dir, tmp_path, monkeypatch, signals):
+    a = tmp_path / "a.safetensors"
+    train_denoiser(cfg(data_dir, a))
+    b = tmp_path / "b.safetensors"
+    interrupt_at(monkeypatch, 2)
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        train_denoiser(cfg(data_dir, b), events.append)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    cb = load_checkpoint(b.with_suffix(".ckpt"))
+    assert cb["step"] == 3  # the step in progress finished, then the checkpoint
+    assert {"event": "checkpoint", "step": 3, "path": str(b.with_suffix(".ckpt")), "interrupted": True} in events
+    assert b.is_file()  # no validation data: the newest weights are the output, kept too
+    monkeypatch.undo()
+    train_denoiser(cfg(data_dir, b, resume=True))
+    ca, cb = load_checkpoint(a.with_suffix(".ckpt")), load_checkpoint(b.with_suffix(".ckpt"))
+    assert ca["step"] == cb["step"] == 6
+    for k in ca["model"]:
+        assert torch.equal(ca["model"][k], cb["model"][k]), k
+    for k in ca["ema"]:
+        assert torch.equal(ca["ema"][k], cb["ema"][k]), k
+
+
+def test_cli_sigterm_saves_a_checkpoint_and_exits_130(data_dir, tmp_path, monkeypatch, signals):
+    out = tmp_path / "m.safetensors"
+    interrupt_at(monkeypatch, 1, signal.SIGTERM)
+    r = run("--data", data_dir, "--out", out, *TINY)
+    assert r.exit_code == 130, r.output
+    assert "interrupted at step 2" in r.output and "--resume" in r.output
+    assert load_checkpoint(out.with_suffix(".ckpt"))["step"] == 2
+    monkeypatch.undo()
+    r = run("--data", data_dir, "--out", out, "--resume", *TINY)
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(out.with_suffix(".ckpt"))["step"] == 3
+
+
+def test_real_ctrl_c_mid_run(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    cmd = [sys.executable, "-m", "ddn_cli", "train", "--data", str(data_dir), "--out", str(out),
+           *TINY[2:], "--steps", "100000"]
+    # (the CLI installs its own SIGINT handler, even where the test run started with SIGINT ignored)
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = out.with_suffix(".log")
+    t = time.time()
+    while not (log.is_file() and '"data"' in log.read_text()) and time.time() - t < 120 and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # some steps in
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err.decode()[-2000:]
+    assert b"Traceback" not in err and b"interrupted at step" in err
+    ck = load_checkpoint(out.with_suffix(".ckpt"))
+    assert ck["step"] >= 1 and ck["total"] == 100000
+    assert not list(tmp_path.glob(".*ddn-part"))
+
+
+def test_fresh_run_replaces_an_earlier_runs_checkpoint(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "m.safetensors"
+    train_denoiser(cfg(data_dir, out))  # an earlier run, finished: its checkpoint stays
+    assert out.with_suffix(".ckpt").is_file()
+
+    def crash(*a):
+        raise RuntimeError("crash before the first checkpoint")
+
+    monkeypatch.setattr(loop, "lr_at", crash)
+    events = []
+    with pytest.raises(RuntimeError):
+        train_denoiser(cfg(data_dir, out, seed=1), events.append)
+    assert not out.with_suffix(".ckpt").exists()  # never to be resumed as this run
+    assert events[0] == {"event": "replaced_checkpoint", "path": str(out.with_suffix(".ckpt"))}
+    with pytest.raises(UsageError, match="no checkpoint"):
+        train_denoiser(cfg(data_dir, out, resume=True))
+
+
+def test_resume_names_the_options_the_checkpoint_overrides(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    r = run("--data", data_dir, "--out", out, "--steps", "2", *TINY[2:])
+    assert r.exit_code == 0, r.output
+    r = run("--data", data_dir, "--out", out, "--resume", *TINY, "--lr", "0.002")
+    assert r.exit_code == 0, r.output
+    assert "ignored: --steps 3 (checkpoint: 2), --lr 0.002 (checkpoint: 0.001)" in r.output
+    assert "--patch" not in r.output  # the same as the checkpoint's
+    resumed = [json.loads(x) for x in out.with_suffix(".log").read_text().splitlines() if '"resumed"' in x]
+    assert resumed[-1]["overridden"]["lr"] == {"given": 0.002, "checkpoint": 0.001}
+    assert math.isclose(load_checkpoint(out.with_suffix(".ckpt"))["config"]["lr"], 0.001)
