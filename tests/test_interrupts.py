@@ -90,6 +90,20 @@ def test_a_second_ctrl_c_while_the_first_is_handled_changes_nothing(folder, tmp_
     assert no_partial_files(out)
 
 
+def test_an_inherited_ignored_sigint_stays_ignored(folder, tmp_path):
+    """A background job of a shell without job control (`ddn ... &` in a script) starts with
+    SIGINT ignored, so that a Ctrl-C on the script leaves it alone; ddn keeps it so."""
+    out = tmp_path / "out"
+    p = subprocess.Popen(DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--tile", "64", "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert wait_for(lambda: out.is_dir() and any(out.glob("*.png")))
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err.decode()[-1000:]
+    assert len(list(out.glob("*.png"))) == N_FILES
+
+
 def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(tmp_path):
     """The console script's own module loading (typer, rich, the commands) takes a fraction
     of a second; a Ctrl-C then printed a KeyboardInterrupt traceback."""

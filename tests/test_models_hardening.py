@@ -309,3 +309,43 @@ def test_locks_are_exclusive_and_leave_no_files(server, tmp_path):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert not errors and len(seen) == 120 and max(seen) == 1 and not lock.exists()
+
+
+def test_a_refused_pull_keeps_the_good_file_pulled_earlier_under_that_name(tmp_path):
+    """The refused file used to be downloaded over NAME.safetensors and then deleted, taking
+    the earlier, good file with it (`verify` then said MISS)."""
+    import hashlib
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import torch
+    from safetensors.torch import save_file
+
+    from ddn_cli import hub
+    from ddn_cli.errors import UnsafeWeights
+    from ddn_cli.registry import resolve_weights
+
+    srv_dir = tmp_path / "srv"
+    srv_dir.mkdir()
+    good = srv_dir / "good.safetensors"
+    good.write_bytes(resolve_weights(None).read_bytes())  # the bundled denoiser, a valid model file
+    odd = srv_dir / "odd.safetensors"
+    save_file({"x": torch.zeros(3)}, odd, metadata={"task": "detect"})
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(srv_dir)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        sha = hashlib.sha256(good.read_bytes()).hexdigest()
+        dest = hub.pull_url(f"{base}/good.safetensors", sha, "ddn.mine")
+        before = dest.read_bytes()
+        with pytest.raises(UnsafeWeights):
+            hub.pull_url(f"{base}/odd.safetensors", hashlib.sha256(odd.read_bytes()).hexdigest(), "ddn.mine")
+        assert dest.read_bytes() == before
+        assert not [p for p in dest.parent.iterdir() if p.name.startswith(".incoming")]
+    finally:
+        server.shutdown()

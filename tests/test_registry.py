@@ -118,9 +118,9 @@ def test_save_and_load_roundtrip(tmp_path):
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 def test_weights_and_checkpoints_get_the_umask_permissions(tmp_path, mask):
-    """Trained weights, checkpoints and the user's model list are files to share like any
-    other: 0o666 less the umask (they were 0o600, mkstemp's mode, whatever the umask), written
-    by the same atomic writer as images, with no temp file left beside them."""
+    """Trained weights and checkpoints (and the user's model list, written by the same
+    function) are files to share like any other: 0o666 less the umask (they were 0o600,
+    mkstemp's mode, whatever the umask), with no temp file left beside them."""
     from ddn_cli.training.checkpoint import save_checkpoint
 
     old = os.umask(mask)

@@ -183,8 +183,11 @@ def test_segment_and_classify_json_never_replaces_an_input(tmp_path):
     before = file_hash(src)
     r = run("classify", src, "--no-denoise", "--json", src)
     one_clean_line(r, 2)
-    r = run("segment", "--json", src, tmp_path / "o", "--no-denoise")
+    other = tmp_path / "b.png"
+    Image.fromarray(noisy(smooth_image(40, 48, seed=3), 20)).save(other)
+    r = run("segment", "--json", src, other, tmp_path / "o", "--no-denoise")  # --json taken for a switch
     one_clean_line(r, 2)
+    assert "--json" in r.output and not (tmp_path / "o").exists()
     assert file_hash(src) == before
 
 
@@ -240,3 +243,48 @@ def test_segment_refuses_a_missing_image_named_as_the_output_folder(tmp_path):
     r = run("segment", tmp_path / "a.png", tmp_path / "typo.png", "--no-denoise")
     one_clean_line(r, 2)
     assert "typo.png: no such file" in r.output and not (tmp_path / "typo.png").exists()
+
+
+def test_then_segment_mask_clash_is_refused_before_denoising(tmp_path):
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    Image.fromarray(noisy(smooth_image(40, 48), 20)).save(pair / "x.png")
+    Image.fromarray(noisy(smooth_image(40, 48, seed=2), 20)).save(pair / "x.jpg")
+    r = run("denoise", pair, tmp_path / "out", "--then", "segment", "--sigma", "20")
+    one_clean_line(r, 2)
+    assert "would both write" in r.output and not (tmp_path / "out").exists()
+
+
+def test_segment_without_output_folder_walks_the_whole_input(tmp_path, monkeypatch):
+    """The default output folder (the current one) was also left out of the walk, so
+    `ddn segment ..` from a sub-folder skipped that sub-folder's images."""
+    from ddn_cli.cli.segment import plan
+
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for p in ("in/a.png", "in/sub/b.png"):
+        Image.fromarray(smooth_image(16, 16)).save(tmp_path / p)
+    monkeypatch.chdir(tmp_path / "in" / "sub")
+    items, _ = plan([tmp_path / "in"])
+    assert sorted(f.name for f, _, _ in items) == ["a.png", "b.png"]
+
+
+def test_denoise_takes_a_file_named_twice_once_and_names_unsupported_formats(tmp_path):
+    from ddn_cli.io import plan_jobs
+
+    Image.fromarray(smooth_image(16, 16)).save(tmp_path / "a.png")
+    jobs, _ = plan_jobs([tmp_path / "a.png", tmp_path / "a.png"], tmp_path / "o")
+    assert len(jobs) == 1
+    (tmp_path / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    r = run("denoise", tmp_path / "photo.heic", tmp_path / "o2", "--sigma", "20")
+    one_clean_line(r, 1)
+    assert "photo.heic" in r.output and "convert it" in r.output
+
+
+def test_training_data_walks_leave_hidden_files_out(tmp_path):
+    from ddn_cli.training.data import list_training_images
+
+    (tmp_path / "d" / ".cache").mkdir(parents=True)
+    Image.fromarray(smooth_image(16, 16)).save(tmp_path / "d" / "a.png")
+    (tmp_path / "d" / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    Image.fromarray(smooth_image(16, 16)).save(tmp_path / "d" / ".cache" / "b.png")
+    assert [p.name for p in list_training_images([tmp_path / "d"])] == ["a.png"]

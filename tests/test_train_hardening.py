@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from ddn_cli.cli.app import app
 from ddn_cli.errors import UsageError
 from ddn_cli.training import loop
-from ddn_cli.training.checkpoint import load_checkpoint
+from ddn_cli.training.checkpoint import load_checkpoint, save_checkpoint
 from ddn_cli.training.config import TrainConfig
 from ddn_cli.training.loop import train_denoiser
 from ddn_cli.weightfile import save_weights
@@ -260,6 +260,20 @@ def test_fresh_run_replaces_an_earlier_runs_checkpoint(data_dir, tmp_path, monke
     assert events[0] == {"event": "replaced_checkpoint", "path": str(out.with_suffix(".ckpt"))}
     with pytest.raises(UsageError, match="no checkpoint"):
         train_denoiser(cfg(data_dir, out, resume=True))
+
+
+def test_a_fresh_run_does_not_replace_an_unfinished_runs_checkpoint(data_dir, tmp_path):
+    """Rerunning an interrupted command without --resume deleted the checkpoint the interrupt
+    had just saved (and a Ctrl-C then overwrote the weights): refused, the checkpoint kept."""
+    out = tmp_path / "m.safetensors"
+    save_checkpoint(out.with_suffix(".ckpt"), {"model": {}, "opt": {}, "step": 5, "total": 100, "elapsed": 1.0,
+                                               "best": 0.0, "gens": {}, "config": {}})
+    before = out.with_suffix(".ckpt").read_bytes()
+    with pytest.raises(UsageError, match="unfinished run's checkpoint .step 5 of 100"):
+        train_denoiser(cfg(data_dir, out))
+    assert out.with_suffix(".ckpt").read_bytes() == before and not out.exists()
+    r = run("--data", data_dir, "--out", out, *TINY)
+    assert r.exit_code == 2 and "--resume" in r.output
 
 
 def test_resume_names_the_options_the_checkpoint_overrides(data_dir, tmp_path):

@@ -144,10 +144,10 @@ def _load_torchvision(model: str, kind: str, device: torch.device) -> HighLevelN
             raise WeightsNotFound(f"torchvision:{model}: not in torchvision's cache ({cached}) and DDN_OFFLINE=1",
                                   "fetch it once on a connected machine (TORCH_HOME) or unset DDN_OFFLINE")
     try:
-        # torch.hub writes "Downloading: ..." to stdout itself (it would break `--json -`),
-        # and a failure is then reported by ddn in one line: library code keeps quiet
+        # torch.hub writes "Downloading: ..." to stdout itself, which would break `--json -`; its
+        # progress bar (stderr) stays, so that a long download is seen to move
         with contextlib.redirect_stdout(io.StringIO()):
-            net = torchvision.models.get_model(model, weights=weights, progress=False)
+            net = torchvision.models.get_model(model, weights=weights)
     except (OSError, RuntimeError) as e:  # URLError is an OSError
         raise WeightsNotFound(f"torchvision:{model}: could not load torchvision's weights ({str(e)[:160]})",
                               "check the network or pre-fill TORCH_HOME") from None

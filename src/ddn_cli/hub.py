@@ -209,15 +209,18 @@ def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
         raise UsageError(f"{url}: offline mode is on; cannot download", "drop --offline / DDN_OFFLINE to pull")
     fname = name + ".safetensors"
     dest = safe_cache_path(fname)
-    download([url], dest, sha, None, progress=progress)
+    # downloaded and checked under a staging name: a refused file must not replace a good one
+    # pulled earlier under the same name
+    staged = safe_cache_path(f".incoming.{fname}")
+    download([url], staged, sha, None, progress=progress)
     try:
-        _, meta = load_weights(dest)
+        _, meta = load_weights(staged)
         arch = str(meta.get("arch", "ddn"))
         if arch not in ARCHS:
             raise UnsafeWeights(f"{url}: refused: its metadata names arch {arch!r}, which ddn does not know "
                                 f"(known: {', '.join(ARCHS)})", _PULL_HINT)
         d = {"name": name, "arch": arch, "task": str(meta.get("task", "denoise")), "file": fname, "sha256": sha,
-             "size": dest.stat().st_size, "license": "user-supplied", "config": meta.get("config", {}),
+             "size": staged.stat().st_size, "license": "user-supplied", "config": meta.get("config", {}),
              "training": {"source": url}, "metrics": {}, "urls": [url]}
         try:
             spec = WeightSpec.from_dict(d, "metadata")
@@ -226,8 +229,10 @@ def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
                                 f"({e.message.removeprefix('metadata: ')})", _PULL_HINT) from None
     except DdnError:
         with contextlib.suppress(OSError):
-            dest.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
         raise
+    with _cache_write(dest):
+        os.replace(staged, dest)
     add_user_spec(spec)
     return dest
 

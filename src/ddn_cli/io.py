@@ -145,9 +145,12 @@ def plan_jobs(
         jobs.append(Job(src, output))
     else:
         if output is not None and output.exists() and not output.is_dir():
-            raise UsageError(f"{output}: is a file, but " + ("a folder input" if any(p.is_dir() for p in inputs)
-                                                              else "several inputs") + " needs an output folder",
-                             "give a folder as the last argument")
+            if any(p.is_dir() for p in inputs) or len(inputs) > 1:
+                raise UsageError(f"{output}: is a file, but " + ("a folder input needs" if any(p.is_dir() for p in inputs)
+                                                                  else "several inputs need") + " an output folder",
+                                 "give a folder as the last argument")
+            raise UsageError(f"{output}: exists and has no image suffix, so it cannot be the output file",
+                             "give an output name ending in .png, .jpg, .tif, .webp or .bmp, or an output folder")
         for src in inputs:
             if src.is_dir():
                 base = output if output is not None else _beside(src)
@@ -163,7 +166,11 @@ def plan_jobs(
                 else:
                     dst = output / (src.stem + fmt_suffix(src, named=True))
                 jobs.append(Job(src, dst))
-    inputs_resolved = {j.src.resolve() for j in jobs}
+    unique: dict[Path, Job] = {}
+    for j in jobs:  # a file named twice (or also found in a folder given) is denoised once
+        unique.setdefault(j.src.resolve(), j)
+    jobs = list(unique.values())
+    inputs_resolved = set(unique)
     seen: dict[Path, Path] = {}
     for j in jobs:
         r = j.dst.resolve()
@@ -286,7 +293,8 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
             raise UnsupportedImage(f"{path}: a TIFF with samples ddn cannot read (e.g. floating-point or 32-bit "
                                    "colour, or 16-bit grey + alpha)", "convert it to 8- or 16-bit RGB, RGBA or grey "
                                    "TIFF, or to PNG") from None
-        raise UnsupportedImage(f"{path}: not an image, or a format ddn cannot read") from None
+        raise UnsupportedImage(f"{path}: not an image, or a format ddn cannot read",
+                               "ddn reads PNG, JPEG, TIFF, WebP and BMP: convert it to one of them") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise UnsupportedImage(f"{path}: cannot decode ({e})") from None
     with im:

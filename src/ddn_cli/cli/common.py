@@ -37,7 +37,9 @@ def handled() -> Iterator[None]:
     """Turn DdnError into one stderr line + exit code; Ctrl-C/SIGTERM into 130."""
     from ..errors import DdnError
 
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the process was started with ignored (a background job of a shell without job
+    # control: `ddn ... &` in a script) stays ignored, as Python itself leaves it
+    old = {sig: h for sig in (signal.SIGINT, signal.SIGTERM) if (h := signal.getsignal(sig)) is not signal.SIG_IGN}
     with contextlib.suppress(ValueError):  # not in the main thread
         for sig in old:
             signal.signal(sig, _on_signal)

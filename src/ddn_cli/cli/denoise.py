@@ -85,6 +85,10 @@ def denoise(
 
         jobs, non_images = plan_jobs(inputs, output, recursive=recursive, out_format=format.lower() if format else None)
         check_report_path(json_out, [p for j in jobs for p in (j.src, j.dst)])
+        if then == "segment":  # masks of outputs that would collide (x.png, x.jpg): refused before the work
+            from ..segment import check_outputs, output_paths
+
+            check_outputs([(j.dst, *output_paths(j.dst, None, j.dst.parent)) for j in jobs])
         if sig is not None and sig > MODEL_SIGMA_MAX:
             err.print(f"ddn: note: --sigma {sig:g} is above the noise levels the models were trained on "
                       f"(0-{MODEL_SIGMA_MAX}); expect weaker results")

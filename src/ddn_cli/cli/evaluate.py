@@ -155,12 +155,15 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
             if task in ("seg", "cls") and meta.get("cascade", {}).get("lambda") == 0:
                 role = "control"  # fine-tuned on the task's images with the MSE alone (lambda 0)
             dens.append((name, role, Denoiser.load(path, name=name, device=device, precision=precision)))
-        td = load_task_data(kind, data, split, limit)
-        n_out = len(net.classes) or _outputs(net, dev)
-        if n_out != len(td.classes):
+        from ..models.classifier import CIFAR10_CLASSES
+        from ..models.segmenter import CAMVID_CLASSES
+
+        n_data, n_out = len(CAMVID_CLASSES if kind == "seg" else CIFAR10_CLASSES), len(net.classes) or _outputs(net, dev)
+        if n_out != n_data:  # checked before the data set is read
             raise UsageError(f"{net.name}: {n_out} classes, but {'CamVid' if kind == 'seg' else 'CIFAR-10'} "
-                             f"has {len(td.classes)}", f"eval {kind} measures a {net.kind} trained on those classes "
+                             f"has {n_data}", f"eval {kind} measures a {net.kind} trained on those classes "
                              "(the bundled one, or one trained with ddn)")
+        td = load_task_data(kind, data, split, limit)
         err.print(f"{len(td.images)} images; high-level net {net.name}; denoisers: "
                   + ", ".join(f"{n} ({r})" for n, r, _ in dens))
         t0 = time.perf_counter()

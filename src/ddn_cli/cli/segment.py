@@ -57,15 +57,15 @@ def plan(paths: list[Path], recursive: bool = True) -> tuple[list[tuple[Path, Pa
         raise fail("no inputs given")
     from ..io import is_image_name
 
-    out_dir = Path(".")
+    out_dir, given = Path("."), False
     if len(paths) > 1 and not paths[-1].is_file():
         if not paths[-1].exists() and is_image_name(paths[-1]):  # a mistyped input, not a folder to make
             raise fail(f"{paths[-1]}: no such file (the last argument is the output folder, which "
                        "cannot have an image's name)")
-        out_dir, paths = paths[-1], paths[:-1]
+        out_dir, paths, given = paths[-1], paths[:-1], True
     items, skipped, seen = [], [], set()
     for p in paths:
-        files, other = discover([p], recursive, exclude=out_dir)
+        files, other = discover([p], recursive, exclude=out_dir if given else None)
         for f in files:
             if f.resolve() not in seen:  # a file named twice is segmented once
                 seen.add(f.resolve())

@@ -90,7 +90,8 @@ def load_split(root: str | Path, holdout: float) -> tuple[torch.Tensor, torch.Te
     root = Path(root)
     tx, ty, vx, vy = [], [], [], []
     for ci, name in enumerate(CIFAR10_CLASSES):
-        files = sorted(f for f in (root / name).glob("*") if f.suffix.lower() in _IMAGE_SUFFIXES)
+        files = sorted(f for f in (root / name).glob("*") if f.suffix.lower() in _IMAGE_SUFFIXES
+                       and not f.name.startswith("."))  # no hidden files (macOS's ._name companions)
         if not files:
             raise UsageError(f"{root / name}: no images", "pass a CIFAR-10 folder with one sub-folder of 32 x 32 "
                              f"images per class ({', '.join(CIFAR10_CLASSES)})")

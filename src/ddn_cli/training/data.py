@@ -27,7 +27,8 @@ def list_training_images(sources: Sequence[str | Path], list_root: str | Path | 
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            found.extend(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            found.extend(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+                         and not any(part.startswith(".") for part in q.relative_to(p).parts))  # as ddn denoise's walk
         elif p.is_file() and p.suffix.lower() in {".txt", ".lst", ".list"}:
             root = Path(list_root) if list_root else p.parent
             for line in p.read_text().splitlines():

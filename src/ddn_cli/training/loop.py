@@ -187,6 +187,20 @@ def _init_model(src: str) -> tuple[torch.nn.Module, dict]:
     return model, meta
 
 
+def _refuse_unfinished(ckpt_file: Path) -> None:
+    """A fresh run would replace ``ckpt_file``: refuse if it is an unfinished run's (someone
+    rerunning an interrupted command without --resume would lose its training). A finished
+    run's checkpoint, or one that is no checkpoint at all, is replaced."""
+    try:
+        old = load_checkpoint(ckpt_file, REQUIRED_KEYS)
+    except UsageError:
+        return
+    if int(old["step"]) < int(old["total"]):
+        raise UsageError(f"{ckpt_file}: an unfinished run's checkpoint (step {int(old['step'])} of "
+                         f"{int(old['total'])}), which a new run would replace",
+                         "continue it with --resume, or delete it to start afresh")
+
+
 class _DeferredSignals:
     """Once armed, SIGINT and SIGTERM, where Python handles them (Ctrl-C; the CLI's handler for
     both), only record that they came, so that an interrupt never lands in the middle of a
@@ -269,6 +283,8 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
 
     state = None
     overridden: dict = {}
+    if not cfg.resume and ckpt_file.is_file():
+        _refuse_unfinished(ckpt_file)
     if cfg.resume:
         if not ckpt_file.exists():
             raise UsageError(f"{ckpt_file}: no checkpoint to resume from", "drop --resume to start fresh")
