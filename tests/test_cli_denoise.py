@@ -353,3 +353,23 @@ def test_a_sigma_above_the_trained_range_gets_a_note(tmp_path):
     assert r.exit_code == 0 and "above the noise levels the models were trained on" in r.output
     r = run("denoise", src, tmp_path / "o2.png", "--sigma", "75", "--quiet")
     assert r.exit_code == 0 and "above" not in r.output
+
+
+@pytest.mark.parametrize("args,option", [(("--sigma", "-1"), "--sigma"), (("--sigma", "abc"), "--sigma"),
+                                         (("--tile", "16"), "--tile"), (("--tile", "x"), "--tile")])
+def test_bad_sigma_and_tile_values_are_one_line_naming_the_option(tmp_path, args, option):
+    """They came in Typer's multi-line box without the option's name ("Invalid value: -1 is
+    outside 0-255")."""
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(tmp_path / "a.png")
+    r = run("denoise", tmp_path / "a.png", tmp_path / "o.png", *args)
+    assert r.exit_code == 2 and r.output.startswith(f"ddn: error: {option} ") and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_a_newline_in_a_file_name_does_not_split_the_failure_line(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "bad\nname.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    r = run("denoise", root, tmp_path / "out", "--sigma", "20", "--quiet")
+    assert r.exit_code == 1
+    lines = [x for x in r.output.splitlines() if "failed" in x]
+    assert len(lines) == 1 and "bad\\nname.png" in lines[0], r.output

@@ -287,3 +287,12 @@ def test_resume_names_the_options_the_checkpoint_overrides(data_dir, tmp_path):
     resumed = [json.loads(x) for x in out.with_suffix(".log").read_text().splitlines() if '"resumed"' in x]
     assert resumed[-1]["overridden"]["lr"] == {"given": 0.002, "checkpoint": 0.001}
     assert math.isclose(load_checkpoint(out.with_suffix(".ckpt"))["config"]["lr"], 0.001)
+
+
+@pytest.mark.parametrize("opt", [("--time-budget", "nan"), ("--ckpt-minutes", "nan"), ("--ckpt-minutes", "-1"),
+                                 ("--lr", "nan"), ("--ema", "inf")])
+def test_float_options_must_be_finite(data_dir, tmp_path, opt):
+    """NaN passed Typer's min= checks and every range check (its comparisons are all false)."""
+    r = run("--data", data_dir, "--out", tmp_path / "m.safetensors", *TINY, *opt)
+    assert r.exit_code == 2 and opt[0] in r.output, r.output
+    assert not (tmp_path / "m.log").exists()

@@ -77,10 +77,15 @@ def check_report_path(json_out: str | None, taken: Iterable[Path] = ()) -> None:
         raise UsageError(f"--json {p}: is one of this run's inputs or outputs", "give another path for the report")
 
 
+# control characters (a newline in a file name) would split ddn's one-line messages
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t", 127: "\\x7f"}
+
+
 def _escape(s: str) -> str:
+    """``s`` for the console: rich markup escaped, control characters written as escapes."""
     from rich.markup import escape
 
-    return escape(s)
+    return escape(s.translate(_CONTROL))
 
 
 def show_progress(quiet: bool) -> bool:

@@ -23,9 +23,9 @@ def _parse_sigma(text: str) -> float | None:
     try:
         v = float(text)
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: use auto or a number 0-255 (noise std on the 8-bit scale)") from None
+        raise fail(f"--sigma {text!r}: use auto or a number 0-255 (noise std on the 8-bit scale)") from None
     if not 0 <= v <= 255:
-        raise typer.BadParameter(f"{v:g} is outside 0-255")
+        raise fail(f"--sigma {v:g}: outside 0-255 (noise std on the 8-bit scale)")
     return v
 
 
@@ -35,9 +35,9 @@ def _parse_tile(text: str) -> int | None:
     try:
         v = int(text)
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: use auto or a tile size in pixels (>= 32)") from None
+        raise fail(f"--tile {text!r}: use auto or a tile size in pixels (>= 32)") from None
     if v < 32:
-        raise typer.BadParameter("tiles must be at least 32 pixels")
+        raise fail(f"--tile {v}: tiles must be at least 32 pixels")
     return v
 
 
@@ -202,9 +202,9 @@ def _names(results, key: str = "input") -> str:
 
 
 def _esc(s: str) -> str:
-    from rich.markup import escape
+    from .common import _escape
 
-    return escape(s)
+    return _escape(s)
 
 
 def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool = False) -> None:

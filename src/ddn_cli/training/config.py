@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import UsageError
@@ -97,6 +97,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.freeze_bn is None:  # resolved here, so a checkpoint records what the run did
             object.__setattr__(self, "freeze_bn", self.init is not None)
+        for f in fields(self):  # NaN passes every range check (all comparisons are false)
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                option = {"lam": "lambda"}.get(f.name, f.name).replace("_", "-")
+                raise UsageError(f"--{option} {v}: must be a finite number")
+        if self.time_budget < 0 or self.ckpt_minutes < 0:
+            raise UsageError("--time-budget and --ckpt-minutes must be >= 0")
         if self.task not in TASKS:
             raise UsageError(f"--task {self.task!r} is unknown", f"use one of {', '.join(TASKS)}")
         if self.loss not in LOSSES:
