@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import ssl
@@ -363,7 +364,7 @@ def download(
                 except _Permanent as e:
                     last_err = e
                     break
-                except (TimeoutError, urllib.error.URLError, OSError, _Retry) as e:
+                except (TimeoutError, urllib.error.URLError, OSError, http.client.IncompleteRead, _Retry) as e:
                     last_err = e
                     time.sleep(backoff * (2**attempt))
             else:
@@ -433,6 +434,9 @@ def _fetch_into(url: str, part: Path, size: int | None, timeout: float, progress
         if mode == "wb":
             have = 0
         total = size or (have + int(resp.headers.get("Content-Length") or 0))
+        # with no size from a manifest, the server's Content-Length tells a cut-off transfer
+        # (retried, resumed with Range) from a complete one
+        expected = size if size is not None else (total if resp.headers.get("Content-Length") else None)
         with _cache_write(part):  # not retried: a read-only cache stays read-only
             f = open(part, mode)  # noqa: SIM115 - opened apart: network errors below are retried
         with f:
@@ -446,5 +450,5 @@ def _fetch_into(url: str, part: Path, size: int | None, timeout: float, progress
                     progress(have, total)
             f.flush()
             os.fsync(f.fileno())
-    if size is not None and have < size:
-        raise _Retry(f"connection closed after {have} of {size} bytes")
+    if expected is not None and have < expected:
+        raise _Retry(f"connection closed after {have} of {expected} bytes")
