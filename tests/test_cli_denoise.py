@@ -373,3 +373,15 @@ def test_a_newline_in_a_file_name_does_not_split_the_failure_line(tmp_path):
     assert r.exit_code == 1
     lines = [x for x in r.output.splitlines() if "failed" in x]
     assert len(lines) == 1 and "bad\\nname.png" in lines[0], r.output
+
+
+def test_demo_out_and_image_mistakes_are_one_line_and_psnr_gain_is_signed(tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(smooth_image(40, 48)).save(src)
+    (tmp_path / "afile").write_text("x")
+    r = run("demo", "--image", src, "--out", tmp_path / "afile")
+    assert r.exit_code == 2 and "is a file" in r.output and isinstance(r.exception, SystemExit), r.output
+    r = run("demo", "--image", tmp_path / "nothere.png")
+    assert r.exit_code == 2 and "no such file" in r.output
+    r = run("demo", "--image", src, "--sigma", "0", "--out", tmp_path / "d0")
+    assert r.exit_code == 0 and "+-" not in r.output and "inf dB" in r.output, r.output

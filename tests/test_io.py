@@ -720,3 +720,56 @@ def test_write_atomic_takes_another_temp_name_when_one_exists(tmp_path, monkeypa
     assert target.read_bytes() == b"keep"
     assert (tmp_path / "out.png").read_bytes() == b"newer"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.png.00000000.ddn-part", "elsewhere", "out.png"]
+
+
+def test_tiff_output_takes_only_descriptive_exif_tags(tmp_path):
+    """Phones and Photoshop leave layout tags (ImageWidth, PhotometricInterpretation, ...) in a
+    JPEG's EXIF; Pillow's TIFF writer took them for the new file's own and failed (encoder
+    error -8) or wrote a TIFF nothing could open."""
+    rgb = smooth_image(48, 64, seed=2)
+    e = Image.Exif()
+    e[0x010F] = "Phone"
+    e[0x0100], e[0x0101] = 4000, 3000
+    img = ImageData(color=rgb, alpha=None, bits=8, format="jpeg", exif=e.tobytes())
+    write_image(tmp_path / "a.tif", img, "tiff")
+    back = read_image(tmp_path / "a.tif")
+    assert back.shape == (48, 64) and np.array_equal(back.color, rgb)
+    assert Image.open(tmp_path / "a.tif").getexif()[0x010F] == "Phone"
+    g = Image.Exif()
+    g[0x0106] = 2  # PhotometricInterpretation RGB, on grey pixels
+    grey = ImageData(color=rgb[..., :1].copy(), alpha=None, bits=8, format="png", exif=g.tobytes())
+    write_image(tmp_path / "g.tif", grey, "tiff")
+    assert np.array_equal(read_image(tmp_path / "g.tif").color, rgb[..., :1])
+
+
+def test_grey_written_as_rgb_webp_drops_a_grey_icc_profile(tmp_path):
+    gray_icc = b"\x00" * 16 + b"GRAY" + b"XYZ " + b"\x00" * 108  # the header's colour space field
+    img = ImageData(color=smooth_image(16, 16)[..., :1].copy(), alpha=None, bits=8, format="jpeg", icc=gray_icc)
+    write_image(tmp_path / "g.webp", img, "webp")
+    assert "icc_profile" not in Image.open(tmp_path / "g.webp").info
+    rgb_icc = b"\x00" * 16 + b"RGB " + b"XYZ " + b"\x00" * 108
+    write_image(tmp_path / "c.webp", ImageData(color=smooth_image(16, 16), alpha=None, bits=8, format="png",
+                                               icc=rgb_icc), "webp")
+    assert Image.open(tmp_path / "c.webp").info.get("icc_profile") == rgb_icc
+
+
+def test_jpeg_output_composites_alpha_over_white_and_refuses_oversize(tmp_path):
+    """Transparent pixels got whatever colour lay under them (black, or a logo's key colour)."""
+    color = np.zeros((8, 8, 3), np.uint8)
+    color[..., 0] = 255  # hidden magenta-ish red under the transparent half
+    alpha = np.zeros((8, 8), np.uint8)
+    alpha[:, 4:] = 255
+    write_image(tmp_path / "a.jpg", ImageData(color=color, alpha=alpha, bits=8, format="png"), "jpeg")
+    a = np.asarray(Image.open(tmp_path / "a.jpg")).astype(int)
+    assert (a[:, :3] > 240).all()  # white where transparent
+    assert (a[:, 5:, 0] > 230).all() and (a[:, 5:, 1:] < 30).all()  # red where opaque
+    la = ImageData(color=np.zeros((8, 8, 1), np.uint8), alpha=alpha, bits=8, format="png")
+    write_image(tmp_path / "g.jpg", la, "jpeg")
+    g = np.asarray(Image.open(tmp_path / "g.jpg")).astype(int)
+    assert g.ndim == 2 and (g[:, :3] > 240).all() and (g[:, 5:] < 20).all()  # grey stays grey
+    from ddn_cli.errors import OutputError
+
+    wide = ImageData(color=np.zeros((1, 65501, 3), np.uint8), alpha=None, bits=8, format="png")
+    with pytest.raises(OutputError, match=r"w\.jpg: JPEG cannot hold a 65501x1 image"):
+        write_image(tmp_path / "w.jpg", wide, "jpeg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "g.jpg"]

@@ -19,9 +19,11 @@ SAMPLES = ("astronaut", "chelsea", "coffee")
 def sample_path(name: str) -> Path:
     """Path of a sample photo: a file path, or a name from scikit-image's data folder."""
     p = Path(name)
-    if p.suffix and p.is_file():
+    if p.is_file():
         return p
     if name not in SAMPLES:
+        if p.suffix or len(p.parts) > 1:  # meant as a path
+            raise UsageError(f"{name}: no such file", f"give an image path, or one of {', '.join(SAMPLES)}")
         raise UsageError(f"unknown demo image {name!r}", f"use one of {', '.join(SAMPLES)} or an image path")
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
@@ -57,6 +59,8 @@ def run_demo(out_dir: Path, *, image: str = "astronaut", sigma: float = 25.0, se
     from .registry import bundled_manifest, resolve_weights
 
     src = sample_path(image)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: is a file", "give a folder for the demo's images")
     clean_img = read_image(src)
     clean = clean_img.color if not clean_img.grey else np.repeat(clean_img.color, 3, axis=2)
     if clean.dtype != np.uint8:
@@ -70,7 +74,11 @@ def run_demo(out_dir: Path, *, image: str = "astronaut", sigma: float = 25.0, se
     out, used = denoise_image(ImageData(noisy, None, 8, "png"), den, sigma=None, tile=tile, overlap=den.overlap,
                               batch_size=batch)
     secs = time.perf_counter() - t0
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out_dir}: cannot make the folder ({e.strerror or e})",
+                         "give a folder that can be created") from None
     files = {"noisy": out_dir / "noisy.png", "denoised": out_dir / "denoised.png",
              "comparison": out_dir / "comparison.png"}
     write_image(files["noisy"], ImageData(noisy, None, 8, "png"))

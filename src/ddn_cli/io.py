@@ -518,6 +518,7 @@ def from_opencv(arr: np.ndarray, grey_alpha: bool = False) -> tuple[np.ndarray, 
 # ---------------------------------------------------------------- writing
 
 
+JPEG_MAX_SIDE = 65500  # libjpeg(-turbo)'s largest width or height
 JPEG_MAX_EXIF = 65533  # an APP1 segment's payload, "Exif\0\0" included (as Exif.tobytes() writes it)
 
 
@@ -589,14 +590,20 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
         if alpha is not None:
             pil = Image.merge("RGBA", [*pil.split(), Image.fromarray(alpha, "L")])
     kwargs: dict = {}
-    if img.icc:
+    if img.icc and not (fmt == "webp" and color.shape[2] == 1 and img.icc[16:20] == b"GRAY"):
+        # (WebP has no grey: Pillow writes grey as RGB, which a grey profile does not describe)
         kwargs["icc_profile"] = img.icc
     if img.exif and fmt in ("jpeg", "png", "webp", "tiff") and not (fmt == "jpeg" and len(img.exif) > JPEG_MAX_EXIF):
         # a JPEG segment holds 64 kB: a larger EXIF (from a TIFF or PNG) is left out
-        kwargs["exif"] = tiffmeta.without_sub_ifds(img.exif) if fmt == "tiff" else img.exif
+        kwargs["exif"] = tiffmeta.tiff_output_exif(img.exif) if fmt == "tiff" else img.exif
     if fmt == "jpeg":
-        if pil.mode in ("RGBA", "LA"):
-            pil = pil.convert("RGB" if pil.mode == "RGBA" else "L")  # JPEG has no alpha
+        if max(pil.size) > JPEG_MAX_SIDE:  # libjpeg's limit; its own error is a bare line on stderr
+            raise OutputError(f"JPEG cannot hold a {pil.size[0]}x{pil.size[1]} image (at most {JPEG_MAX_SIDE} px a side)",
+                              "use --format png, tiff or webp")
+        if pil.mode in ("RGBA", "LA"):  # JPEG has no alpha: composited over white, as viewers show it
+            white = Image.new(pil.mode[:-1], pil.size, "white")
+            white.paste(pil.convert(pil.mode[:-1]), mask=pil.getchannel("A"))
+            pil = white
         kwargs.update(quality=quality, subsampling=0)
     elif fmt == "webp":
         kwargs.update(quality=quality, method=4)
@@ -672,7 +679,11 @@ def _encoder_errors(path: Path, passing: tuple[type[BaseException], ...] = ()):
     ``passing`` go through as they are): the output fails alone, never the run."""
     try:
         yield
-    except (DdnError, *passing):
+    except DdnError as e:  # the encoders' own refusals, which do not know the path: named here
+        if not e.message.startswith(str(path)):
+            e.message = f"{path}: {e.message}"
+        raise
+    except passing:
         raise
     except MemoryError:
         raise OutputError(f"{path}: not enough memory to encode the output", "free memory") from None

@@ -7,7 +7,7 @@ hands both decoders the file with its Orientation set to 1 (``orientation_to_1``
 the pixels itself, as for every other format. A TIFF's first IFD also holds its layout
 (size, samples, strips, compression), which Pillow's TIFF writer would take as the new
 file's own if it travelled as EXIF (``exif_from_tiff`` keeps the descriptive tags only), and
-Pillow's libtiff writer cannot write EXIF sub-IFDs at all (``without_sub_ifds``).
+Pillow's libtiff writer cannot write EXIF sub-IFDs at all (``tiff_output_exif``).
 """
 
 from __future__ import annotations
@@ -45,17 +45,23 @@ def exif_from_tiff(tags):
     return out
 
 
-def without_sub_ifds(exif: bytes) -> bytes:
-    """An EXIF block without its Exif and GPS IFDs, for a TIFF output: Pillow's libtiff
-    writer (deflate-compressed TIFF) cannot write sub-IFDs and fails on them ("Error setting
-    from dictionary"), so a TIFF keeps the camera, date and author tags only."""
+def tiff_output_exif(exif: bytes) -> bytes:
+    """An EXIF block for a TIFF output: only the descriptive tags (``EXIF_TAGS``: camera,
+    date, author, resolution, orientation). Pillow's libtiff writer (deflate-compressed TIFF)
+    cannot write the Exif and GPS sub-IFDs and fails on them ("Error setting from
+    dictionary"), and it takes any layout tag among them (ImageWidth, BitsPerSample,
+    PhotometricInterpretation, SamplesPerPixel, ... which phones and Photoshop leave in their
+    EXIF) for the new file's own: it then failed, or wrote a TIFF nothing could open or one
+    with the wrong colours."""
     from PIL import Image
 
     e = Image.Exif()
     e.load(exif)
-    for tag in SUB_IFDS:
-        e.pop(tag, None)
-    return e.tobytes()
+    out = Image.Exif()
+    for tag in EXIF_TAGS:
+        if tag in e:
+            out[tag] = e[tag]
+    return out.tobytes()
 
 
 def orientation_to_1(data: np.ndarray) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,7 @@ def demo(
         r = run_demo(out_dir, image=image, sigma=sigma, seed=seed, model=model, device=device, precision=precision)
         out.print(f"image      {r.image}")
         out.print(f"noise      sigma {r.sigma:g} added (clipped, 8-bit); estimated {r.sigma_estimated:.2f}")
-        out.print(f"PSNR       noisy {r.psnr_noisy:.2f} dB -> denoised {r.psnr_denoised:.2f} dB "
-                  f"(+{r.psnr_denoised - r.psnr_noisy:.2f} dB) in {r.seconds:.1f} s")
+        gain = r.psnr_denoised - r.psnr_noisy
+        out.print(f"PSNR       noisy {r.psnr_noisy:.2f} dB -> denoised {r.psnr_denoised:.2f} dB"
+                  + (f" ({gain:+.2f} dB)" if math.isfinite(gain) else "") + f" in {r.seconds:.1f} s")
         out.print(f"written    {r.files['comparison']} (noisy | denoised | clean), {r.files['noisy']}, {r.files['denoised']}")
