@@ -385,3 +385,12 @@ def test_demo_out_and_image_mistakes_are_one_line_and_psnr_gain_is_signed(tmp_pa
     assert r.exit_code == 2 and "no such file" in r.output
     r = run("demo", "--image", src, "--sigma", "0", "--out", tmp_path / "d0")
     assert r.exit_code == 0 and "+-" not in r.output and "inf dB" in r.output, r.output
+
+
+def test_json_naming_the_output_folder_about_to_be_made_is_refused(tmp_path):
+    """`--json od` with `od` the output folder, not yet made: everything was denoised, then
+    the report could not be written over the folder (exit 1, no report)."""
+    src = tmp_path / "a.png"
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src)
+    r = run("denoise", src, tmp_path / "od", "--json", tmp_path / "od", "--sigma", "20")
+    assert r.exit_code == 2 and "--json" in r.output and not (tmp_path / "od").exists(), r.output

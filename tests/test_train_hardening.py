@@ -289,7 +289,7 @@ def test_resume_names_the_options_the_checkpoint_overrides(data_dir, tmp_path):
     assert math.isclose(load_checkpoint(out.with_suffix(".ckpt"))["config"]["lr"], 0.001)
 
 
-@pytest.mark.parametrize("opt", [("--time-budget", "nan"), ("--ckpt-minutes", "nan"), ("--ckpt-minutes", "-1"),
+@pytest.mark.parametrize("opt", [("--time-budget", "nan"), ("--time-budget", "-1"), ("--ckpt-minutes", "nan"), ("--ckpt-minutes", "-1"),
                                  ("--lr", "nan"), ("--ema", "inf")])
 def test_float_options_must_be_finite(data_dir, tmp_path, opt):
     """NaN passed Typer's min= checks and every range check (its comparisons are all false)."""

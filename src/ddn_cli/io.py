@@ -599,7 +599,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     if fmt == "jpeg":
         if max(pil.size) > JPEG_MAX_SIDE:  # libjpeg's limit; its own error is a bare line on stderr
             raise OutputError(f"JPEG cannot hold a {pil.size[0]}x{pil.size[1]} image (at most {JPEG_MAX_SIDE} px a side)",
-                              "use --format png, tiff or webp")
+                              "use --format png or tiff")
         if pil.mode in ("RGBA", "LA"):  # JPEG has no alpha: composited over white, as viewers show it
             white = Image.new(pil.mode[:-1], pil.size, "white")
             white.paste(pil.convert(pil.mode[:-1]), mask=pil.getchannel("A"))

@@ -73,8 +73,11 @@ def check_report_path(json_out: str | None, taken: Iterable[Path] = ()) -> None:
         raise UsageError(f"--json {p}: an image's name, but the report is JSON (--json takes a path)",
                          "give a .json path, e.g. --json report.json")
     r = p.resolve()
-    if any(r == q.resolve() for q in taken):
+    taken = [q.resolve() for q in taken]
+    if r in taken:
         raise UsageError(f"--json {p}: is one of this run's inputs or outputs", "give another path for the report")
+    if r in {q.parent for q in taken}:  # an output folder the run is about to create, say
+        raise UsageError(f"--json {p}: is a folder this run reads or writes", "give a file path for the report")
 
 
 # control characters (a newline in a file name) would split ddn's one-line messages

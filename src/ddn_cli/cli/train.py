@@ -78,7 +78,7 @@ def train(
     init: Annotated[str | None, typer.Option(help="Start from this model name or .safetensors path (fine-tuning).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT's checkpoint, same schedule.")] = False,
     steps: Annotated[int, typer.Option(min=0, help="Optimiser steps (0 = fit the --time-budget).")] = 20000,
-    time_budget: Annotated[float, typer.Option(min=0, help="Stop after this many seconds (0 = no limit).")] = 0.0,
+    time_budget: Annotated[float, typer.Option(help="Stop after this many seconds (0 = no limit).")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per step (per process under torchrun).")] = 16,
     patch: Annotated[int, typer.Option(min=16, help="Patch size (multiple of 4).")] = 96,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup + cosine).")] = 1e-3,
