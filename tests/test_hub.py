@@ -266,3 +266,24 @@ def test_a_transfer_cut_off_without_a_known_size_is_resumed(server, payload):
     p = hub.download([server.url + "/w.safetensors"], dest, sha(payload), None, **fast())
     assert p.read_bytes() == payload
     assert [r for _, r in server.requests][1:] == [f"bytes={len(payload) // 3}-"]
+
+
+def test_each_retry_is_told_so_a_silent_server_is_not_minutes_of_silence(server, payload):
+    server.files["/w.safetensors"] = payload
+    server.behaviour["/w.safetensors"] = ["500", "500"]
+    told = []
+    dest = hub.weights_dir() / "w.safetensors"
+    hub.download([server.url + "/w.safetensors"], dest, sha(payload), len(payload), on_retry=told.append, **fast())
+    assert len(told) == 2 and all("HTTP 500" in m and "trying again" in m for m in told), told
+    assert told[0].endswith("(2 of 3)") and told[1].endswith("(3 of 3)")
+
+
+def test_models_pull_prints_the_retries_even_without_a_terminal(server, payload):
+    from typer.testing import CliRunner
+
+    server.files["/w.safetensors"] = payload
+    server.behaviour["/w.safetensors"] = ["500"]
+    r = CliRunner().invoke(app, ["models", "pull", server.url + "/w.safetensors", "--sha256", sha(payload),
+                                 "--name", "ddn.retried"])
+    assert r.exit_code == 0, r.output
+    assert "HTTP 500; trying again (2 of 4)" in r.output

@@ -191,7 +191,7 @@ _PULL_HINT = "ddn models pull URL takes weights saved by ddn: by ddn train or dd
 
 
 def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
-             progress: Progress | None = None) -> Path:
+             progress: Progress | None = None, on_retry: Callable[[str], None] | None = None) -> Path:
     """``ddn models pull URL --sha256 H --name arch.tag``: check the name and the hash's form,
     download (verified), check that the file is ddn weights whose metadata makes a valid
     registry entry, then add it to the user registry. Returns the cached file. Raises
@@ -213,7 +213,7 @@ def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
     # downloaded and checked under a staging name: a refused file must not replace a good one
     # pulled earlier under the same name
     staged = safe_cache_path(f".incoming.{fname}")
-    download([url], staged, sha, None, progress=progress)
+    download([url], staged, sha, None, progress=progress, on_retry=on_retry)
     try:
         _, meta = load_weights(staged)
         arch = str(meta.get("arch", "ddn"))
@@ -274,7 +274,8 @@ def local_path(name: str) -> Path:
                           "no download URL is known for it: set DDN_MIRROR, or pass a local file with --model PATH")
 
 
-def fetch(name: str, *, offline: bool | None = None, progress: Progress | None = None) -> Path:
+def fetch(name: str, *, offline: bool | None = None, progress: Progress | None = None,
+          on_retry: Callable[[str], None] | None = None) -> Path:
     """Local verified path for a registered model name, downloading if needed."""
     from .registry import lookup
 
@@ -292,7 +293,7 @@ def fetch(name: str, *, offline: bool | None = None, progress: Progress | None =
         raise WeightsNotFound(f"{name}: no download URL is known for this model",
                               "set DDN_MIRROR to a server that hosts it, or pass a local file with --model PATH")
     dest = safe_cache_path(spec.file)
-    return download(urls, dest, spec.sha256, spec.size, progress=progress)
+    return download(urls, dest, spec.sha256, spec.size, progress=progress, on_retry=on_retry)
 
 
 # ---------------------------------------------------------------- download
@@ -346,9 +347,12 @@ def download(
     timeout: float = 30.0,
     backoff: float = 0.5,
     progress: Progress | None = None,
+    on_retry: Callable[[str], None] | None = None,
 ) -> Path:
     """Download to ``dest`` atomically and verified. A partial ``dest + .part`` is
-    resumed with Range. On a checksum mismatch the temp file is deleted."""
+    resumed with Range. On a checksum mismatch the temp file is deleted. ``on_retry`` is
+    told (one line) of each failed attempt that will be retried: a server that does not
+    answer otherwise costs minutes of silence."""
     with _cache_write(dest.parent):
         dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -366,6 +370,8 @@ def download(
                     break
                 except (TimeoutError, urllib.error.URLError, OSError, http.client.IncompleteRead, _Retry) as e:
                     last_err = e
+                    if on_retry is not None and attempt + 1 < retries:
+                        on_retry(f"{url}: {str(e) or type(e).__name__}; trying again ({attempt + 2} of {retries})")
                     time.sleep(backoff * (2**attempt))
             else:
                 continue

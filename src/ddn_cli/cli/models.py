@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import UnsafeWeights
-from .common import EXIT_FAILED, err, fail, handled, out
+from .common import EXIT_FAILED, _escape, err, fail, handled, out
 
 app = typer.Typer(help="Manage model weights.", no_args_is_help=True)
 
@@ -121,7 +121,8 @@ def pull(
         if "://" not in target:
             with progress:
                 task = progress.add_task(target, total=None)
-                p = fetch(target, offline=offline, progress=lambda d, t: progress.update(task, completed=d, total=t))
+                p = fetch(target, offline=offline, progress=lambda d, t: progress.update(task, completed=d, total=t),
+                          on_retry=lambda msg: progress.console.print(f"ddn: {_escape(msg)}"))
             out.print(f"{target}: {p}")
             return
         if not sha256 or not name:
@@ -129,7 +130,8 @@ def pull(
         with progress:
             task = progress.add_task(name, total=None)
             dest = pull_url(target, sha256, name, offline=offline,
-                            progress=lambda d, t: progress.update(task, completed=d, total=t or None))
+                            progress=lambda d, t: progress.update(task, completed=d, total=t or None),
+                            on_retry=lambda msg: progress.console.print(f"ddn: {_escape(msg)}"))
         out.print(f"{name}: {dest}")
 
 
