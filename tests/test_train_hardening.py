@@ -296,3 +296,16 @@ def test_float_options_must_be_finite(data_dir, tmp_path, opt):
     r = run("--data", data_dir, "--out", tmp_path / "m.safetensors", *TINY, *opt)
     assert r.exit_code == 2 and opt[0] in r.output, r.output
     assert not (tmp_path / "m.log").exists()
+
+
+def test_a_fresh_run_starts_its_own_log_and_a_resumed_one_continues_it(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+
+    def runs_in_log():
+        return sum('"event": "data"' in x for x in out.with_suffix(".log").read_text().splitlines())
+
+    assert run("--data", data_dir, "--out", out, *TINY).exit_code == 0
+    assert run("--data", data_dir, "--out", out, *TINY).exit_code == 0  # finished before: a fresh run
+    assert runs_in_log() == 1
+    assert run("--data", data_dir, "--out", out, "--resume", *TINY).exit_code == 0
+    assert runs_in_log() == 2

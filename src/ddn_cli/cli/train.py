@@ -134,7 +134,8 @@ def train(
             nonlocal log
             try:
                 if log is None:  # the first event comes once the inputs are read and OUT's folder is writable
-                    log = open(log_path, "a")  # noqa: SIM115 - open for the whole run, closed below
+                    # a resumed run continues its log; a fresh one starts its own, as it does its weights
+                    log = open(log_path, "a" if resume else "w")  # noqa: SIM115 - open for the whole run, closed below
                 log.write(json.dumps({**e, "time": round(time.time() - t0, 2)}, default=str) + "\n")
                 log.flush()
             except OSError as x:
