@@ -288,3 +288,17 @@ def test_training_data_walks_leave_hidden_files_out(tmp_path):
     (tmp_path / "d" / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     Image.fromarray(smooth_image(16, 16)).save(tmp_path / "d" / ".cache" / "b.png")
     assert [p.name for p in list_training_images([tmp_path / "d"])] == ["a.png"]
+
+
+def test_eval_refuses_a_torchvision_network_of_other_classes_before_downloading(tmp_path, monkeypatch):
+    import torchvision
+
+    def no_download(*a, **k):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(torchvision.models, "get_model", no_download)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cif = tiny_cifar(tmp_path / "c", 10)
+    r = run("eval", "cls", cif, "--classifier", "torchvision:resnet18", "--sigma", "15")
+    one_clean_line(r, 2)
+    assert "1000 classes, but 10 are needed" in r.output

@@ -89,11 +89,13 @@ def default_palette(n: int) -> list[tuple[int, int, int]]:
     return pal
 
 
-def load_highlevel(spec: str | None, kind: str, device: torch.device) -> HighLevelNet:
+def load_highlevel(spec: str | None, kind: str, device: torch.device, classes: int | None = None) -> HighLevelNet:
+    """``classes``: the number of classes the caller needs; a ``torchvision:`` network with
+    another number is refused from its metadata, before its weights are downloaded."""
     if kind not in KINDS:
         raise ValueError(kind)
     if spec and spec.startswith("torchvision:"):
-        return _load_torchvision(spec.split(":", 1)[1], kind, device)
+        return _load_torchvision(spec.split(":", 1)[1], kind, device, classes)
     from .models import ARCHS
     from .registry import resolve_weights
     from .weightfile import load_weights
@@ -118,7 +120,7 @@ def load_highlevel(spec: str | None, kind: str, device: torch.device) -> HighLev
                         ignore_index=meta.get("ignore_index"))
 
 
-def _load_torchvision(model: str, kind: str, device: torch.device) -> HighLevelNet:
+def _load_torchvision(model: str, kind: str, device: torch.device, n_classes: int | None = None) -> HighLevelNet:
     import os
 
     import torchvision
@@ -136,6 +138,10 @@ def _load_torchvision(model: str, kind: str, device: torch.device) -> HighLevelN
         raise UsageError(f"torchvision:{model}: {what}, not {'a segmenter' if kind == 'segmenter' else 'a classifier'}",
                          f"pick one from torchvision.models.list_models(module=torchvision.models"
                          f"{'.segmentation' if kind == 'segmenter' else ''})")
+    categories = list(weights.meta.get("categories") or [])
+    if n_classes is not None and len(categories) != n_classes:
+        raise UsageError(f"torchvision:{model}: {len(categories)} classes, but {n_classes} are needed here",
+                         f"pick a {kind} trained on the data set's classes")
     if os.environ.get("DDN_OFFLINE") == "1":
         from torch.hub import get_dir
 

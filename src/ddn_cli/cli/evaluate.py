@@ -145,7 +145,11 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
             denoiser = [man.default("denoise").name] + [man.defaults[t] for t in (kind, other) if t in man.defaults]
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev)
-        net = load_highlevel(task_net, "segmenter" if kind == "seg" else "classifier", dev)
+        from ..models.classifier import CIFAR10_CLASSES
+        from ..models.segmenter import CAMVID_CLASSES
+
+        n_data = len(CAMVID_CLASSES if kind == "seg" else CIFAR10_CLASSES)
+        net = load_highlevel(task_net, "segmenter" if kind == "seg" else "classifier", dev, classes=n_data)
         dens = []
         for name in denoiser:
             path = resolve_weights(name)
@@ -155,10 +159,7 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
             if task in ("seg", "cls") and meta.get("cascade", {}).get("lambda") == 0:
                 role = "control"  # fine-tuned on the task's images with the MSE alone (lambda 0)
             dens.append((name, role, Denoiser.load(path, name=name, device=device, precision=precision)))
-        from ..models.classifier import CIFAR10_CLASSES
-        from ..models.segmenter import CAMVID_CLASSES
-
-        n_data, n_out = len(CAMVID_CLASSES if kind == "seg" else CIFAR10_CLASSES), len(net.classes) or _outputs(net, dev)
+        n_out = len(net.classes) or _outputs(net, dev)
         if n_out != n_data:  # checked before the data set is read
             raise UsageError(f"{net.name}: {n_out} classes, but {'CamVid' if kind == 'seg' else 'CIFAR-10'} "
                              f"has {n_data}", f"eval {kind} measures a {net.kind} trained on those classes "
