@@ -394,3 +394,30 @@ def test_json_naming_the_output_folder_about_to_be_made_is_refused(tmp_path):
     Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src)
     r = run("denoise", src, tmp_path / "od", "--json", tmp_path / "od", "--sigma", "20")
     assert r.exit_code == 2 and "--json" in r.output and not (tmp_path / "od").exists(), r.output
+
+
+def test_an_output_that_appears_during_the_run_is_kept_without_overwrite(tmp_path, monkeypatch):
+    """The existence check ran when the run was planned only: a file someone put at an output
+    path meanwhile (or a second ddn run) was silently replaced."""
+    from ddn_cli import pipeline
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(3):
+        Image.fromarray(noisy(smooth_image(24, 32, seed=i), 20)).save(root / f"{i}.png")
+    out = tmp_path / "out"
+    real = pipeline.read_image
+
+    def read_and_meddle(path, *a, **k):
+        if path.name == "1.png":
+            out.mkdir(exist_ok=True)
+            (out / "1.png").write_bytes(b"precious")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(pipeline, "read_image", read_and_meddle)
+    r = run("denoise", root, out, "--sigma", "20", "--json", "-")
+    rep = json.loads(r.stdout)
+    by = {Path(f["input"]).name: f for f in rep["files"]}
+    assert r.exit_code == 0 and by["1.png"]["status"] == "skipped" and "appeared" in by["1.png"]["error"]
+    assert (out / "1.png").read_bytes() == b"precious" and by["0.png"]["status"] == by["2.png"]["status"] == "ok"
+    assert no_partial_files(out)

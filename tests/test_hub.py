@@ -287,3 +287,55 @@ def test_models_pull_prints_the_retries_even_without_a_terminal(server, payload)
                                  "--name", "ddn.retried"])
     assert r.exit_code == 0, r.output
     assert "HTTP 500; trying again (2 of 4)" in r.output
+
+
+def test_two_pulls_of_one_name_at_once_both_succeed(server, payload):
+    """The second pull found the first's staged file, returned it as done, and then failed to
+    read it once the first had renamed it (3 runs in 4)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server.files["/w.safetensors"] = payload
+    server.behaviour["/w.safetensors"] = ["slow"]  # the first transfer takes a while
+    with ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(lambda _: hub.pull_url(server.url + "/w.safetensors", sha(payload), "ddn.twice"),
+                              range(2)))
+    assert results[0] == results[1] and results[0].read_bytes() == payload
+    assert [n for n in cache_listing() if not n.endswith(".lock")] == ["ddn.twice.safetensors"]
+    assert [s.name for s in hub.user_specs()] == ["ddn.twice"]
+
+
+def test_a_full_cache_disk_is_not_retried_as_a_network_error(server, payload, monkeypatch):
+    import errno
+
+    server.files["/w.safetensors"] = payload
+    real_open = open
+    calls = []
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, b):
+            calls.append(1)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+    def fake_open(p, mode="r", *a, **k):
+        f = real_open(p, mode, *a, **k)
+        return Full(f) if str(p).endswith(".part") else f
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    told = []
+    with pytest.raises(hub.OutputError, match="No space left on device") as e:
+        hub.download([server.url + "/w.safetensors"], hub.weights_dir() / "w.safetensors", sha(payload), len(payload),
+                     on_retry=told.append, **fast())
+    assert "DDN_HOME" in str(e.value) and told == [] and len(calls) == 1
+    assert [n for n in cache_listing() if not n.endswith(".lock")] == []

@@ -773,3 +773,24 @@ def test_jpeg_output_composites_alpha_over_white_and_refuses_oversize(tmp_path):
     with pytest.raises(OutputError, match=r"w\.jpg: JPEG cannot hold a 65501x1 image"):
         write_image(tmp_path / "w.jpg", wide, "jpeg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "g.jpg"]
+
+
+def test_write_atomic_without_replace_keeps_a_file_that_appeared(tmp_path, monkeypatch):
+    from ddn_cli.errors import OutputExists
+
+    (tmp_path / "o.png").write_bytes(b"someone's")
+    with pytest.raises(OutputExists, match="--overwrite"):
+        write_atomic(tmp_path / "o.png", b"ours", replace=False)
+    assert (tmp_path / "o.png").read_bytes() == b"someone's" and len(list(tmp_path.iterdir())) == 1
+    write_atomic(tmp_path / "new.png", b"ours", replace=False)
+    assert (tmp_path / "new.png").read_bytes() == b"ours" and len(list(tmp_path.iterdir())) == 2
+
+    def no_links(*a):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # a file system without hard links
+    with pytest.raises(OutputExists):
+        write_atomic(tmp_path / "o.png", b"ours", replace=False)
+    write_atomic(tmp_path / "fat.png", b"ours", replace=False)
+    assert (tmp_path / "fat.png").read_bytes() == b"ours" and (tmp_path / "o.png").read_bytes() == b"someone's"
+    assert len(list(tmp_path.iterdir())) == 3

@@ -302,3 +302,40 @@ def test_eval_refuses_a_torchvision_network_of_other_classes_before_downloading(
     r = run("eval", "cls", cif, "--classifier", "torchvision:resnet18", "--sigma", "15")
     one_clean_line(r, 2)
     assert "1000 classes, but 10 are needed" in r.output
+
+
+def test_running_out_of_memory_on_the_cpu_fails_that_image_only(tmp_path, monkeypatch, default_weights):
+    """The CPU allocator's failure is a plain RuntimeError, and numpy's a MemoryError: both
+    were tracebacks that ended a folder run."""
+    import torch
+
+    from ddn_cli import noise
+    from ddn_cli.descriptor import Denoiser, OutOfMemory
+    from ddn_cli.io import read_image
+    from ddn_cli.pipeline import denoise_image
+
+    Image.fromarray(noisy(smooth_image(40, 48), 20)).save(tmp_path / "a.png")
+    img = read_image(tmp_path / "a.png")
+    den = Denoiser.load(default_weights, device="cpu", precision="fp32")
+    real = den.model.forward
+
+    def oom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] . DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 123 bytes")
+
+    den.model.forward = oom
+    with pytest.raises(OutOfMemory, match="--tile"):
+        denoise_image(img, den, sigma=20, tile=512, overlap=48, batch_size=1)
+    den.model.forward = real
+
+    def no_memory(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(noise, "_pca_sigma", no_memory)
+    with pytest.raises(OutOfMemory, match="48x40"):
+        denoise_image(img, den, sigma=None, tile=512, overlap=48, batch_size=1)
+    other = RuntimeError("something else")
+    den.model.forward = lambda *a, **k: (_ for _ in ()).throw(other)
+    with pytest.raises(RuntimeError, match="something else"):  # other errors are not disguised
+        denoise_image(img, den, sigma=20, tile=512, overlap=48, batch_size=1)
+    del torch

@@ -106,7 +106,12 @@ class Denoiser:
                 fast = isinstance(getattr(self.model, "_orig_mod", self.model), FastDenoiser)
                 kw = {"exact": tuple(exact)} if fast and not all(exact) else {}
                 y = self.model(x, sigma255 / 255.0, **kw) if self.noise_level else self.model(x, **kw)
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, MemoryError):
+            raise OutOfMemory(f"out of memory on {self.device} with {tuple(x.shape)} tiles",
+                              "use a smaller --tile or --batch-size") from None
+        except RuntimeError as e:  # the CPU allocator's failure is a plain RuntimeError
+            if "can't allocate memory" not in str(e) and "DefaultCPUAllocator" not in str(e):
+                raise
             raise OutOfMemory(f"out of memory on {self.device} with {tuple(x.shape)} tiles",
                               "use a smaller --tile or --batch-size") from None
         return y[:, :, :h, :w].float().clamp_(0, 1)

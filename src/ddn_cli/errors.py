@@ -56,3 +56,8 @@ class DeviceError(DdnError):
 
 class OutputError(DdnError):
     """An output that cannot be written (or would overwrite an input)."""
+
+
+class OutputExists(OutputError):
+    """An output that appeared while the run was going (another process, a user) and that
+    the run was not asked to replace."""

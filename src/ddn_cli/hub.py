@@ -14,6 +14,7 @@ give a CA bundle). There is deliberately no switch that disables checksums.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import json
@@ -197,9 +198,7 @@ def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
     registry entry, then add it to the user registry. Returns the cached file. Raises
     ``UsageError`` (name, hash, offline), ``DownloadError``/``ChecksumMismatch``, and
     ``UnsafeWeights`` for a file that is refused (it is deleted)."""
-    from .models import ARCHS
-    from .registry import SHA_RE, WeightSpec, check_name
-    from .weightfile import load_weights
+    from .registry import SHA_RE, check_name
 
     check_name(name)
     sha = sha256.strip().lower()
@@ -211,17 +210,38 @@ def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
     fname = name + ".safetensors"
     dest = safe_cache_path(fname)
     # downloaded and checked under a staging name: a refused file must not replace a good one
-    # pulled earlier under the same name
+    # pulled earlier under the same name; the whole pull holds the name's lock, so that two
+    # pulls of one name at once end with one file and both succeed
     staged = safe_cache_path(f".incoming.{fname}")
-    download([url], staged, sha, None, progress=progress, on_retry=on_retry)
+    with file_lock(dest.with_name(dest.name + ".lock")):
+        if dest.is_file() and sha256_file(dest) == sha:
+            candidate = dest  # already here (pulled by another process meanwhile, or before)
+        else:
+            download([url], staged, sha, None, progress=progress, on_retry=on_retry)
+            candidate = staged
+        spec = _pulled_spec(candidate, url, sha, name, fname)
+        if candidate == staged:
+            with _cache_write(dest):
+                os.replace(staged, dest)
+        add_user_spec(spec)
+    return dest
+
+
+def _pulled_spec(candidate: Path, url: str, sha: str, name: str, fname: str):
+    """The registry entry for a pulled file, or ``UnsafeWeights`` (a staged file is then
+    deleted) when its metadata does not make a valid one."""
+    from .models import ARCHS
+    from .registry import WeightSpec
+    from .weightfile import load_weights
+
     try:
-        _, meta = load_weights(staged)
+        _, meta = load_weights(candidate)
         arch = str(meta.get("arch", "ddn"))
         if arch not in ARCHS:
             raise UnsafeWeights(f"{url}: refused: its metadata names arch {arch!r}, which ddn does not know "
                                 f"(known: {', '.join(ARCHS)})", _PULL_HINT)
         d = {"name": name, "arch": arch, "task": str(meta.get("task", "denoise")), "file": fname, "sha256": sha,
-             "size": staged.stat().st_size, "license": "user-supplied", "config": meta.get("config", {}),
+             "size": candidate.stat().st_size, "license": "user-supplied", "config": meta.get("config", {}),
              "training": {"source": url}, "metrics": {}, "urls": [url]}
         try:
             spec = WeightSpec.from_dict(d, "metadata")
@@ -229,13 +249,11 @@ def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
             raise UnsafeWeights(f"{url}: refused: its metadata makes an invalid model entry "
                                 f"({e.message.removeprefix('metadata: ')})", _PULL_HINT) from None
     except DdnError:
-        with contextlib.suppress(OSError):
-            staged.unlink(missing_ok=True)
+        if candidate.name.startswith(".incoming."):  # never the file already in place
+            with contextlib.suppress(OSError):
+                candidate.unlink(missing_ok=True)
         raise
-    with _cache_write(dest):
-        os.replace(staged, dest)
-    add_user_spec(spec)
-    return dest
+    return spec
 
 
 # ---------------------------------------------------------------- resolution
@@ -369,6 +387,10 @@ def download(
                     last_err = e
                     break
                 except (TimeoutError, urllib.error.URLError, OSError, http.client.IncompleteRead, _Retry) as e:
+                    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:  # the cache's disk, not the network
+                        part.unlink(missing_ok=True)
+                        raise OutputError(f"{part.parent}: cannot write to the model cache ({e.strerror})",
+                                          "free space there, or point DDN_HOME at another disk") from None
                     last_err = e
                     if on_retry is not None and attempt + 1 < retries:
                         on_retry(f"{url}: {str(e) or type(e).__name__}; trying again ({attempt + 2} of {retries})")
@@ -395,6 +417,9 @@ def download(
         with _cache_write(dest):
             os.replace(part, dest)
         return dest
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 class _Retry(Exception):

@@ -22,7 +22,7 @@ import numpy as np
 from . import tiffmeta
 from .atomic import NAME_MAX, create_temp
 from .bmpwrite import write_bmp_with_alpha
-from .errors import DdnError, ImageTooLarge, OutputError, UnsupportedImage, UsageError
+from .errors import DdnError, ImageTooLarge, OutputError, OutputExists, UnsupportedImage, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 FORMATS = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "bmp": ".bmp"}
@@ -612,10 +612,13 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     pil.save(f, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
 
 
-def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None], *, replace: bool = True) -> None:
     """Write ``data`` (bytes, or a function that writes into the open binary file) to a
     hidden temp file beside ``path``, fsync, rename. An interrupt or an error while writing
-    leaves either no file or the complete old/new one, never a partial file."""
+    leaves either no file or the complete old/new one, never a partial file. ``replace``
+    False: a file that is at ``path`` by then (made by someone else since the run checked)
+    is kept, and ``OutputExists`` raised; the temp file is put in place with a hard link,
+    which fails rather than replace, where the file system has them."""
     path = Path(path)
     try:
         if len(os.fsencode(path.name)) > NAME_MAX:
@@ -639,7 +642,10 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
                 f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _put_in_place_unless_taken(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write the output ({e.strerror or e})",
@@ -649,19 +655,38 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
         raise
 
 
+def _put_in_place_unless_taken(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path`` unless ``path`` exists (then ``OutputExists``; ``tmp`` is
+    removed by the caller). A hard link does it atomically; without hard links (FAT, some
+    network file systems) a check just before the rename narrows the window to microseconds."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExists(f"{path}: appeared while this run was going; kept",
+                           "use --overwrite to replace outputs") from None
+    except OSError:  # no hard links here
+        if os.path.lexists(path):
+            raise OutputExists(f"{path}: appeared while this run was going; kept",
+                               "use --overwrite to replace outputs") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
 def output_format(path: Path, img: ImageData, fmt: str | None = None) -> str:
     """The format ``path`` gets: ``fmt`` if given, else its suffix's, else the input's."""
     return fmt or SUFFIX_FORMAT.get(Path(path).suffix.lower()) or img.format
 
 
-def write_image(path: Path, img: ImageData, fmt: str | None = None, quality: int = 95) -> None:
+def write_image(path: Path, img: ImageData, fmt: str | None = None, quality: int = 95, *,
+                replace: bool = True) -> None:
     fmt = output_format(path, img, fmt)
 
     def encode(f: BinaryIO) -> None:
         with _encoder_errors(path, passing=(OSError,)):  # a real write error is write_atomic's to word
             encode_to(f, img, fmt, quality)
 
-    write_atomic(path, encode)
+    write_atomic(path, encode, replace=replace)
 
 
 def encode_output(path: Path, img: ImageData, fmt: str | None = None, quality: int = 95) -> bytes:

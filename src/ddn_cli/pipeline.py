@@ -15,10 +15,11 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 
-from .errors import DdnError, OutputError
+from .errors import DdnError, OutputError, OutputExists
 from .io import DEFAULT_MAX_PIXELS, ImageData, Job, encode_output, read_image, write_atomic, write_image
 from .shapes import ShapeMemo, own_shape
 
@@ -65,10 +66,23 @@ def auto_tile(device_type: str) -> tuple[int, int]:
     return (AUTO_TILE, 16) if device_type == "cuda" else (AUTO_TILE, 1)
 
 
-def denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overlap: int, batch_size: int,
-                  on_tiles: Callable[[int, int], None] | None = None,
-                  device_blend: bool | None = None,
-                  run_shape: tuple[int, int] | None = None) -> tuple[ImageData, float]:
+def denoise_image(img: ImageData, den, **kw) -> tuple[ImageData, float]:
+    """``_denoise_image``, with running out of memory anywhere in it (the noise estimate, the
+    tiles, the output) as one ``OutOfMemory`` for this image: a folder run goes on."""
+    try:
+        return _denoise_image(img, den, **kw)
+    except MemoryError:
+        from .descriptor import OutOfMemory
+
+        h, w = img.shape
+        raise OutOfMemory(f"not enough memory to denoise a {w}x{h} image",
+                          "free memory, use a smaller --tile, or give --sigma N (the estimate needs memory too)") from None
+
+
+def _denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overlap: int, batch_size: int,
+                   on_tiles: Callable[[int, int], None] | None = None,
+                   device_blend: bool | None = None,
+                   run_shape: tuple[int, int] | None = None) -> tuple[ImageData, float]:
     """Denoise ``img`` (alpha untouched). Returns (new image, sigma used, 0-255 scale).
     ``device_blend``: crop, blend and convert the tiles on the model's device
     (``tiling_torch``); None = on GPUs, where host-side blending was the bottleneck.
@@ -334,9 +348,11 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
                 yield res
                 return
             # one statement: an interrupt cannot fall between a submitted write and its record
-            pending_write = (writer.submit(_landing, landed, res, write_atomic, j.dst, data) if pooled
-                             else writer.submit(_landing, landed, res, write_image, j.dst, out, opts.out_format,
-                                                opts.quality)), res
+            # without --overwrite an output that appeared since the run began is kept (OutputExists)
+            pending_write = (writer.submit(_landing, landed, res, partial(write_atomic, replace=opts.overwrite), j.dst,
+                                           data) if pooled
+                             else writer.submit(_landing, landed, res, partial(write_image, replace=opts.overwrite),
+                                                j.dst, out, opts.out_format, opts.quality)), res
 
         try:
             for i, j in enumerate(todo):
@@ -424,6 +440,8 @@ def _finish_write(fut: Future, res: Result) -> Result:
     t0 = time.perf_counter()
     try:
         fut.result()
+    except OutputExists as e:
+        res.status, res.error = "skipped", str(e)
     except OutputError as e:
         res.status, res.error = "failed", str(e)
     except DdnError as e:
