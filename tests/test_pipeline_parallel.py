@@ -136,12 +136,12 @@ def test_pooled_files_are_written_by_the_writer_thread_in_order(tmp_path, den, m
     order, threads_seen = [], set()
     real = io_mod.write_atomic
 
-    def spy(path, data):
+    def spy(path, data, **kw):
         import threading
 
         threads_seen.add(threading.current_thread().name.rsplit("_", 1)[0])
         order.append(path.name)
-        return real(path, data)
+        return real(path, data, **kw)
 
     monkeypatch.setattr(pl, "write_atomic", spy)
     jobs = make_folder(tmp_path / "p", [(40, 56)] * 7)
