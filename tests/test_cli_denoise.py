@@ -421,3 +421,19 @@ def test_an_output_that_appears_during_the_run_is_kept_without_overwrite(tmp_pat
     assert r.exit_code == 0 and by["1.png"]["status"] == "skipped" and "appeared" in by["1.png"]["error"]
     assert (out / "1.png").read_bytes() == b"precious" and by["0.png"]["status"] == by["2.png"]["status"] == "ok"
     assert no_partial_files(out)
+
+
+def test_review_dangling_output_link_and_deep_json_folder(tmp_path):
+    """A dangling symlink at an output path is an existing output (skipped up front, not a
+    false "appeared" at write time); --json naming an output folder two levels up is refused."""
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(root / "sub" / "a.png")
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / "a.png").symlink_to(tmp_path / "nowhere.png")
+    r = run("denoise", root, out, "--sigma", "20", "--json", "-")
+    f = json.loads(r.stdout)["files"][0]
+    assert r.exit_code == 0 and f["status"] == "skipped" and "exists" in f["error"]
+    r = run("denoise", root, tmp_path / "o2", "--json", tmp_path / "o2", "--sigma", "20")
+    assert r.exit_code == 2 and "--json" in r.output and not (tmp_path / "o2").exists()

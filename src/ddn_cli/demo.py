@@ -61,6 +61,11 @@ def run_demo(out_dir: Path, *, image: str = "astronaut", sigma: float = 25.0, se
     src = sample_path(image)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: is a file", "give a folder for the demo's images")
+    try:  # made before the work, so that a folder that cannot be made costs nothing
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out_dir}: cannot make the folder ({e.strerror or e})",
+                         "give a folder that can be created") from None
     clean_img = read_image(src)
     clean = clean_img.color if not clean_img.grey else np.repeat(clean_img.color, 3, axis=2)
     if clean.dtype != np.uint8:
@@ -74,11 +79,6 @@ def run_demo(out_dir: Path, *, image: str = "astronaut", sigma: float = 25.0, se
     out, used = denoise_image(ImageData(noisy, None, 8, "png"), den, sigma=None, tile=tile, overlap=den.overlap,
                               batch_size=batch)
     secs = time.perf_counter() - t0
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out_dir}: cannot make the folder ({e.strerror or e})",
-                         "give a folder that can be created") from None
     files = {"noisy": out_dir / "noisy.png", "denoised": out_dir / "denoised.png",
              "comparison": out_dir / "comparison.png"}
     write_image(files["noisy"], ImageData(noisy, None, 8, "png"))

@@ -27,6 +27,14 @@ class OutOfMemory(DdnError):
     pass
 
 
+def is_oom(e: BaseException) -> bool:
+    """Whether ``e`` is running out of memory: Python's MemoryError (numpy), torch's
+    OutOfMemoryError (GPUs), or the plain RuntimeError of torch's CPU allocator."""
+    if isinstance(e, MemoryError | torch.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "DefaultCPUAllocator" in str(e))
+
+
 @dataclass
 class Denoiser:
     model: torch.nn.Module
@@ -96,22 +104,19 @@ class Denoiser:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (N, 3, h, w), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        if h < MIN_SIDE or w < MIN_SIDE:
-            x = torch.nn.functional.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
-        if self.precision.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         try:
+            if h < MIN_SIDE or w < MIN_SIDE:
+                x = torch.nn.functional.pad(x, (0, max(0, MIN_SIDE - w), 0, max(0, MIN_SIDE - h)), mode="replicate")
+            if self.precision.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with self.precision.autocast(self.device):
                 # (a torch.compile'd FastDenoiser keeps the original as _orig_mod and takes the same arguments)
                 fast = isinstance(getattr(self.model, "_orig_mod", self.model), FastDenoiser)
                 kw = {"exact": tuple(exact)} if fast and not all(exact) else {}
                 y = self.model(x, sigma255 / 255.0, **kw) if self.noise_level else self.model(x, **kw)
-        except (torch.OutOfMemoryError, MemoryError):
-            raise OutOfMemory(f"out of memory on {self.device} with {tuple(x.shape)} tiles",
-                              "use a smaller --tile or --batch-size") from None
-        except RuntimeError as e:  # the CPU allocator's failure is a plain RuntimeError
-            if "can't allocate memory" not in str(e) and "DefaultCPUAllocator" not in str(e):
+            return y[:, :, :h, :w].float().clamp_(0, 1)
+        except Exception as e:
+            if not is_oom(e):
                 raise
             raise OutOfMemory(f"out of memory on {self.device} with {tuple(x.shape)} tiles",
                               "use a smaller --tile or --batch-size") from None
-        return y[:, :, :h, :w].float().clamp_(0, 1)

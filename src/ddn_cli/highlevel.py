@@ -139,7 +139,7 @@ def _load_torchvision(model: str, kind: str, device: torch.device, n_classes: in
                          f"pick one from torchvision.models.list_models(module=torchvision.models"
                          f"{'.segmentation' if kind == 'segmenter' else ''})")
     categories = list(weights.meta.get("categories") or [])
-    if n_classes is not None and len(categories) != n_classes:
+    if n_classes is not None and categories and len(categories) != n_classes:
         raise UsageError(f"torchvision:{model}: {len(categories)} classes, but {n_classes} are needed here",
                          f"pick a {kind} trained on the data set's classes")
     if os.environ.get("DDN_OFFLINE") == "1":

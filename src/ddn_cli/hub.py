@@ -388,7 +388,8 @@ def download(
                     break
                 except (TimeoutError, urllib.error.URLError, OSError, http.client.IncompleteRead, _Retry) as e:
                     if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:  # the cache's disk, not the network
-                        part.unlink(missing_ok=True)
+                        with contextlib.suppress(OSError):
+                            part.unlink(missing_ok=True)
                         raise OutputError(f"{part.parent}: cannot write to the model cache ({e.strerror})",
                                           "free space there, or point DDN_HOME at another disk") from None
                     last_err = e

@@ -647,11 +647,13 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None], *, replac
         else:
             _put_in_place_unless_taken(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write the output ({e.strerror or e})",
                           "check free disk space and permissions") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise
 
 
@@ -670,7 +672,8 @@ def _put_in_place_unless_taken(tmp: Path, path: Path) -> None:
                                "use --overwrite to replace outputs") from None
         os.replace(tmp, path)
         return
-    tmp.unlink()
+    with contextlib.suppress(OSError):  # the output is in place; a temp name left is harmless
+        tmp.unlink()
 
 
 def output_format(path: Path, img: ImageData, fmt: str | None = None) -> str:

@@ -69,11 +69,15 @@ def auto_tile(device_type: str) -> tuple[int, int]:
 def denoise_image(img: ImageData, den, **kw) -> tuple[ImageData, float]:
     """``_denoise_image``, with running out of memory anywhere in it (the noise estimate, the
     tiles, the output) as one ``OutOfMemory`` for this image: a folder run goes on."""
+    from .descriptor import OutOfMemory, is_oom
+
     try:
         return _denoise_image(img, den, **kw)
-    except MemoryError:
-        from .descriptor import OutOfMemory
-
+    except OutOfMemory:
+        raise
+    except Exception as e:  # noqa: BLE001 - only running out of memory is translated; the rest re-raised
+        if not is_oom(e):
+            raise
         h, w = img.shape
         raise OutOfMemory(f"not enough memory to denoise a {w}x{h} image",
                           "free memory, use a smaller --tile, or give --sigma N (the estimate needs memory too)") from None
@@ -189,7 +193,7 @@ def _to_do(job: Job, overwrite: bool) -> bool:
     ``overwrite``; an output path that is a folder fails (``_blocked``). A path that cannot
     be checked (a name too long, a folder not searchable) counts as free: the write then says
     why it fails. (``os.path`` answers False where ``Path.exists`` raises.)"""
-    return not os.path.isdir(job.dst) and (overwrite or not os.path.exists(job.dst))
+    return not os.path.isdir(job.dst) and (overwrite or not os.path.lexists(job.dst))  # a dangling link counts
 
 
 def _blocked(job: Job) -> bool:

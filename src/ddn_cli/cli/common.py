@@ -76,7 +76,7 @@ def check_report_path(json_out: str | None, taken: Iterable[Path] = ()) -> None:
     taken = [q.resolve() for q in taken]
     if r in taken:
         raise UsageError(f"--json {p}: is one of this run's inputs or outputs", "give another path for the report")
-    if r in {q.parent for q in taken}:  # an output folder the run is about to create, say
+    if r in {a for q in taken for a in q.parents}:  # an output folder the run is about to create, say
         raise UsageError(f"--json {p}: is a folder this run reads or writes", "give a file path for the report")
 
 

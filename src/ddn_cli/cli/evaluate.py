@@ -206,7 +206,8 @@ def eval_seg(
     sigma: SigmasOpt = "0,15,30,60",
     denoiser: Annotated[list[str], typer.Option("--denoiser", "-m", help="Denoiser NAME|PATH, repeatable (default: "
                                                 "the default denoiser, ddn.seg and ddn.cls).")] = [],  # noqa: B006
-    segmenter: Annotated[str | None, typer.Option(help="Segmenter NAME|PATH or torchvision:<model> (default: bundled).")] = None,
+    segmenter: Annotated[str | None, typer.Option(help="Segmenter NAME|PATH (default: bundled); a torchvision:<model> "
+                                                       "must have CamVid's 11 classes, which none of torchvision's has.")] = None,
     split: Annotated[str, typer.Option(help="CamVid split folder.")] = "val",
     limit: Annotated[int, typer.Option(min=0, help="First N images only (0 = all).")] = 0,
     clip: ClipOpt = False,
@@ -225,7 +226,8 @@ def eval_cls(
     sigma: SigmasOpt = "0,15,30,60",
     denoiser: Annotated[list[str], typer.Option("--denoiser", "-m", help="Denoiser NAME|PATH, repeatable (default: "
                                                 "the default denoiser, ddn.cls and ddn.seg).")] = [],  # noqa: B006
-    classifier: Annotated[str | None, typer.Option(help="Classifier NAME|PATH or torchvision:<model> (default: bundled).")] = None,
+    classifier: Annotated[str | None, typer.Option(help="Classifier NAME|PATH (default: bundled); a torchvision:<model> "
+                                                        "must have CIFAR-10's 10 classes, which none of torchvision's has.")] = None,
     limit: Annotated[int, typer.Option(min=0, help="A class-balanced subset of N images (0 = all).")] = 0,
     clip: ClipOpt = False,
     device: DeviceOpt = "auto",
