@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import smooth_image
 from PIL import Image
+from test_training import assert_same_checkpoints
 from typer.testing import CliRunner
 
 from ddn_cli.cli.app import app
@@ -203,12 +204,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes_bit_exactly(data_dir, tmp_pat
     assert b.is_file()  # no validation data: the newest weights are the output, kept too
     monkeypatch.undo()
     train_denoiser(cfg(data_dir, b, resume=True))
-    ca, cb = load_checkpoint(a.with_suffix(".ckpt")), load_checkpoint(b.with_suffix(".ckpt"))
-    assert ca["step"] == cb["step"] == 6
-    for k in ca["model"]:
-        assert torch.equal(ca["model"][k], cb["model"][k]), k
-    for k in ca["ema"]:
-        assert torch.equal(ca["ema"][k], cb["ema"][k]), k
+    assert_same_checkpoints(a, b, step=6)
 
 
 def test_cli_sigterm_saves_a_checkpoint_and_exits_130(data_dir, tmp_path, monkeypatch, signals):

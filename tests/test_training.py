@@ -82,8 +82,14 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
     first = train_denoiser(cfg(data_dir, b, time_budget=1e-6))  # stops after the first step
     assert first["stopped_early"] and first["steps_done"] < 6
     train_denoiser(cfg(data_dir, b, resume=True))
+    assert_same_checkpoints(a, b, step=6)
+
+
+def assert_same_checkpoints(a, b, step):
+    """The checkpoints beside weight files ``a`` and ``b`` are at ``step``, their model and EMA
+    weights bit for bit equal (a resumed run against an uninterrupted one)."""
     ca, cb = load_checkpoint(a.with_suffix(".ckpt")), load_checkpoint(b.with_suffix(".ckpt"))
-    assert ca["step"] == cb["step"] == 6
+    assert ca["step"] == cb["step"] == step
     for k in ca["model"]:
         assert torch.equal(ca["model"][k], cb["model"][k]), k
     for k in ca["ema"]:

@@ -661,15 +661,14 @@ def _put_in_place_unless_taken(tmp: Path, path: Path) -> None:
     """Rename ``tmp`` to ``path`` unless ``path`` exists (then ``OutputExists``; ``tmp`` is
     removed by the caller). A hard link does it atomically; without hard links (FAT, some
     network file systems) a check just before the rename narrows the window to microseconds."""
+    taken = OutputExists(f"{path}: appeared while this run was going; kept", "use --overwrite to replace outputs")
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputExists(f"{path}: appeared while this run was going; kept",
-                           "use --overwrite to replace outputs") from None
+        raise taken from None
     except OSError:  # no hard links here
         if os.path.lexists(path):
-            raise OutputExists(f"{path}: appeared while this run was going; kept",
-                               "use --overwrite to replace outputs") from None
+            raise taken from None
         os.replace(tmp, path)
         return
     with contextlib.suppress(OSError):  # the output is in place; a temp name left is harmless

@@ -73,8 +73,6 @@ def denoise_image(img: ImageData, den, **kw) -> tuple[ImageData, float]:
 
     try:
         return _denoise_image(img, den, **kw)
-    except OutOfMemory:
-        raise
     except Exception as e:  # noqa: BLE001 - only running out of memory is translated; the rest re-raised
         if not is_oom(e):
             raise

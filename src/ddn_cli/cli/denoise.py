@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, check_report_path, err, fail, handled, show_progress
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _escape, check_report_path, err, fail, handled, show_progress
 
 FORMAT_CHOICES = ("png", "jpeg", "tiff", "webp", "bmp")
 AUTO_TILE_PX = 512  # pipeline.AUTO_TILE (not imported here: this module stays cheap to import)
@@ -177,7 +177,7 @@ def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, pre
                 if r.status == "ok":
                     total_mp += r.megapixels
                 elif r.status == "failed":
-                    progress.console.print(f"[red]failed[/]: {_esc(r.error or '')}", markup=True)
+                    progress.console.print(f"[red]failed[/]: {_escape(r.error or '')}", markup=True)
         except KeyboardInterrupt:
             gen.close()  # completes and records the write in flight
             results += sink
@@ -199,12 +199,6 @@ def _names(results, key: str = "input") -> str:
     """The first five files' names, for a one-line summary."""
     names = [Path(getattr(r, key)).name for r in results]
     return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
-
-
-def _esc(s: str) -> str:
-    from .common import _escape
-
-    return _escape(s)
 
 
 def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool = False) -> None:
@@ -230,11 +224,11 @@ def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool 
 
     non_images = [r for r in skipped if r.output is None]
     if non_images:
-        err.print(f"skipped {len(non_images)} file(s) that are not supported images: {_esc(_names(non_images))}")
+        err.print(f"skipped {len(non_images)} file(s) that are not supported images: {_escape(_names(non_images))}")
     existing = [r for r in skipped if r.output is not None]
     if existing:
         err.print(f"skipped {len(existing)} file(s) whose output exists (use --overwrite to redo them): "
-                  f"{_esc(_names(existing, 'output'))}")
+                  f"{_escape(_names(existing, 'output'))}")
     t = Table(title="ddn denoise" + (" (interrupted)" if interrupted else ""), show_header=True)
     for col in ("done", "skipped", "failed", "MP", "seconds", "MP/s", "model", "device"):
         t.add_column(col)
