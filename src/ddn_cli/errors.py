@@ -61,3 +61,18 @@ class OutputError(DdnError):
 class OutputExists(OutputError):
     """An output that appeared while the run was going (another process, a user) and that
     the run was not asked to replace."""
+
+
+class OutputStorageFull(OutputError):
+    """An output refused by the storage itself (no space left, over quota, a read-only file
+    system): every later output there would fail the same way."""
+
+
+class RunStopped(DdnError):
+    """A run stopped before its end because going on could only fail (``OutputStorageFull``);
+    the outputs already written are kept. ``results``: the records of the run so far, where
+    the raiser returns records rather than yielding them."""
+
+    def __init__(self, message: str, hint: str | None = None, results: list | None = None) -> None:
+        super().__init__(message, hint)
+        self.results = results if results is not None else []

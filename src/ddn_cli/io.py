@@ -8,6 +8,7 @@ Pixels travel as numpy arrays (H, W, C) in their native dtype (uint8 or uint16);
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import struct
@@ -22,7 +23,15 @@ import numpy as np
 from . import tiffmeta
 from .atomic import NAME_MAX, create_temp
 from .bmpwrite import write_bmp_with_alpha
-from .errors import DdnError, ImageTooLarge, OutputError, OutputExists, UnsupportedImage, UsageError
+from .errors import (
+    DdnError,
+    ImageTooLarge,
+    OutputError,
+    OutputExists,
+    OutputStorageFull,
+    UnsupportedImage,
+    UsageError,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 FORMATS = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "bmp": ".bmp"}
@@ -627,8 +636,7 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None], *, replac
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = create_temp(path)
     except OSError as e:
-        raise OutputError(f"{path}: cannot create the output ({e.strerror or e})",
-                          "check that the output folder is writable") from None
+        raise _write_failed(path, e, "cannot create the output", "check that the output folder is writable") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
@@ -649,12 +657,41 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None], *, replac
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write the output ({e.strerror or e})",
-                          "check free disk space and permissions") from None
+        raise _write_failed(path, e, "cannot write the output", "check free disk space and permissions") from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some space within your disk quota",
+                   errno.EROFS: "write to a folder on a writable disk"}
+
+
+def check_writable(outputs: Iterable[Path]) -> None:
+    """Refuse, before any work, outputs whose folder (or, for one still to be made, the nearest
+    folder that exists above it) this process cannot write: a read-only folder or file system
+    failed every image only after denoising it. ``os.access`` answers for this user, root
+    included, and for read-only file systems."""
+    checked: set[Path] = set()
+    for out in outputs:
+        folder = Path(out).parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if folder in checked or not folder.is_dir():  # a file in the way is reported per output
+            continue
+        checked.add(folder)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"{folder}: the output folder is not writable (read-only, or no permission)",
+                              "choose another output folder, or make this one writable")
+
+
+def _write_failed(path: Path, e: OSError, what: str, hint: str) -> OutputError:
+    """The error for a failed write: ``OutputStorageFull`` when the storage refuses every
+    write (full, over quota, read-only), which stops a run; else ``OutputError``."""
+    if e.errno in _STORAGE_ERRNOS:
+        return OutputStorageFull(f"{path}: {what} ({e.strerror or e})", _STORAGE_ERRNOS[e.errno])
+    return OutputError(f"{path}: {what} ({e.strerror or e})", hint)
 
 
 def _put_in_place_unless_taken(tmp: Path, path: Path) -> None:

@@ -19,7 +19,7 @@ from functools import partial
 
 import numpy as np
 
-from .errors import DdnError, OutputError, OutputExists
+from .errors import DdnError, OutputError, OutputExists, OutputStorageFull, RunStopped
 from .io import DEFAULT_MAX_PIXELS, ImageData, Job, encode_output, read_image, write_atomic, write_image
 from .shapes import ShapeMemo, own_shape
 
@@ -270,6 +270,7 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
     import torch
 
     emit = on_event or (lambda kind, data: None)
+    sink_before = len(sink)
     tile_auto, batch_auto = auto_tile(den.device.type)
     tile = opts.tile or tile_auto
     batch = opts.batch_size or batch_auto
@@ -322,10 +323,15 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
         shapes = ShapeMemo(den.size_multiple) if opts.reuse_shapes and den.device.type == "cpu" else None
 
         def flush_write() -> Iterator[Result]:
+            """The write in flight, finished and reported. Storage that refuses every write (full,
+            read-only) stops the run here: each later image would be denoised only to fail."""
             nonlocal pending_write
             if pending_write:
-                done, pending_write = _finish_write(*pending_write), None
+                fut, res = pending_write
+                done, pending_write = _finish_write(fut, res), None
                 yield done
+                if isinstance(fut.exception(), OutputStorageFull):
+                    raise _Stop(fut.exception())
 
         def settle(entry) -> Iterator[Result]:
             """Wait for the oldest denoise and hand its output (an image, or a pooled job's
@@ -418,8 +424,20 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
             for _, _, fut, _, _ in list(inflight):  # not written: dropped (pool threads never write)
                 fut.cancel()
             raise
+        except _Stop as stop:
+            pending_read.cancel()
+            for _, _, fut, _, _ in list(inflight):  # denoised or not, nothing more is written
+                fut.cancel()
+            left = len(jobs) - (len(sink) - sink_before)  # every result so far is in ``sink``
+            cause = stop.args[0]
+            raise RunStopped(f"stopped with {left} image(s) not denoised: {cause.message}",
+                             f"{cause.hint}, then rerun: the outputs already written are kept and skipped") from None
         finally:
             torch.set_num_threads(threads)
+
+
+class _Stop(Exception):
+    """Raised inside ``_process`` when a write met storage that refuses every write."""
 
 
 def _landing(landed: list[Result], res: Result, write: Callable, *args) -> None:

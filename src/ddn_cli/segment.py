@@ -136,13 +136,13 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
     import time
 
     from .classify import to_rgb01
-    from .errors import DdnError
+    from .errors import DdnError, OutputStorageFull, RunStopped
     from .io import write_atomic
     from .pipeline import read_denoised
 
     res = []
     resolved_inputs = {p.resolve() for p, _, _ in items}
-    for src, mpath, opath in items:
+    for n, (src, mpath, opath) in enumerate(items):
         t0 = time.perf_counter()
         if mpath.resolve() in resolved_inputs or opath.resolve() in resolved_inputs:
             res.append(Segmentation(str(src), "failed", error=f"{src}: an output would overwrite an input"))
@@ -162,4 +162,8 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
                                     segmenter.name, round(time.perf_counter() - t0, 3)))
         except DdnError as e:
             res.append(Segmentation(str(src), "failed", error=str(e), seconds=round(time.perf_counter() - t0, 3)))
+            if isinstance(e, OutputStorageFull):  # every later image would be segmented only to fail
+                raise RunStopped(f"stopped with {len(items) - n - 1} image(s) not segmented: {e.message}",
+                                 f"{e.hint}, then rerun: the outputs already written are kept and skipped",
+                                 results=res) from None
     return res

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def denoise(
         raise fail(f"--then {then!r}: use segment or classify", EXIT_USAGE)
     inputs, output = (paths[:-1], paths[-1]) if len(paths) >= 2 else (paths, None)
     with handled():
-        from ..io import plan_jobs
+        from ..io import check_writable, plan_jobs
 
         if then and model is None:
             from ..registry import task_denoiser
@@ -85,6 +86,7 @@ def denoise(
 
         jobs, non_images = plan_jobs(inputs, output, recursive=recursive, out_format=format.lower() if format else None)
         check_report_path(json_out, [p for j in jobs for p in (j.src, j.dst)])
+        check_writable(j.dst for j in jobs if overwrite or not os.path.lexists(j.dst))  # (existing: skipped)
         if then == "segment":  # masks of outputs that would collide (x.png, x.jpg): refused before the work
             from ..segment import check_outputs, output_paths
 
@@ -109,10 +111,15 @@ def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwr
     stderr when stdout carries the denoise report's JSON (``--json -``), which must stay parseable."""
     console = err if table_to_stderr else None
     if then == "segment":
+        from ..errors import RunStopped
         from .segment import report, run
 
-        res = run([(p, None, p.parent) for p in outputs], denoise=False, denoiser=None, segmenter=None, sigma=None,
-                  overwrite=overwrite, device=device, precision=precision)
+        try:
+            res = run([(p, None, p.parent) for p in outputs], denoise=False, denoiser=None, segmenter=None,
+                      sigma=None, overwrite=overwrite, device=device, precision=precision)
+        except RunStopped as e:  # the storage refuses writes: what was done is reported
+            report(e.results, None, console)
+            raise
         report(res, None, console)
     else:
         from ..classify import classify_files
@@ -136,6 +143,7 @@ def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, pre
         TimeRemainingColumn,
     )
 
+    from ..errors import RunStopped
     from ..pipeline import DenoiseOptions, Result, first_to_do, process, read_ahead
 
     # the first input is decoded while torch is imported and the model loaded (one core each)
@@ -171,6 +179,7 @@ def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, pre
 
         sink: list[Result] = []
         gen = process(jobs, den, opts, on_event, sink, ahead)
+        stopped: RunStopped | None = None
         try:
             for r in gen:
                 progress.advance(files_task)
@@ -184,8 +193,17 @@ def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, pre
             total_mp = sum(r.megapixels for r in sink if r.status == "ok")
             _report(results, json_out, quiet, total_mp, time.perf_counter() - t0, den, interrupted=True)
             raise
+        except RunStopped as e:  # the storage refuses writes: the rest is not attempted
+            stopped = e
     results += sink
-    _report(results, json_out, quiet, total_mp, time.perf_counter() - t0, den)
+    try:
+        _report(results, json_out, quiet, total_mp, time.perf_counter() - t0, den,
+                stopped=str(stopped) if stopped else None)
+    finally:  # said even when the report cannot be written either (the same full disk)
+        if stopped:
+            fail(_escape(str(stopped)), EXIT_FAILED)
+    if stopped:
+        raise typer.Exit(EXIT_FAILED)
     return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
 
 
@@ -201,13 +219,14 @@ def _names(results, key: str = "input") -> str:
     return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
 
 
-def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool = False) -> None:
+def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool = False,
+            stopped: str | None = None) -> None:
     ok = sum(r.status == "ok" for r in results)
     skipped = [r for r in results if r.status == "skipped"]
     failed = sum(r.status == "failed" for r in results)
     if json_out:
         doc = {"model": den.name, "device": str(den.device), "precision": den.precision.name,
-               "interrupted": interrupted, "seconds": round(seconds, 3),
+               "interrupted": interrupted, "stopped": stopped, "seconds": round(seconds, 3),
                "summary": {"ok": ok, "skipped": len(skipped), "failed": failed, "megapixels": round(total_mp, 3)},
                "files": [r.to_dict() for r in results]}
         text = json.dumps(doc, indent=2)
@@ -229,7 +248,8 @@ def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool 
     if existing:
         err.print(f"skipped {len(existing)} file(s) whose output exists (use --overwrite to redo them): "
                   f"{_escape(_names(existing, 'output'))}")
-    t = Table(title="ddn denoise" + (" (interrupted)" if interrupted else ""), show_header=True)
+    t = Table(title="ddn denoise" + (" (interrupted)" if interrupted else " (stopped)" if stopped else ""),
+              show_header=True)
     for col in ("done", "skipped", "failed", "MP", "seconds", "MP/s", "model", "device"):
         t.add_column(col)
     mps = total_mp / seconds if seconds > 0 else 0.0

@@ -38,12 +38,22 @@ def segment(
         from ..segment import output_paths
 
         check_report_path(json_out, [p for f, root, out_dir in items for p in (f, *output_paths(f, root, out_dir))])
-        res = run(items, denoise=denoise, denoiser=denoiser, segmenter=segmenter, sigma=sig, overwrite=overwrite,
-                  device=device, precision=precision, max_pixels=max_pixels)
-        report(res, json_out)
+        from ..errors import RunStopped
+
+        stopped = None
+        try:
+            res = run(items, denoise=denoise, denoiser=denoiser, segmenter=segmenter, sigma=sig, overwrite=overwrite,
+                      device=device, precision=precision, max_pixels=max_pixels)
+        except RunStopped as e:  # the storage refuses writes: what was done is reported
+            res, stopped = e.results, e
+        try:
+            report(res, json_out)
+        finally:  # said even when the report cannot be written either (the same full disk)
+            if stopped:
+                fail(_escape(str(stopped)), EXIT_FAILED)
         for p in skipped:
             err.print(f"skipped (not a supported image): {_escape(str(p))}")
-    if any(r.status == "failed" for r in res):
+    if stopped or any(r.status == "failed" for r in res):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -81,11 +91,13 @@ def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, de
     from ..descriptor import Denoiser
     from ..devices import resolve_device, resolve_precision
     from ..highlevel import load_highlevel
+    from ..io import check_writable
     from ..registry import resolve_weights, task_denoiser
     from ..segment import check_outputs, output_paths, segment_files
 
     jobs = [(f, *output_paths(f, root, out_dir)) for f, root, out_dir in items]
     check_outputs(jobs)
+    check_writable(m for _, m, o in jobs if overwrite or not (m.exists() and o.exists()))  # (existing: skipped)
     dev = resolve_device(device)
     seg = load_highlevel(segmenter, "segmenter", dev)
     den = None
