@@ -218,3 +218,24 @@ def test_symlink_loop_and_odd_names(tmp_path):
     # a leading-dash file given directly
     r = runner.invoke(app, ["denoise", "--quiet", "--", str(root / "-dash.png"), str(tmp_path / "d.png")])
     assert r.exit_code == 0 and (tmp_path / "d.png").is_file()
+
+
+def test_png_without_image_data_fails_alone_in_a_folder(tmp_path):
+    """A PNG with no IDAT chunk ended the whole folder run with a traceback (Pillow's
+    IndexError escaped the reader), and the good image beside it was never written."""
+    import struct
+    import zlib
+
+    def chunk(k, d):
+        return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+
+    root = tmp_path / "in"
+    root.mkdir()
+    Image.fromarray(noisy(smooth_image(32, 40), 25)).save(root / "a_good.png")
+    (root / "b_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+                                     + chunk(b"IEND", b""))
+    Image.fromarray(noisy(smooth_image(32, 40, seed=1), 25)).save(root / "c_good.png")
+    r = runner.invoke(app, ["denoise", str(root), str(tmp_path / "out"), "--sigma", "25"])
+    assert r.exit_code == 1 and "b_bad.png: cannot decode" in r.output.replace("\n", ""), r.output
+    assert isinstance(r.exception, SystemExit)  # not an escaped IndexError
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.png", "c_good.png"]

@@ -794,3 +794,90 @@ def test_write_atomic_without_replace_keeps_a_file_that_appeared(tmp_path, monke
     write_atomic(tmp_path / "fat.png", b"ours", replace=False)
     assert (tmp_path / "fat.png").read_bytes() == b"ours" and (tmp_path / "o.png").read_bytes() == b"someone's"
     assert len(list(tmp_path.iterdir())) == 3
+
+
+def _chunk(k: bytes, d: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+
+
+@pytest.mark.parametrize("middle", [b"", b"tEXt", b"PLTE"])
+def test_png_without_image_data_is_one_unsupported_image(tmp_path, middle):
+    """IHDR + IEND (and nothing but ancillary chunks between): Pillow 13's verify() raised
+    IndexError, which escaped read_image and ended a whole folder run with a traceback."""
+    import struct
+
+    extra = {b"": b"", b"tEXt": _chunk(b"tEXt", b"Comment\0x"), b"PLTE": _chunk(b"PLTE", bytes(range(12)))}[middle]
+    colour_type = 3 if middle == b"PLTE" else 2
+    p = tmp_path / "x.png"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, colour_type, 0, 0, 0))
+                  + extra + _chunk(b"IEND", b""))
+    with pytest.raises(UnsupportedImage, match="x.png: cannot decode"):
+        read_image(p)
+
+
+def test_16bit_tiff_with_premultiplied_alpha_is_read_straight(tmp_path):
+    """ExtraSamples 1 (associated alpha): the colour is premultiplied. OpenCV returns the
+    samples as stored; they were taken for straight colour (1/alpha too dark, and written
+    back marked as straight). The 8-bit path (Pillow) always un-premultiplied."""
+    tifffile = pytest.importorskip("tifffile")
+    straight = np.full((4, 5, 3), 60000, np.uint32)
+    straight[0, 0] = (1000, 30000, 65535)
+    alpha = np.full((4, 5), 16384, np.uint32)
+    alpha[1, 1] = 0
+    alpha[2, 2] = 65535
+    pre = (straight * alpha[..., None] + 32767) // 65535
+    tifffile.imwrite(tmp_path / "p.tif", np.dstack([pre, alpha]).astype(np.uint16), photometric="rgb",
+                     extrasamples=[1])
+    d = read_image(tmp_path / "p.tif")
+    assert np.array_equal(d.alpha, alpha.astype(np.uint16))
+    ok = alpha > 0
+    assert np.abs(d.color.astype(int) - straight)[ok].max() <= 4  # 16384 levels of alpha: 4 of rounding
+    assert (d.color[~ok] == 0).all()
+    # unassociated alpha (ExtraSamples 2) is taken as stored
+    tifffile.imwrite(tmp_path / "u.tif", np.dstack([pre, alpha]).astype(np.uint16), photometric="rgb",
+                     extrasamples=[2])
+    assert np.array_equal(read_image(tmp_path / "u.tif").color, pre.astype(np.uint16))
+
+
+@pytest.mark.parametrize("photometric,channels", [("minisblack", 1), ("rgb", 3)])
+def test_8bit_tiff_with_premultiplied_alpha_is_read(tmp_path, photometric, channels):
+    """Pillow's modes La / RGBa (8-bit associated alpha): La was refused as "corrupt or
+    truncated (conversion from La to L not supported)"."""
+    tifffile = pytest.importorskip("tifffile")
+    a = np.dstack([np.full((4, 4, channels), 50, np.uint8), np.full((4, 4), 128, np.uint8)])
+    tifffile.imwrite(tmp_path / "p.tif", a, photometric=photometric, extrasamples=[1])
+    d = read_image(tmp_path / "p.tif")
+    assert d.color.shape == (4, 4, channels) and (d.alpha == 128).all()
+    assert (np.abs(d.color.astype(int) - 100) <= 1).all()  # 50 * 255 / 128
+
+
+def test_16bit_rgb_png_transparency_key_matching_nothing_adds_no_alpha(tmp_path):
+    """libpng expands any tRNS colour key to an alpha channel; when no pixel has the key the
+    16-bit colour image got an all-opaque alpha (and so an RGBA output), unlike 8-bit."""
+    import struct
+
+    rows = [struct.pack(">6H", 1, 2, 3, 4, 5, 6)]
+    (tmp_path / "k.png").write_bytes(_png(2, 1, 16, 2, rows, _chunk(b"tRNS", struct.pack(">3H", 9, 9, 9))))
+    d = read_image(tmp_path / "k.png")
+    assert d.alpha is None and d.color.tolist() == [[[1, 2, 3], [4, 5, 6]]]
+    (tmp_path / "h.png").write_bytes(_png(2, 1, 16, 2, rows, _chunk(b"tRNS", struct.pack(">3H", 4, 5, 6))))
+    assert read_image(tmp_path / "h.png").alpha.tolist() == [[65535, 0]]
+
+
+def test_16bit_png_with_a_malformed_bkgd_reads_on_every_path(tmp_path, monkeypatch):
+    """A bKGD of the wrong length: the fast path passes over it, libpng refused the file, so
+    the same image read or refused depending on its size or interlacing."""
+    import struct
+
+    import ddn_cli.pngread as pr
+
+    rows = [struct.pack(">8H", 1, 2, 3, 9, 4, 5, 6, 9)]
+    (tmp_path / "b.png").write_bytes(_png(2, 1, 16, 6, rows, _chunk(b"bKGD", bytes(8))))
+    fast = read_image(tmp_path / "b.png")
+    monkeypatch.setattr(pr, "worth_trying", lambda head, max_pixels: False)  # as a > 16 MP image
+    slow = read_image(tmp_path / "b.png")
+    assert fast.color.tolist() == slow.color.tolist() == [[[1, 2, 3], [4, 5, 6]]]
+    assert fast.alpha.tolist() == slow.alpha.tolist() == [[9, 9]]

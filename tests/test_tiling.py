@@ -32,6 +32,12 @@ def test_bad_tiling_rejected():
         plan_tiles(10, 10, 16, 16)
     with pytest.raises(ValueError):
         plan_tiles(0, 10, 16, 4)
+    # a tile smaller than the alignment stepped by the alignment and left pixels uncovered
+    # (plan_tiles(1, 10, 3, 0, align=8) gave x 0-3 and 8-10): refused
+    with pytest.raises(ValueError, match="align"):
+        plan_tiles(1, 10, 3, 0, align=8)
+    with pytest.raises(ValueError, match="align"):
+        plan_tiles(10, 10, 8, 0, align=0)
 
 
 def test_tiled_equals_untiled_with_the_shipped_model(default_weights):

@@ -268,7 +268,26 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
     """Decode ``path``. Raises ``UnsupportedImage`` (or ``ImageTooLarge``) with a
-    one-line reason; never returns a partially decoded image."""
+    one-line reason; never returns a partially decoded image. A decoder's own failure on a
+    malformed file (Pillow 13 raised IndexError for a PNG without image data) is one
+    ``UnsupportedImage`` too, so that one bad file cannot end a folder run."""
+    try:
+        return _read_image(path, max_pixels)
+    except DdnError:
+        raise
+    except MemoryError:
+        raise UnsupportedImage(f"{path}: not enough memory to decode it", "free memory, or lower --max-pixels") from None
+    except Exception as e:  # noqa: BLE001 - any other failure is the file's: said in one line
+        raise UnsupportedImage(f"{path}: cannot decode: a malformed file ({type(e).__name__}: {_first_line(e)})",
+                               "check the file, or re-save it with another program") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0][:120] if lines else "no detail"
+
+
+def _read_image(path: Path, max_pixels: int) -> ImageData:
     from PIL import Image, UnidentifiedImageError
 
     from .pngread import decode_png, read_file, worth_trying
@@ -466,6 +485,9 @@ def _decode_8bit(im, path: Path, icc: bytes | None = None,
     if mode == "PA":
         im = im.convert("RGBA")
         mode = "RGBA"
+    if mode in ("La", "RGBa"):  # premultiplied (a TIFF's associated alpha): straight, as ddn works
+        im = im.convert(mode.upper())
+        mode = im.mode
     if mode == "LA":
         a = np.asarray(im)
         return a[..., :1].copy(), a[..., 1].copy(), icc
@@ -490,6 +512,9 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False,
     im.load() if im.mode in ("I;16", "I;16B", "I;16L", "I") else None
     data = np.fromfile(path, dtype=np.uint8) if data is None else data
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if arr is None and bytes(data[:8]) == b"\x89PNG\r\n\x1a\n":  # libpng refuses a malformed ancillary chunk
+        # (a bKGD of the wrong length) that Pillow and the fast path pass over: without them
+        arr = cv2.imdecode(_png_pixel_chunks(data), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None:
         raise UnsupportedImage(f"{path}: corrupt or truncated 16-bit image", "re-export the file")
     if arr.dtype != np.uint16:
@@ -501,7 +526,43 @@ def _decode_16bit(path: Path, im, grey_alpha: bool = False,
     key = im.info.get("transparency")
     if arr.ndim == 2 and isinstance(key, int) and (arr == key).any():  # a 16-bit grey PNG's tRNS key:
         return arr[..., None], np.where(arr == key, 0, 65535).astype(np.uint16)  # OpenCV leaves it out
-    return from_opencv(arr, grey_alpha)
+    color, alpha = from_opencv(arr, grey_alpha)
+    if alpha is not None and key is not None and im.format == "PNG" and not (alpha < 65535).any():
+        alpha = None  # an RGB PNG's tRNS colour that no pixel has: libpng still adds an opaque channel
+    if alpha is not None and _associated_alpha(im):
+        color = _unpremultiply(color, alpha)
+    return color, alpha
+
+
+def _png_pixel_chunks(data: np.ndarray) -> np.ndarray:
+    """A PNG's bytes with only the chunks that make its pixels (IHDR, PLTE, tRNS, IDAT, IEND);
+    the rest (already read through Pillow, where ddn keeps them) left out. Chunk CRCs were
+    checked by Pillow before."""
+    raw = data.tobytes()
+    keep, pos = [raw[:8]], 8
+    while pos + 12 <= len(raw):
+        length = struct.unpack_from(">I", raw, pos)[0]
+        end = pos + 12 + length
+        if raw[pos + 4:pos + 8] in (b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"):
+            keep.append(raw[pos:end])
+        if raw[pos + 4:pos + 8] == b"IEND":
+            break
+        pos = end
+    return np.frombuffer(b"".join(keep), dtype=np.uint8)
+
+
+def _associated_alpha(im) -> bool:
+    """Whether a TIFF's alpha is associated (premultiplied into the colour; ExtraSamples 1)."""
+    extra = getattr(im, "tag_v2", {}).get(338)
+    return (extra[0] if isinstance(extra, tuple) and extra else extra) == 1
+
+
+def _unpremultiply(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Straight colour from premultiplied 16-bit samples (what Pillow does for 8-bit ones):
+    colour * 65535 / alpha, rounded and clipped; fully transparent pixels become 0."""
+    a = alpha.astype(np.float64).reshape(alpha.shape[:2] + (1,) * (color.ndim - 2))
+    out = np.where(a > 0, color * (65535.0 / np.maximum(a, 1.0)), 0.0)
+    return np.clip(np.rint(out), 0, 65535).astype(np.uint16)
 
 
 def from_opencv(arr: np.ndarray, grey_alpha: bool = False) -> tuple[np.ndarray, np.ndarray | None]:

@@ -51,12 +51,14 @@ def _starts(size: int, tile: int, overlap: int, align: int) -> tuple[list[int], 
 
 
 def plan_tiles(h: int, w: int, tile: int, overlap: int, align: int = 4) -> list[list[Tile]]:
-    """Rows of tiles covering an h x w image. ``tile`` >= 1, 0 <= overlap < tile. Tiles
-    are at most ``tile`` (shrunk evenly per axis to limit wasted overlap)."""
+    """Rows of tiles covering an h x w image. ``align`` >= 1, ``tile`` >= ``align``,
+    0 <= overlap < tile. Tiles are at most ``tile`` (shrunk evenly per axis to limit wasted
+    overlap). (A tile smaller than ``align`` would step by ``align`` and leave gaps.)"""
     if h < 1 or w < 1:
         raise ValueError("image must be at least 1x1")
-    if tile < 1 or overlap < 0 or overlap >= tile:
-        raise ValueError(f"bad tiling: tile={tile}, overlap={overlap} (need 0 <= overlap < tile)")
+    if align < 1 or tile < align or overlap < 0 or overlap >= tile:
+        raise ValueError(f"bad tiling: tile={tile}, overlap={overlap}, align={align} "
+                         "(need 1 <= align <= tile and 0 <= overlap < tile)")
     ys, th = _starts(h, tile, overlap, align)
     xs, tw = _starts(w, tile, overlap, align)
     return [[Tile(y, min(h, y + th), x, min(w, x + tw)) for x in xs] for y in ys]
