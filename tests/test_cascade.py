@@ -209,6 +209,7 @@ def test_segbank_and_miou():
     m, per, acc = miou(confusion(p, t, 11))
     # class 0: inter 2 (two correct), union 3; class 1: inter 2, union 3
     assert per[0] == pytest.approx(2 / 3) and per[1] == pytest.approx(2 / 3) and m == pytest.approx(2 / 3)
+    assert per[2:] == [None] * 9  # absent from both: no IoU (it was reported as 0.0), not in the mean
     assert acc == pytest.approx(4 / 5)
 
 

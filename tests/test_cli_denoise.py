@@ -387,6 +387,22 @@ def test_demo_out_and_image_mistakes_are_one_line_and_psnr_gain_is_signed(tmp_pa
     assert r.exit_code == 0 and "+-" not in r.output and "inf dB" in r.output, r.output
 
 
+def test_demo_never_replaces_its_image_and_leaves_no_folder_on_a_bad_device(tmp_path):
+    """`--image dir/noisy.png --out dir` replaced the user's photo with the noised copy; a
+    refused --device left an empty --out folder."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in ("noisy.png", "denoised.png", "comparison.png"):
+        Image.fromarray(smooth_image(40, 48)).save(d / name)
+        before = file_hash(d / name)
+        r = run("demo", "--image", d / name, "--out", d)
+        assert r.exit_code == 2 and "would replace it" in r.output.replace("\n", ""), r.output
+        assert file_hash(d / name) == before
+        (d / name).unlink()
+    r = run("demo", "--device", "cuda:7", "--out", tmp_path / "never")
+    assert r.exit_code == 2 and not (tmp_path / "never").exists(), r.output
+
+
 def test_json_naming_the_output_folder_about_to_be_made_is_refused(tmp_path):
     """`--json od` with `od` the output folder, not yet made: everything was denoised, then
     the report could not be written over the folder (exit 1, no report)."""
@@ -437,3 +453,36 @@ def test_review_dangling_output_link_and_deep_json_folder(tmp_path):
     assert r.exit_code == 0 and f["status"] == "skipped" and "exists" in f["error"]
     r = run("denoise", root, tmp_path / "o2", "--json", tmp_path / "o2", "--sigma", "20")
     assert r.exit_code == 2 and "--json" in r.output and not (tmp_path / "o2").exists()
+
+
+def test_standard_output_trouble_is_one_line(tmp_path):
+    """`--json -` with stdout closed (`>&-`) denoised everything, then crashed on writing the
+    report (AttributeError); a full stdout (`> /dev/full`) was a traceback."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.png"
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src)
+    r = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "ddn_cli", "denoise", str(src),
+                        str(tmp_path / "o"), "--sigma", "20", "--json", "-"], stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 2 and "standard output is closed" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()  # refused before any work
+    if Path("/dev/full").exists():
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, "-m", "ddn_cli", "models", "list"], stdout=full,
+                               stderr=subprocess.PIPE, text=True)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip() == "ddn: error: standard output: cannot write (No space left on device)"
+
+
+def test_narrow_terminal_summary_keeps_its_numbers(tmp_path, monkeypatch):
+    """At 30 columns the summary table's headers were all "…" and the failed count was gone."""
+    from ddn_cli.cli import common
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src / "a.png")
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    monkeypatch.setattr(common.err, "_width", 30)
+    r = run("denoise", src, tmp_path / "o", "--sigma", "20")
+    assert r.exit_code == 1 and "done 1, skipped 0, failed 1" in r.output.replace("\n", " "), r.output

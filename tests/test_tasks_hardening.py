@@ -339,3 +339,100 @@ def test_running_out_of_memory_on_the_cpu_fails_that_image_only(tmp_path, monkey
     with pytest.raises(RuntimeError, match="something else"):  # other errors are not disguised
         denoise_image(img, den, sigma=20, tile=512, overlap=48, batch_size=1)
     del torch
+
+
+def test_eval_reports_never_replace_an_input(tmp_path):
+    """--json and --plot wrote over whatever they named: a model under test, the data list, a
+    data set image (found by a sweep). Refused before any measuring; nothing is changed."""
+    from ddn_cli.registry import resolve_weights
+
+    data = tmp_path / "d"
+    data.mkdir()
+    Image.fromarray(smooth_image(32, 40)).save(data / "a.png")
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{data / 'a.png'}\n")
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(resolve_weights(None).read_bytes())
+    before = {p: file_hash(p) for p in (lst, model, data / "a.png")}
+    for args in (["denoise", lst, "--json", lst], ["denoise", data, "-m", model, "--json", model],
+                 ["denoise", data, "--json", data / "a.png"]):
+        r = run("eval", *args, "--sigma", "25", "--no-ssim")
+        one_clean_line(r, 2)
+        assert "done in" not in r.output
+    cam = tiny_camvid(tmp_path / "cam")
+    seg = tiny_segmenter(tmp_path / "seg.safetensors")
+    img = cam / "val" / "f000.png"
+    (cam / "val" / "notes.json").write_text("{}")
+    before[img], before[cam / "val" / "notes.json"] = file_hash(img), file_hash(cam / "val" / "notes.json")
+    for extra, said in ((["--plot", img], "data folder"), (["--plot", model], "PNG"),
+                        (["--plot", tmp_path / "p.txt"], "PNG"),
+                        (["--json", cam / "val" / "notes.json"], "data folder")):
+        r = run("eval", "seg", cam, "--sigma", "30", "--segmenter", seg, "-m", model, *extra)
+        one_clean_line(r, 2)
+        assert said in r.output, r.output
+    assert {p: file_hash(p) for p in before} == before
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_eval_json_dash_goes_to_stdout_and_repeats_are_measured_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "d"
+    data.mkdir()
+    Image.fromarray(smooth_image(32, 40)).save(data / "a.png")
+    r = runner.invoke(app, ["eval", "denoise", str(data), "--sigma", "25,25.0,0", "--no-ssim", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # only the report on stdout: the table went to stderr
+    assert doc["sigmas"] == [25.0, 0.0] and not (tmp_path / "-").exists()
+    cam = tiny_camvid(tmp_path / "cam")
+    seg = tiny_segmenter(tmp_path / "seg.safetensors")
+    r = runner.invoke(app, ["eval", "seg", str(cam), "--sigma", "30,0,30", "--segmenter", str(seg),
+                            "-m", "ddn.color-sigma", "--json", "-", "--plot", str(tmp_path / "p.png")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["sigmas"] == ["30", "0"] and not (tmp_path / "-").exists()
+    assert Image.open(tmp_path / "p.png").format == "PNG"
+
+
+def test_result_tables_tell_same_named_files_apart(tmp_path, monkeypatch):
+    """Two IMG_0001.png in two folders were two rows both called IMG_0001.png."""
+    from ddn_cli.cli import common
+
+    monkeypatch.setattr(common.out, "_width", 200)
+    for d in ("100CANON", "101CANON"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(smooth_image(32, 32, seed=len(d))).save(tmp_path / d / "IMG_0001.png")
+    r = run("classify", tmp_path, "--no-denoise")
+    assert r.exit_code == 0, r.output
+    assert "100CANON/IMG_0001.png" in r.output and "101CANON/IMG_0001.png" in r.output
+
+
+@pytest.mark.parametrize("cmd", ["denoise", "classify", "segment"])
+def test_json_report_never_replaces_a_skipped_file_of_the_run(tmp_path, cmd):
+    """`--json in/notes.txt`, notes.txt a non-image file in the input folder: the report
+    replaced it (and listed it as a skipped input)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(smooth_image(32, 32)).save(src / "a.png")
+    (src / "notes.txt").write_text("my notes")
+    args = {"denoise": [src, tmp_path / "out"], "classify": [src], "segment": [src, tmp_path / "out"]}[cmd]
+    r = run(cmd, *args, "--json", src / "notes.txt")
+    one_clean_line(r, 2)
+    assert "inputs or outputs" in r.output and (src / "notes.txt").read_text() == "my notes"
+
+
+@pytest.mark.parametrize("cmd", ["segment", "classify"])
+def test_no_denoise_refuses_denoising_options_it_would_ignore(tmp_path, cmd):
+    Image.fromarray(smooth_image(32, 32)).save(tmp_path / "a.png")
+    for extra in (["--sigma", "30"], ["--denoiser", "ddn.color-sigma"]):
+        r = run(cmd, tmp_path / "a.png", *([tmp_path / "o"] if cmd == "segment" else []), "--no-denoise", *extra)
+        one_clean_line(r, 2)
+        assert "--no-denoise with" in r.output
+    r = run(cmd, tmp_path / "a.png", *([tmp_path / "o"] if cmd == "segment" else []), "--sigma", "90")
+    assert r.exit_code == 0 and "above the noise levels" in r.output, r.output
+
+
+def test_overlap_error_says_when_it_is_the_default(tmp_path):
+    Image.fromarray(smooth_image(32, 32)).save(tmp_path / "a.png")
+    r = run("denoise", tmp_path / "a.png", tmp_path / "o.png", "--tile", "32")
+    one_clean_line(r, 2)
+    assert "--overlap 48 (the default) must be smaller than --tile 32" in r.output

@@ -61,6 +61,16 @@ def run_demo(out_dir: Path, *, image: str = "astronaut", sigma: float = 25.0, se
     src = sample_path(image)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir}: is a file", "give a folder for the demo's images")
+    files = {"noisy": out_dir / "noisy.png", "denoised": out_dir / "denoised.png",
+             "comparison": out_dir / "comparison.png"}
+    for f in files.values():
+        if f.resolve() == Path(src).resolve():  # `--image dir/noisy.png --out dir` replaced the user's photo
+            raise UsageError(f"--image {image}: the demo writes {f.name} in --out {out_dir}, which would replace it",
+                             "give another --out folder")
+    from .devices import resolve_device, resolve_precision
+
+    resolve_precision(precision, resolve_device(device))  # a bad --device leaves no folder behind
+    weights = resolve_weights(model)
     try:  # made before the work, so that a folder that cannot be made costs nothing
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -73,14 +83,12 @@ def run_demo(out_dir: Path, *, image: str = "astronaut", sigma: float = 25.0, se
     rng = np.random.default_rng(seed)
     noisy = np.clip(np.rint(clean + rng.normal(0.0, sigma, clean.shape)), 0, 255).astype(np.uint8)
     name = model or bundled_manifest().default("denoise").name
-    den = Denoiser.load(resolve_weights(model), name=name, device=device, precision=precision)
+    den = Denoiser.load(weights, name=name, device=device, precision=precision)
     tile, batch = auto_tile(den.device.type)
     t0 = time.perf_counter()
     out, used = denoise_image(ImageData(noisy, None, 8, "png"), den, sigma=None, tile=tile, overlap=den.overlap,
                               batch_size=batch)
     secs = time.perf_counter() - t0
-    files = {"noisy": out_dir / "noisy.png", "denoised": out_dir / "denoised.png",
-             "comparison": out_dir / "comparison.png"}
     write_image(files["noisy"], ImageData(noisy, None, 8, "png"))
     write_image(files["denoised"], out)
     h, w = clean.shape[:2]

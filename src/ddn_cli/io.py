@@ -129,7 +129,8 @@ def plan_jobs(
     - no output: ``NAME_denoised.EXT`` beside a file, ``DIR_denoised/`` beside a folder.
     A file named explicitly is an input whatever its suffix (reading it says if it is no image
     ddn reads); in folders only image suffixes count, and hidden files and folders (names
-    starting with a dot) and the output folder, when it lies inside an input folder, are left out.
+    starting with a dot), ``ddn segment``'s own outputs (NAME.mask.png, NAME.overlay.png) and the
+    output folder, when it lies inside an input folder, are left out.
     Raises ``UsageError`` for missing inputs, an output that would overwrite an input, or an
     output file name whose suffix contradicts ``out_format``.
     """
@@ -164,6 +165,8 @@ def plan_jobs(
             if src.is_dir():
                 base = output if output is not None else _beside(src)
                 for f in _walk(src, recursive, exclude=base):
+                    if f.name.lower().endswith(SEGMENT_OUTPUTS):  # `ddn segment`'s masks and overlays
+                        continue
                     if is_image_name(f):
                         rel = f.relative_to(src)
                         jobs.append(Job(f, (base / rel).with_suffix(fmt_suffix(f))))
@@ -324,7 +327,8 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
         raise UnsupportedImage(f"{path}: not an image, or a format ddn cannot read",
                                "ddn reads PNG, JPEG, TIFF, WebP and BMP: convert it to one of them") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise UnsupportedImage(f"{path}: cannot decode ({e})") from None
+        raise UnsupportedImage(f"{path}: cannot decode ({e})",
+                               "the file is damaged or incomplete: re-export or copy it again") from None
     with im:
         w, h = im.size
         if w * h > max_pixels:

@@ -10,6 +10,7 @@ and the label map is resized back to the input's size (nearest neighbour).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,14 +114,20 @@ def output_paths(src: Path, root_in: Path | None, out_dir: Path) -> tuple[Path, 
     return base.with_name(base.name + ".mask.png"), base.with_name(base.name + ".overlay.png")
 
 
-def check_outputs(jobs: list[tuple[Path, Path, Path]]) -> None:
+def check_outputs(jobs: list[tuple[Path, Path, Path]], taken: Iterable[Path] = ()) -> None:
     """Refuse two inputs that would write the same mask (``x.png`` and ``x.jpg`` in one folder,
     or ``a/x.png`` and ``b/x.png`` into one output folder): the second was silently skipped,
-    or with --overwrite replaced the first's."""
+    or with --overwrite replaced the first's. Refuse as well a mask or overlay that would be
+    one of ``taken`` (the images of a ``denoise --then segment`` run)."""
     from .errors import UsageError
 
     seen: dict[Path, Path] = {}
-    for src, mask, _ in jobs:
+    busy = {p.resolve() for p in taken}
+    for src, mask, overlay in jobs:
+        for out in (mask, overlay):
+            if out.resolve() in busy:
+                raise UsageError(f"{src}: its {'mask' if out == mask else 'overlay'} {out} would replace one of "
+                                 "this run's images", "rename that image, or segment in a separate run")
         r = mask.resolve()
         if r in seen:
             raise UsageError(f"{src} and {seen[r]} would both write {mask}",

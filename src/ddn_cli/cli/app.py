@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import sys
 import warnings
 from typing import Annotated
 
@@ -62,4 +65,16 @@ def main() -> None:
     # Pillow warns (UserWarning: "Corrupt EXIF data", "Truncated File Read", ...) on the
     # damaged files whose failure ddn then reports in its own line
     warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
-    app()
+    try:
+        app()
+    except OSError as e:  # ddn's own errors are one line already; this is the terminal's side: writing
+        # the table or the JSON to a full or failing standard output (`> /dev/full`). (A closed
+        # pipe, `| head`, typer ends quietly itself.)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EBADF):
+            line = f"{e.filename or 'standard output'}: cannot write ({e.strerror})"
+        else:
+            line = " ".join(str(e).split()) or type(e).__name__
+        with contextlib.suppress(Exception):
+            print(f"ddn: error: {line}", file=sys.stderr)
+        sys.stdout = None  # what could not be written is not tried again at the exit
+        sys.exit(1)

@@ -25,9 +25,9 @@ def classify(
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse images with more pixels than this (decompression-bomb guard).")] = 200_000_000,
 ) -> None:
     """Top-k labels with probabilities for each image."""
-    from .denoise import _parse_sigma
+    from .denoise import parse_task_denoising
 
-    sig = _parse_sigma(sigma)
+    sig = parse_task_denoising(sigma, denoise, denoiser)
     with handled():
         from ..classify import classify_files
         from ..descriptor import Denoiser
@@ -37,7 +37,7 @@ def classify(
         from ..registry import resolve_weights, task_denoiser
 
         files, skipped = discover(paths, recursive)
-        check_report_path(json_out, files)
+        check_report_path(json_out, files + list(skipped))  # a skipped file is the user's too
         dev = resolve_device(device)
         clf = load_highlevel(classifier, "classifier", dev)
         den = None
@@ -60,11 +60,11 @@ def report(res, json_out: str | None, console=None) -> None:
         from rich.table import Table
 
         t = Table(title="ddn classify")
-        for c in ("input", "top labels", "sigma"):
-            t.add_column(c)
+        for c in ("input", "top labels", "sigma"):  # whole paths, folded: IMG_0001.png of two folders told apart
+            t.add_column(c, overflow="fold")
         for r in res:
             labels = ", ".join(f"{n} {p:.2f}" for n, p in r.top) if r.status == "ok" else f"failed: {_escape(r.error or '')}"
-            t.add_row(_escape(Path(r.input).name), labels, "" if r.sigma is None else f"{r.sigma:.1f}")
+            t.add_row(_escape(r.input), labels, "" if r.sigma is None else f"{r.sigma:.1f}")
         (console or out).print(t)
     for r in res:
         if r.status == "failed":

@@ -64,6 +64,8 @@ def check_report_path(json_out: str | None, taken: Iterable[Path] = ()) -> None:
     from ..errors import UsageError
     from ..io import is_image_name
 
+    if json_out == "-" and sys.stdout is None:  # started with stdout closed (`>&-`): found out only at the end
+        raise UsageError("--json -: standard output is closed", "give --json a file path")
     if not json_out or json_out == "-":
         return
     p = Path(json_out)

@@ -15,6 +15,7 @@ from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _escape, check_report_path
 
 FORMAT_CHOICES = ("png", "jpeg", "tiff", "webp", "bmp")
 AUTO_TILE_PX = 512  # pipeline.AUTO_TILE (not imported here: this module stays cheap to import)
+DEFAULT_OVERLAP = 48
 MODEL_SIGMA_MAX = 75  # the bundled denoisers were trained on noise levels 0-75
 
 
@@ -28,6 +29,23 @@ def _parse_sigma(text: str) -> float | None:
     if not 0 <= v <= 255:
         raise fail(f"--sigma {v:g}: outside 0-255 (noise std on the 8-bit scale)")
     return v
+
+
+def note_high_sigma(sig: float | None) -> None:
+    if sig is not None and sig > MODEL_SIGMA_MAX:
+        err.print(f"ddn: note: --sigma {sig:g} is above the noise levels the models were trained on "
+                  f"(0-{MODEL_SIGMA_MAX}); expect weaker results")
+
+
+def parse_task_denoising(sigma: str, denoise: bool, denoiser: str | None) -> float | None:
+    """segment's and classify's --sigma, checked against --no-denoise, which would ignore it
+    and --denoiser (a run that silently did not do what was asked)."""
+    sig = _parse_sigma(sigma)
+    if not denoise and (denoiser is not None or sigma.strip().lower() != "auto"):
+        raise fail(f"--no-denoise with {'--denoiser' if denoiser is not None else '--sigma'}: nothing is denoised, "
+                   "so it would be ignored (leave one of them out)")
+    note_high_sigma(sig)
+    return sig
 
 
 def _parse_tile(text: str) -> int | None:
@@ -49,7 +67,7 @@ def denoise(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model name (see `ddn models list`) or a .safetensors path. Default: the manifest's default.")] = None,
     sigma: Annotated[str, typer.Option(help="Noise level: auto (estimated per image) or N on the 0-255 scale.")] = "auto",
     tile: Annotated[str, typer.Option(help="Tile size in pixels, or auto (512; on a GPU in batches of 16).")] = "auto",
-    overlap: Annotated[int, typer.Option(min=0, help="Tile overlap in pixels (blended with a smooth window; 48 keeps tiled output within 1/255 of untiled).")] = 48,
+    overlap: Annotated[int, typer.Option(min=0, help="Tile overlap in pixels (blended with a smooth window; 48 keeps tiled output within 1/255 of untiled).")] = DEFAULT_OVERLAP,
     batch_size: Annotated[int, typer.Option(min=0, help="Tiles per batch (0 = auto).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16 (fp16: GPUs only).")] = "auto",
@@ -72,7 +90,8 @@ def denoise(
     if format is not None and format.lower() not in FORMAT_CHOICES:
         raise fail(f"--format {format!r}: use one of {', '.join(FORMAT_CHOICES)}", EXIT_USAGE)
     if overlap >= (tile_px or AUTO_TILE_PX):
-        raise fail(f"--overlap {overlap} must be smaller than --tile {tile_px or f'(auto: {AUTO_TILE_PX})'}", EXIT_USAGE)
+        raise fail(f"--overlap {overlap}{' (the default)' if overlap == DEFAULT_OVERLAP else ''} must be smaller "
+                   f"than --tile {tile_px or f'(auto: {AUTO_TILE_PX})'}", EXIT_USAGE)
     if then is not None and then not in ("segment", "classify"):
         raise fail(f"--then {then!r}: use segment or classify", EXIT_USAGE)
     inputs, output = (paths[:-1], paths[-1]) if len(paths) >= 2 else (paths, None)
@@ -85,15 +104,14 @@ def denoise(
             model = task_denoiser("seg" if then == "segment" else "cls")
 
         jobs, non_images = plan_jobs(inputs, output, recursive=recursive, out_format=format.lower() if format else None)
-        check_report_path(json_out, [p for j in jobs for p in (j.src, j.dst)])
+        check_report_path(json_out, [p for j in jobs for p in (j.src, j.dst)] + list(non_images))
         check_writable(j.dst for j in jobs if overwrite or not os.path.lexists(j.dst))  # (existing: skipped)
         if then == "segment":  # masks of outputs that would collide (x.png, x.jpg): refused before the work
             from ..segment import check_outputs, output_paths
 
-            check_outputs([(j.dst, *output_paths(j.dst, None, j.dst.parent)) for j in jobs])
-        if sig is not None and sig > MODEL_SIGMA_MAX:
-            err.print(f"ddn: note: --sigma {sig:g} is above the noise levels the models were trained on "
-                      f"(0-{MODEL_SIGMA_MAX}); expect weaker results")
+            check_outputs([(j.dst, *output_paths(j.dst, None, j.dst.parent)) for j in jobs],
+                          taken=[p for j in jobs for p in (j.src, j.dst)])
+        note_high_sigma(sig)
         code = _run(jobs, non_images, model=model, sig=sig, tile=tile_px, overlap=overlap, batch_size=batch_size,
                     device=device, precision=precision, fmt=format.lower() if format else None, quality=quality,
                     overwrite=overwrite, quiet=quiet, json_out=json_out, max_pixels=max_pixels, offline=offline,
@@ -248,11 +266,16 @@ def _report(results, json_out, quiet, total_mp, seconds, den, interrupted: bool 
     if existing:
         err.print(f"skipped {len(existing)} file(s) whose output exists (use --overwrite to redo them): "
                   f"{_escape(_names(existing, 'output'))}")
-    t = Table(title="ddn denoise" + (" (interrupted)" if interrupted else " (stopped)" if stopped else ""),
-              show_header=True)
-    for col in ("done", "skipped", "failed", "MP", "seconds", "MP/s", "model", "device"):
-        t.add_column(col)
+    title = "ddn denoise" + (" (interrupted)" if interrupted else " (stopped)" if stopped else "")
+    cols = ("done", "skipped", "failed", "MP", "seconds", "MP/s", "model", "device")
     mps = total_mp / seconds if seconds > 0 else 0.0
-    t.add_row(str(ok), str(len(skipped)), str(failed), f"{total_mp:.2f}", f"{seconds:.1f}", f"{mps:.3f}", den.name,
-              f"{den.device} {den.precision.name}")
+    row = (str(ok), str(len(skipped)), str(failed), f"{total_mp:.2f}", f"{seconds:.1f}", f"{mps:.3f}", den.name,
+           f"{den.device} {den.precision.name}")
+    if err.width < 72:  # too narrow for the table's columns (rich squeezed them to "…"): one line each
+        err.print(_escape(title) + ": " + ", ".join(f"{c} {_escape(v)}" for c, v in zip(cols, row, strict=True)))
+        return
+    t = Table(title=title, show_header=True)
+    for col in cols:
+        t.add_column(col)
+    t.add_row(*row)
     err.print(t)

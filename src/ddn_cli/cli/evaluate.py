@@ -19,7 +19,7 @@ def _parse_sigmas(text: str, example: str) -> list[float]:
     import math
 
     try:
-        sigmas = [float(s) for s in text.split(",") if s.strip()]
+        sigmas = list(dict.fromkeys(float(s) for s in text.split(",") if s.strip()))  # a repeat measured once
     except ValueError:
         raise fail(f"--sigma {text!r}: expected numbers like {example}") from None
     if not sigmas:
@@ -52,13 +52,49 @@ def _outputs(net, device) -> int:
         return int(net(torch.zeros(1, 3, 32, 32, device=device)).shape[1])
 
 
-def _check_outputs(json_out: Path | None, plot: Path | None = None) -> None:
-    """Refuse, before the measuring, report paths that cannot be written or would destroy a file."""
+def _check_outputs(json_out: Path | None, plot: Path | None = None, inputs: list[Path] = ()) -> None:
+    """Refuse, before the measuring, report paths that cannot be written or would destroy a
+    file: one of ``inputs`` (data folders and list files, the models' weight files), a file
+    inside a data folder (a data set image). (The two cannot name one file: --plot must be a
+    .png, which --json refuses.)"""
     from ..errors import UsageError
 
-    check_report_path(str(json_out) if json_out else None)
-    if plot is not None and plot.is_dir():
-        raise UsageError(f"--plot {plot}: is a folder", "give a .png path")
+    check_report_path(str(json_out) if json_out else None, inputs)
+    targets = [("--json", json_out)] if json_out and str(json_out) != "-" else []
+    if plot is not None:
+        if plot.is_dir():
+            raise UsageError(f"--plot {plot}: is a folder", "give a .png path")
+        if plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot {plot}: the plot is a PNG image", "give a .png path, e.g. --plot results.png")
+        targets.append(("--plot", plot))
+    ins = [p.resolve() for p in inputs]
+    for opt, t in targets:
+        r = t.resolve()
+        if r in ins:
+            raise UsageError(f"{opt} {t}: is one of this run's inputs", "give another path for it")
+        folder = next((i for i in ins if i.is_dir() and i in r.parents), None)
+        if folder is not None and t.exists():
+            raise UsageError(f"{opt} {t}: would replace a file in the data folder {folder}",
+                             "write it outside the data")
+
+
+def _emit_json(json_out: Path, doc: dict) -> None:
+    """The JSON report to ``json_out``, or to stdout for ``-`` (whose table then went to stderr)."""
+    text = json.dumps(_finite(doc), indent=2)
+    if str(json_out) == "-":
+        import sys
+
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    else:
+        from ..io import write_atomic
+
+        write_atomic(json_out, (text + "\n").encode())
+
+
+def _table_console(json_out: Path | None):
+    """stdout, unless the JSON report goes there (``--json -``): then stderr."""
+    return err if json_out is not None and str(json_out) == "-" else out
 
 
 @app.command("denoise", no_args_is_help=True)
@@ -83,9 +119,9 @@ def eval_denoise(
         from ..noise import estimate_sigma
         from ..registry import bundled_manifest, resolve_weights
 
-        _check_outputs(json_out)
         names = model or [bundled_manifest().default("denoise").name]
         paths = [resolve_weights(name) for name in names]  # every name checked before the first is measured
+        _check_outputs(json_out, inputs=[Path(d) for d in data] + [Path(p) for p in paths])
         images = load_eval_images(data, limit, data_root)
         rows = []
         for name, path in zip(names, paths, strict=True):
@@ -116,13 +152,10 @@ def eval_denoise(
                 v = r["results"][f"{s:g}"]
                 cells.append(f"{v['psnr']:.2f}" + (f" / {v['ssim']:.4f}" if ssim else ""))
             t.add_row(r["model"], *cells)
-        out.print(t)
+        _table_console(json_out).print(t)
         if json_out:
-            from ..io import write_atomic
-
-            doc = {"data": data, "images": len(images), "sigmas": sigmas, "clip": clip, "sigma_auto": sigma_auto,
-                   "precision": precision, "models": rows}
-            write_atomic(json_out, json.dumps(_finite(doc), indent=2).encode())
+            _emit_json(json_out, {"data": data, "images": len(images), "sigmas": sigmas, "clip": clip,
+                                  "sigma_auto": sigma_auto, "precision": precision, "models": rows})
 
 
 def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: str | None, split: str, limit: int,
@@ -138,7 +171,6 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
         from ..registry import bundled_manifest, resolve_weights
         from ..weightfile import load_weights
 
-        _check_outputs(json_out, plot)
         other = {"seg": "cls", "cls": "seg"}[kind]
         if not denoiser:
             man = bundled_manifest()
@@ -150,9 +182,11 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
 
         n_data = len(CAMVID_CLASSES if kind == "seg" else CIFAR10_CLASSES)
         net = load_highlevel(task_net, "segmenter" if kind == "seg" else "classifier", dev, classes=n_data)
+        paths = [resolve_weights(name) for name in denoiser]  # every name checked before any is loaded
+        _check_outputs(json_out, plot, [Path(data), *map(Path, paths)]
+                       + ([Path(task_net)] if task_net and Path(task_net).is_file() else []))
         dens = []
-        for name in denoiser:
-            path = resolve_weights(name)
+        for name, path in zip(denoiser, paths, strict=True):
             meta = load_weights(path)[1]
             task = meta.get("task", "denoise")
             role = {"denoise": "reconstruction", kind: "guided", other: "cross-task"}.get(task, task)
@@ -185,9 +219,9 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
                 p = v["psnr"].get(s)
                 cells.append(f"{v['metric'][s]:.4f}" + (f" ({p:.2f})" if p is not None else ""))
             t.add_row(v["label"], v["role"], *cells)
-        out.print(t)
+        _table_console(json_out).print(t)
         if json_out:
-            write_atomic(json_out, json.dumps(_finite(res), indent=2).encode())
+            _emit_json(json_out, res)
         if plot:
             write_atomic(plot, plot_png(res, "CamVid" if kind == "seg" else "CIFAR-10"))
 

@@ -30,14 +30,15 @@ def segment(
 ) -> None:
     """Per-pixel classes: writes NAME.mask.png (palette PNG, pixel value = class id) and
     NAME.overlay.png, and prints each class's pixel coverage."""
-    from .denoise import _parse_sigma
+    from .denoise import parse_task_denoising
 
-    sig = _parse_sigma(sigma)
+    sig = parse_task_denoising(sigma, denoise, denoiser)
     with handled():
         items, skipped = plan(paths, recursive)
         from ..segment import output_paths
 
-        check_report_path(json_out, [p for f, root, out_dir in items for p in (f, *output_paths(f, root, out_dir))])
+        check_report_path(json_out, [p for f, root, out_dir in items for p in (f, *output_paths(f, root, out_dir))]
+                          + list(skipped))  # a skipped file is the user's too
         from ..errors import RunStopped
 
         stopped = None
@@ -116,11 +117,11 @@ def report(res, json_out: str | None, console=None) -> None:
         from rich.table import Table
 
         t = Table(title="ddn segment: pixel coverage")
-        for c in ("input", "status", "classes (share of pixels)", "mask"):
-            t.add_column(c)
+        for c in ("input", "status", "classes (share of pixels)", "mask"):  # whole paths, folded
+            t.add_column(c, overflow="fold")
         for r in res:
             cov = ", ".join(f"{k} {v:.1%}" for k, v in sorted(r.coverage.items(), key=lambda kv: -kv[1]) if v >= 0.001)
-            t.add_row(_escape(Path(r.input).name), r.status, cov if r.status == "ok" else _escape(r.error or ""),
+            t.add_row(_escape(r.input), r.status, cov if r.status == "ok" else _escape(r.error or ""),
                       _escape(r.mask or ""))
         (console or out).print(t)
     for r in res:

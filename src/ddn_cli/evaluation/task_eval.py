@@ -186,7 +186,7 @@ def plot_png(result: dict, title: str, size: tuple[int, int] = (900, 560)) -> by
                (255, 127, 14), (140, 86, 75)]
     for i, var in enumerate(result["variants"]):
         c = colours[i % len(colours)]
-        pts = [px(float(s), var["metric"][s]) for s in result["sigmas"]]
+        pts = [px(float(s), var["metric"][s]) for s in sorted(result["sigmas"], key=float)]  # left to right
         if len(pts) > 1:
             d.line(pts, fill=c, width=3 if var["role"] == "guided" else 2)
         for x, y in pts:

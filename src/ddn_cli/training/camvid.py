@@ -132,14 +132,16 @@ def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> tor
     return torch.bincount(k, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
-def miou(conf: torch.Tensor) -> tuple[float, list[float], float]:
-    """(mean IoU, per-class IoU, global pixel accuracy) from a confusion matrix."""
+def miou(conf: torch.Tensor) -> tuple[float, list[float | None], float]:
+    """(mean IoU, per-class IoU, global pixel accuracy) from a confusion matrix. A class
+    neither in the ground truth nor predicted has no IoU (None), and is left out of the mean."""
     c = conf.double()
     inter = c.diag()
     union = c.sum(0) + c.sum(1) - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
     present = union > 0
-    return float(iou[present].mean()), [float(v) for v in iou], float(inter.sum() / c.sum().clamp(min=1))
+    iou = inter / union.clamp(min=1)
+    return (float(iou[present].mean()), [float(v) if p else None for v, p in zip(iou, present, strict=True)],
+            float(inter.sum() / c.sum().clamp(min=1)))
 
 
 @torch.no_grad()

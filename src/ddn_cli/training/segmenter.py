@@ -181,7 +181,7 @@ def train_segmenter(cfg: SegmenterConfig, on_event: Callable[[dict], None] | Non
             r = evaluate_segmenter(model, x_va, y_va, device, precision)
             history.append({"step": step, "miou": r["miou"], "pixel_acc": r["pixel_acc"]})
             emit({"event": "val", "step": step, "miou": r["miou"], "pixel_acc": r["pixel_acc"],
-                  "per_class": [round(v, 3) for v in r["per_class"]]})
+                  "per_class": [None if v is None else round(v, 3) for v in r["per_class"]]})
             save({**r, "history": history} if last else None)
         if (time.perf_counter() - last_ck) > cfg.ckpt_minutes * 60 or last:
             save_checkpoint(ckpt, {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
