@@ -305,3 +305,236 @@ def test_a_fresh_run_starts_its_own_log_and_a_resumed_one_continues_it(data_dir,
     assert runs_in_log() == 1
     assert run("--data", data_dir, "--out", out, "--resume", *TINY).exit_code == 0
     assert runs_in_log() == 2
+
+
+# resuming in another number of processes ----------------------------------------------------
+
+def test_resume_in_another_number_of_processes_is_refused(data_dir, tmp_path, monkeypatch):
+    """A checkpoint holds one random-generator state per process: resumed under torchrun with
+    more processes, rank 1 died of an IndexError (and rank 0 of a gloo traceback); resumed with
+    fewer, the others' states were dropped and the batch shrank, silently. Refused, in one line
+    naming the command that continues the run, on every rank and before any collective."""
+    out = tmp_path / "m.safetensors"
+    train_denoiser(cfg(data_dir, out, steps=2))
+    ckpt = out.with_suffix(".ckpt")
+    state = load_checkpoint(ckpt)
+    before = ckpt.read_bytes()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):  # refused before the process group is made: no rendezvous needed here
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        with pytest.raises(UsageError, match="1 process, resumed in 2 processes") as e:
+            train_denoiser(cfg(data_dir, out, steps=2, resume=True))
+        assert e.value.hint == "resume without torchrun"
+    for v in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(v)
+    assert state["world_size"] == 1 and len(state["gens"]) == 1 and ckpt.read_bytes() == before
+
+    # a checkpoint of a 2-process run from before world_size was recorded: counted by its generators
+    del state["world_size"]
+    state["gens"] = [state["gens"][0], state["gens"][0]]
+    save_checkpoint(ckpt, state)
+    r = run("--data", data_dir, "--out", out, "--resume", *TINY)
+    one_line_error(r, 2)
+    assert "resume with torchrun --nproc_per_node=2" in r.output
+    save_checkpoint(ckpt, {**state, "world_size": 2})
+    with pytest.raises(UsageError, match="torchrun --nproc_per_node=2"):
+        train_denoiser(cfg(data_dir, out, steps=2, resume=True))
+    ckpt.write_bytes(before)
+    train_denoiser(cfg(data_dir, out, steps=2, resume=True))  # the same count: resumed
+
+
+def _torchrun(tmp_path, *args, fault=None, timeout=120):
+    """``torchrun --standalone --nproc_per_node=2`` running ``ddn train ARGS`` (the CLI, through a
+    small script that can first plant ``fault`` in rank 0); returns the CompletedProcess."""
+    script = tmp_path / "ddn_under_torchrun.py"
+    script.write_text(_TORCHRUN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DDN_TEST_FAULT": fault or ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), "train", *map(str, args)]
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+_TORCHRUN_SCRIPT = '''
+import errno, os, signal, sys, time
+
+fault = os.environ.get("DDN_TEST_FAULT")
+if fault == "sigterm_in_validation" and os.environ.get("RANK") == "0":
+    from ddn_cli.evaluation import denoise_eval
+
+    real = denoise_eval.make_noisy
+
+    def make_noisy(*a, **k):  # the first image of the first validation: SIGTERM to torchrun, as a user would
+        if not make_noisy.sent:
+            make_noisy.sent = True
+            os.kill(os.getppid(), signal.SIGTERM)
+            t = time.time()  # until torchrun has passed it on to this process
+            while getattr(getattr(signal.getsignal(signal.SIGTERM), "__self__", None), "pending", None) is None:
+                time.sleep(0.02)
+                assert time.time() - t < 20, "no SIGTERM came from torchrun"
+        make_noisy.calls += 1
+        return real(*a, **k)
+
+    make_noisy.sent, make_noisy.calls = False, 0
+    denoise_eval.make_noisy = make_noisy
+if fault == "disk_full" and os.environ.get("RANK") == "0":
+    from ddn_cli.training import loop
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    loop.save_weights = full
+
+from ddn_cli.cli import main
+
+sys.argv[0] = "ddn"
+main()
+'''
+
+
+def _torchrun_available():
+    import shutil
+
+    if shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")):
+        pytest.skip("torchrun is missing")
+
+
+def _no_rank_crash(err: str) -> None:
+    """No process died in a collective or of an uncaught exception (torchrun's own report of a
+    failed or signalled child is its business)."""
+    assert "Connection closed" not in err and "distributed_c10d" not in err, err[-3000:]
+    assert "IndexError" not in err and "forcefully exiting via 9" not in err, err[-3000:]
+
+
+@pytest.mark.slow
+def test_torchrun_resume_of_a_single_process_checkpoint_is_one_line_on_each_rank(data_dir, tmp_path):
+    _torchrun_available()
+    out = tmp_path / "m.safetensors"
+    train_denoiser(cfg(data_dir, out, steps=2))
+    r = _torchrun(tmp_path, "--data", data_dir, "--out", out, "--resume", *TINY)
+    assert r.returncode != 0
+    _no_rank_crash(r.stderr)
+    assert r.stderr.count("resumed in 2 processes; --resume continues a run in as many processes as it had "
+                          "(resume without torchrun)") == 2, r.stderr[-3000:]
+    assert load_checkpoint(out.with_suffix(".ckpt"))["step"] == 2  # left as it was
+
+
+# an interrupt during validation -------------------------------------------------------------
+
+def test_interrupt_during_validation_abandons_it_and_resume_redoes_it(data_dir, tmp_path, monkeypatch, signals):
+    """Ctrl-C / SIGTERM while rank 0 validated waited for the whole pass (under torchrun longer
+    than its grace period: killed, no checkpoint). Now the pass stops at the next image, the
+    checkpoint is written at once, and --resume does that validation again: the resumed run
+    ends as the uninterrupted one, its validation history and best model included."""
+    from ddn_cli.evaluation import denoise_eval
+
+    kw = {"val": (str(data_dir),), "val_every": 3, "val_sigmas": (15.0, 25.0)}
+    a = tmp_path / "a.safetensors"
+    train_denoiser(cfg(data_dir, a, **kw))
+    b = tmp_path / "b.safetensors"
+    real, calls = denoise_eval.make_noisy, []
+
+    def make_noisy(*args, **k):  # each image of each noise level of a validation pass
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **k)
+
+    monkeypatch.setattr(denoise_eval, "make_noisy", make_noisy)
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        train_denoiser(cfg(data_dir, b, **kw), events.append)
+    assert len(calls) == 1  # not 3 images x 2 sigmas x raw and EMA
+    ck = load_checkpoint(b.with_suffix(".ckpt"))
+    assert ck["step"] == 3 and ck["val_pending"] and ck["history"] == []
+    assert not any(e["event"] == "val" for e in events)
+    assert {"event": "checkpoint", "step": 3, "path": str(b.with_suffix(".ckpt")), "interrupted": True} in events
+    monkeypatch.undo()
+    events = []
+    train_denoiser(cfg(data_dir, b, resume=True, **kw), events.append)
+    assert [e["step"] for e in events if e["event"] == "val"] == [3, 6]
+    assert_same_checkpoints(a, b, step=6)
+    ca, cb = load_checkpoint(a.with_suffix(".ckpt")), load_checkpoint(b.with_suffix(".ckpt"))
+    assert ca["history"] == cb["history"] and ca["best"] == cb["best"] and not cb["val_pending"]
+
+
+@pytest.mark.slow
+def test_torchrun_sigterm_during_validation_checkpoints_at_once(data_dir, tmp_path):
+    """SIGTERM to torchrun (passed on to both processes) while rank 0 validates: rank 0 leaves
+    the validation at the next image, rank 1 (waiting for it in the step's all_reduce) stops with
+    it, the checkpoint is written, and both exit as interrupted."""
+    _torchrun_available()
+    out = tmp_path / "m.safetensors"
+    r = _torchrun(tmp_path, "--data", data_dir, "--val", data_dir, "--val-every", "2", "--out", out, *TINY,
+                  "--steps", "50", "--ckpt-minutes", "60", fault="sigterm_in_validation")
+    _no_rank_crash(r.stderr)
+    assert "interrupted at step 2: checkpoint" in r.stderr, r.stderr[-3000:]
+    assert r.stderr.count("ddn: interrupted") == 2, r.stderr[-3000:]
+    events = [json.loads(x) for x in out.with_suffix(".log").read_text().splitlines()]
+    assert not any(e["event"] == "val" for e in events)  # abandoned, not finished first
+    ck = load_checkpoint(out.with_suffix(".ckpt"))
+    assert ck["step"] == 2 and ck["val_pending"] and ck["world_size"] == 2
+
+
+# errors that one process alone meets ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_torchrun_error_on_rank_0_alone_is_one_line_on_each_rank(data_dir, tmp_path):
+    """Rank 0 alone reads --val, prepares --out, opens the log and writes the weights: its error
+    left rank 1 to die in its next collective with a gloo "Connection closed by peer"
+    traceback. Now every rank stops with rank 0's one-line error."""
+    _torchrun_available()
+    out = tmp_path / "m.safetensors"
+    r = _torchrun(tmp_path, "--data", data_dir, "--val", tmp_path / "nonexist", "--out", out, *TINY)
+    _no_rank_crash(r.stderr)
+    assert r.stderr.count("nonexist: not a folder, image or list file (check the --val path)") == 2, r.stderr[-3000:]
+    assert not out.with_suffix(".log").exists()
+
+    out.with_suffix(".log").symlink_to(tmp_path / "missing" / "m.log")  # the log cannot be opened
+    r = _torchrun(tmp_path, "--data", data_dir, "--out", out, *TINY)
+    _no_rank_crash(r.stderr)
+    assert r.stderr.count("m.log: cannot write the log") == 2, r.stderr[-3000:]
+    out.with_suffix(".log").unlink()
+
+    r = _torchrun(tmp_path, "--data", data_dir, "--out", out, *TINY, fault="disk_full")  # at the weights' first save
+    _no_rank_crash(r.stderr)
+    assert r.stderr.count("m.safetensors: cannot write (No space left on device)") == 2, r.stderr[-3000:]
+
+
+# list files -------------------------------------------------------------------------------------
+
+def test_list_files_with_a_bom_other_encodings_or_binary(data_dir, tmp_path, default_weights):
+    """A list saved as "UTF-8 with BOM" made its first entry "not found"; one with a Latin-1
+    name crashed with a UnicodeDecodeError traceback. Now the BOM is dropped, a name in another
+    encoding finds its file as Linux names it (bytes), and a binary file is one line."""
+    from ddn_cli.training.data import list_training_images
+
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeffclean/g0.png\r\nclean/g1.png\r\n".encode())
+    assert list_training_images([bom]) == [data_dir / "g0.png", data_dir / "g1.png"]
+
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("# caf\xe9\nclean/g2.png\n".encode("latin-1"))  # a comment in Latin-1
+    assert list_training_images([latin1]) == [data_dir / "g2.png"]
+    name = tmp_path / os.fsdecode(b"caf\xe9.png")  # the file's name is these bytes, not UTF-8
+    try:
+        name.write_bytes((data_dir / "g0.png").read_bytes())
+    except (OSError, UnicodeEncodeError):
+        pass  # a file system that takes UTF-8 names only: nothing more to try
+    else:
+        latin1.write_bytes("caf\xe9.png\n".encode("latin-1"))
+        assert list_training_images([latin1]) == [name]
+        r = run("--data", latin1, "--out", tmp_path / "m.safetensors", *TINY)
+        assert r.exit_code == 0, r.output
+
+    for binary in (bytes(range(256)) * 4, "clean/g0.png\n".encode("utf-16")):
+        bad = tmp_path / "bad.txt"
+        bad.write_bytes(binary)
+        with pytest.raises(UsageError, match="bad.txt: not a text file list of image paths .UTF-8."):
+            list_training_images([bad])
+        r = run("--data", bad, "--out", tmp_path / "m2.safetensors", *TINY)
+        one_line_error(r, 2)
+        assert "not a text file list" in r.output
+        r = CliRunner().invoke(app, ["eval", "denoise", str(bad), "-m", str(default_weights), "--sigma", "25"])
+        one_line_error(r, 2)
+        assert "not a text file list" in r.output

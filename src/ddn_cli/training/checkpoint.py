@@ -12,8 +12,10 @@ import torch
 from ..atomic import write_bytes as atomic_write_bytes
 from ..errors import OutputError, UsageError
 
-# what every denoiser-training checkpoint holds (the loop's do_checkpoint writes more); the
-# segmenter's and classifier's trainers keep their own keys
+# what every denoiser-training checkpoint holds (the loop's do_checkpoint writes more: among
+# them world_size, the number of processes whose generator states "gens" holds, and
+# val_pending, a validation an interrupt cut short); the segmenter's and classifier's
+# trainers keep their own keys
 REQUIRED_KEYS = ("model", "opt", "step", "total", "elapsed", "best", "gens", "config")
 
 

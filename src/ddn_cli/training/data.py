@@ -7,6 +7,7 @@ so a resumed run draws exactly the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ def list_training_images(sources: Sequence[str | Path], list_root: str | Path | 
                          and not any(part.startswith(".") for part in q.relative_to(p).parts))  # as ddn denoise's walk
         elif p.is_file() and p.suffix.lower() in {".txt", ".lst", ".list"}:
             root = Path(list_root) if list_root else p.parent
-            for line in p.read_text().splitlines():
+            for line in read_list_file(p):
                 line = line.strip()
                 if not line or line.startswith("#"):
                     continue
@@ -48,6 +49,26 @@ def list_training_images(sources: Sequence[str | Path], list_root: str | Path | 
     if not uniq:
         raise UsageError(f"no training images found in {', '.join(map(str, sources))}", "check the --data path")
     return uniq
+
+
+# C0 control characters (and DEL) that no list of paths holds; tab and the line breaks excepted
+_BINARY = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def read_list_file(path: Path) -> list[str]:
+    """The lines of a list file of image paths: UTF-8, a byte-order mark (Windows Notepad's
+    "UTF-8 with BOM") dropped; bytes that are not UTF-8 (names in Latin-1 and the like) are
+    kept as the file system's own bytes (``surrogateescape``, as Python decodes Linux file
+    names), so such a name still finds its file. A file with control characters (a binary
+    file, a UTF-16 list) or that cannot be read raises ``UsageError``."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the list file ({e.strerror or e})", "check the path and its permissions") from None
+    if _BINARY.search(text):
+        raise UsageError(f"{path}: not a text file list of image paths (UTF-8)",
+                         "give a folder of images, or a text file with one image path per line")
+    return text.splitlines()
 
 
 def decode_rgb8(path: Path) -> np.ndarray:

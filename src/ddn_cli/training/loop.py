@@ -127,9 +127,37 @@ def validate_model(model, images, sigmas, device, precision, noise_level: bool) 
             y = model(x, s / 255.0) if noise_level else model(x)
         return y.float()[0].permute(1, 2, 0).cpu().numpy()
 
-    res = evaluate(fn, images, sigmas)
-    model.train(was_training)
+    try:
+        res = evaluate(fn, images, sigmas)
+    finally:
+        model.train(was_training)
     return {s: r["psnr"] for s, r in res.items()}
+
+
+class _ValidationAbandoned(Exception):
+    """Raised inside a validation pass when an interrupt came: the rest of it is skipped."""
+
+
+@contextlib.contextmanager
+def _abandon_on_interrupt(models: list[torch.nn.Module], interrupts: _DeferredSignals):
+    """While in the block, each forward call of ``models`` first checks for a Ctrl-C / SIGTERM
+    received meanwhile and, if one came, raises ``_ValidationAbandoned`` (validation is a
+    forward call per image and noise level, or per batch for the cascade tasks: an interrupt
+    waits for one of them, not for the whole pass). The models' training modes are restored."""
+
+    def check(module, args) -> None:
+        if interrupts.pending is not None:
+            raise _ValidationAbandoned
+
+    modes = [m.training for m in models]
+    hooks = [m.register_forward_pre_hook(check) for m in models]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in zip(models, modes):
+            m.train(mode)
 
 
 def check_outputs(cfg: TrainConfig) -> None:
@@ -247,6 +275,82 @@ class _DeferredSignals:
         raise KeyboardInterrupt
 
 
+def _processes(n: int) -> str:
+    return f"{n} process" + ("es" if n != 1 else "")
+
+
+def _check_world_size(ckpt_file: Path, state: dict, world: int) -> None:
+    """Refuse to resume ``state`` in a different number of processes than it was saved by:
+    each process draws its own batches from its own saved generators, so another count
+    cannot continue the run bit for bit (more processes had no state to take, fewer dropped
+    the others' and halved the batch). Checkpoints from before ``world_size`` was recorded
+    hold one generator state per process."""
+    gens = state["gens"]
+    saved = state.get("world_size", len(gens) if isinstance(gens, (list, tuple)) else None)
+    if not isinstance(saved, int) or saved < 1 or not isinstance(gens, (list, tuple)) or len(gens) != saved:
+        raise UsageError(f"{ckpt_file}: damaged or not a training checkpoint (random generator states missing)",
+                         "delete it to start afresh, or run without --resume")
+    if saved != world:
+        how = f"resume with torchrun --nproc_per_node={saved}" if saved > 1 else "resume without torchrun"
+        raise UsageError(f"{ckpt_file}: saved by a run of {_processes(saved)}, resumed in {_processes(world)}; "
+                         "--resume continues a run in as many processes as it had", how)
+
+
+def _describe(e: BaseException):
+    """``e`` in a form another process can raise again (``_raise_described``)."""
+    if isinstance(e, DdnError):
+        return ("error", type(e), e.message, e.hint)
+    if isinstance(e, KeyboardInterrupt):
+        return ("interrupt",)
+    return ("other", type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+
+
+def _raise_described(d, rank: int):
+    if d[0] == "interrupt":
+        raise KeyboardInterrupt
+    if d[0] == "error":
+        _, cls, message, hint = d
+        try:
+            err = cls(message, hint)
+        except Exception:  # noqa: BLE001 - an error class of another signature: the message all the same
+            err = DdnError(message, hint)
+        raise err
+    raise DdnError(f"process {rank} of this torchrun run failed ({d[1]}: {d[2]})", "see its traceback above")
+
+
+def _share_failure(failure: BaseException | None, world: int) -> None:
+    """Every process (all must call it) learns whether any failed since the last call: the
+    one that failed raises its own exception again; the others raise a copy of the first
+    failure (a ``DdnError`` with the same one-line message and exit code). So an error that
+    one process alone can meet (rank 0's --val images, --out folder, log, weight files) stops
+    the whole run cleanly, instead of leaving the others to die in their next collective
+    operation with a "Connection closed by peer" traceback (or to wait there)."""
+    import torch.distributed as dist
+
+    all_failures: list = [None] * world
+    dist.all_gather_object(all_failures, None if failure is None else _describe(failure))
+    if failure is not None:
+        raise failure
+    for r, d in enumerate(all_failures):
+        if d is not None:
+            _raise_described(d, r)
+
+
+@contextlib.contextmanager
+def _together(distributed: bool, world: int):
+    """Run the block on every process, then share its outcome (``_share_failure``): an error
+    raised in it on any one process is raised on all of them."""
+    if not distributed:
+        yield
+        return
+    failure = None
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - raised again, here and on the others
+        failure = e
+    _share_failure(failure, world)
+
+
 def train_denoiser(cfg: TrainConfig, on_event: Event | None = None) -> dict:
     """Run (or resume) denoiser training. Returns the final summary dict. Raises ``UsageError``
     (bad options, --out or checkpoint), ``UnsafeWeights`` (--init not a denoiser), ``OutputError``
@@ -264,23 +368,17 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
     if rank != 0:  # one voice: only rank 0 reports
         emit = lambda e: None
     device = resolve_device(cfg.device)
-    if distributed:
-        import torch.distributed as dist
-
-        if device.type == "cuda":
-            device = torch.device("cuda", local)
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
     precision = resolve_precision(cfg.precision, device, training=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     out = Path(cfg.out)
     ckpt_file = checkpoint_path(out)
     noise = parse_sigma(cfg.sigma)
     noise = type(noise)(noise.lo, noise.hi, noise.values, cfg.clip_fraction)
 
+    # the checks every process makes alike come before the process group, so that a refusal
+    # stops each of them with its one line and none waits for the others in a collective
     state = None
     overridden: dict = {}
     if not cfg.resume and ckpt_file.is_file():
@@ -289,6 +387,7 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
         if not ckpt_file.exists():
             raise UsageError(f"{ckpt_file}: no checkpoint to resume from", "drop --resume to start fresh")
         state = load_checkpoint(ckpt_file, REQUIRED_KEYS)
+        _check_world_size(ckpt_file, state, world)
         try:
             saved = TrainConfig.from_dict({**state["config"], "out": cfg.out})
         except (DdnError, TypeError) as e:
@@ -303,111 +402,142 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
     if distributed and cfg.task_pcgrad:
         raise UsageError("--task-pcgrad runs in one process (it takes the two gradients apart before DDP could average them)",
                          "train without torchrun, or drop --task-pcgrad")
-    torch.manual_seed(cfg.seed)
-    model_cfg = {"noise_level": cfg.noise_level}
-    if state is not None and "model_config" in state:
-        # the resumed run's own architecture: a narrowed --init model is not the default width
-        model_cfg = state["model_config"]
-    init_meta: dict = {}
-    if cfg.init and state is None:
-        model, init_meta = _init_model(cfg.init)
-    else:
-        model = build_denoiser(model_cfg)
-    noise_level = model.config.noise_level
-    frozen_bn = freeze_batchnorm_stats(model) if cfg.freeze_bn else 0
-    model.to(device)
-    if precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-    opt = torch.optim.AdamW(trainable_parameters(model, cfg.train_only), lr=cfg.lr, betas=(0.9, 0.99),
-                            weight_decay=cfg.weight_decay)
+    if distributed:
+        import torch.distributed as dist
 
-    setup_events: list[dict] = []  # emitted once all of the run's inputs are read and its output is writable
-    cascade = None
-    if cfg.task in ("seg", "cls"):
-        from .cascade import build_cascade
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
-        cascade = build_cascade(cfg.task, cfg.data[0], cfg.task_net, cfg.lam, device, crop=cfg.patch,
-                                target=cfg.task_target, subset=cfg.subset, augment=cfg.task_augment,
-                                class_weighted=cfg.task_class_weights, grad_blur=cfg.task_grad_blur,
-                                grad_highpass=cfg.task_grad_highpass, noise=cfg.task_noise,
-                                scale=cfg.task_scale)
-        bank = cascade
-        if cfg.lam is None or cfg.task_net is None:
-            # record what the defaults resolved to, so that a --resume after a release changes
-            # them (seg: lambda 1e-4 -> 3e-4, resunet_s -> resnet9_unet) keeps this run's recipe
-            from ..registry import bundled_manifest
-            from .cascade import NET_KIND
+    # the rest of the setup may fail on one process only (rank 0 alone reads --val, prepares
+    # --out and opens the log): every process learns of a failure before DDP's first collective
+    with _together(distributed, world):
+        torch.manual_seed(cfg.seed)
+        model_cfg = {"noise_level": cfg.noise_level}
+        if state is not None and "model_config" in state:
+            # the resumed run's own architecture: a narrowed --init model is not the default width
+            model_cfg = state["model_config"]
+        init_meta: dict = {}
+        if cfg.init and state is None:
+            model, init_meta = _init_model(cfg.init)
+        else:
+            model = build_denoiser(model_cfg)
+        noise_level = model.config.noise_level
+        frozen_bn = freeze_batchnorm_stats(model) if cfg.freeze_bn else 0
+        model.to(device)
+        if precision.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+        opt = torch.optim.AdamW(trainable_parameters(model, cfg.train_only), lr=cfg.lr, betas=(0.9, 0.99),
+                                weight_decay=cfg.weight_decay)
 
-            cfg = dataclasses.replace(cfg, lam=cascade.lam,
-                                      task_net=cfg.task_net or bundled_manifest().defaults[NET_KIND[cfg.task]])
-        setup_events.append({"event": "cascade", "task_net": cascade.net_path, "lambda": cascade.lam,
-              "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
-    else:
-        bank = ImageBank(list_training_images(cfg.data, cfg.data_root), cfg.patch, device=device)
-    teacher = None
-    if cfg.distill:
-        from ..descriptor import Denoiser
-        from ..registry import resolve_weights
+        setup_events: list[dict] = []  # emitted once all of the run's inputs are read and its output is writable
+        cascade = None
+        if cfg.task in ("seg", "cls"):
+            from .cascade import build_cascade
 
-        teacher = Denoiser.load(resolve_weights(cfg.distill), device=str(device), precision=precision.name).model
-        if teacher.config.noise_level and not noise_level:
-            raise UsageError(f"--distill {cfg.distill}: it takes a noise level, the model trained here does not",
-                             "distill into a model with a noise-level input (--noise-level)")
-        setup_events.append({"event": "distill", "teacher": cfg.distill})
-    rehearsal = None
-    if cfg.rehearse:
-        try:
-            paths = list_training_images(cfg.rehearse, cfg.data_root)
-        except UsageError as e:
-            raise _for_option("--rehearse", e) from None
-        rehearsal = ImageBank(paths, cfg.rehearse_patch, device=device)
-        setup_events.append({"event": "rehearsal", "images": len(rehearsal), "batch": cfg.rehearse_batch, "patch": cfg.rehearse_patch})
-    val_images = []
-    if cfg.val and rank == 0 and cascade is None:
-        from ..evaluation.denoise_eval import load_eval_images
+            cascade = build_cascade(cfg.task, cfg.data[0], cfg.task_net, cfg.lam, device, crop=cfg.patch,
+                                    target=cfg.task_target, subset=cfg.subset, augment=cfg.task_augment,
+                                    class_weighted=cfg.task_class_weights, grad_blur=cfg.task_grad_blur,
+                                    grad_highpass=cfg.task_grad_highpass, noise=cfg.task_noise,
+                                    scale=cfg.task_scale)
+            bank = cascade
+            if cfg.lam is None or cfg.task_net is None:
+                # record what the defaults resolved to, so that a --resume after a release changes
+                # them (seg: lambda 1e-4 -> 3e-4, resunet_s -> resnet9_unet) keeps this run's recipe
+                from ..registry import bundled_manifest
+                from .cascade import NET_KIND
 
-        try:
-            val_images = load_eval_images(cfg.val, cfg.val_limit, cfg.data_root)
-        except UsageError as e:
-            raise _for_option("--val", e) from None
-    if rank == 0:
-        _prepare_output(out)
-        if state is None and ckpt_file.is_file():  # an earlier run's: never to be resumed into this one
-            ckpt_file.unlink()
-            setup_events.append({"event": "replaced_checkpoint", "path": str(ckpt_file)})
-    for e in setup_events:
-        emit(e)
-    emit({"event": "data", "train_images": len(bank), "val_images": len(val_images), "device": str(device),
-          "precision": precision.name, "world_size": world, "frozen_batchnorm": frozen_bn})
+                cfg = dataclasses.replace(cfg, lam=cascade.lam,
+                                          task_net=cfg.task_net or bundled_manifest().defaults[NET_KIND[cfg.task]])
+            setup_events.append({"event": "cascade", "task_net": cascade.net_path, "lambda": cascade.lam,
+                  "held_out": len(cascade.val_x), "task_net_sha": cascade.hash_before})
+        else:
+            bank = ImageBank(list_training_images(cfg.data, cfg.data_root), cfg.patch, device=device)
+        teacher = None
+        if cfg.distill:
+            from ..descriptor import Denoiser
+            from ..registry import resolve_weights
 
-    gen_cpu = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    gen_dev = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 7)
+            teacher = Denoiser.load(resolve_weights(cfg.distill), device=str(device), precision=precision.name).model
+            if teacher.config.noise_level and not noise_level:
+                raise UsageError(f"--distill {cfg.distill}: it takes a noise level, the model trained here does not",
+                                 "distill into a model with a noise-level input (--noise-level)")
+            setup_events.append({"event": "distill", "teacher": cfg.distill})
+        rehearsal = None
+        if cfg.rehearse:
+            try:
+                paths = list_training_images(cfg.rehearse, cfg.data_root)
+            except UsageError as e:
+                raise _for_option("--rehearse", e) from None
+            rehearsal = ImageBank(paths, cfg.rehearse_patch, device=device)
+            setup_events.append({"event": "rehearsal", "images": len(rehearsal), "batch": cfg.rehearse_batch, "patch": cfg.rehearse_patch})
+        val_images = []
+        if cfg.val and rank == 0 and cascade is None:
+            from ..evaluation.denoise_eval import load_eval_images
+
+            try:
+                val_images = load_eval_images(cfg.val, cfg.val_limit, cfg.data_root)
+            except UsageError as e:
+                raise _for_option("--val", e) from None
+        if rank == 0:
+            _prepare_output(out)
+            if state is None and ckpt_file.is_file():  # an earlier run's: never to be resumed into this one
+                with _writing(ckpt_file):
+                    ckpt_file.unlink()
+                setup_events.append({"event": "replaced_checkpoint", "path": str(ckpt_file)})
+        for e in setup_events:
+            emit(e)
+        emit({"event": "data", "train_images": len(bank), "val_images": len(val_images), "device": str(device),
+              "precision": precision.name, "world_size": world, "frozen_batchnorm": frozen_bn})
+
+        gen_cpu = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+        gen_dev = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank + 7)
+        step = 0
+        elapsed_before = 0.0
+        best = {"score": -math.inf, "step": -1, "psnr": {}, "which": None}
+        total = cfg.steps
+        history: list[dict] = []
+        val_pending = False  # an interrupt cut the validation at ``step`` short: it is still to be done
+        if state is not None:  # every process loads the same state (before DDP, whose broadcast then changes nothing)
+            model.load_state_dict(state["model"])
+            if ema is not None and state.get("ema") is not None:
+                ema.model.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            step = int(state["step"])
+            total = int(state["total"])
+            elapsed_before = float(state["elapsed"])
+            best = state["best"]
+            history = state.get("history", [])
+            val_pending = bool(state.get("val_pending", False))
+            gens = state["gens"][rank]
+            gen_cpu.set_state(gens["cpu"])
+            gen_dev.set_state(gens["dev"])
+            emit({"event": "resumed", "step": step, "total": total, "overridden": overridden})
+
     ddp_model = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    step = 0
-    elapsed_before = 0.0
-    best = {"score": -math.inf, "step": -1, "psnr": {}, "which": None}
-    total = cfg.steps
-    history: list[dict] = []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        if ema is not None and state.get("ema") is not None:
-            ema.model.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step = int(state["step"])
-        total = int(state["total"])
-        elapsed_before = float(state["elapsed"])
-        best = state["best"]
-        history = state.get("history", [])
-        gens = state["gens"][rank]
-        gen_cpu.set_state(gens["cpu"])
-        gen_dev.set_state(gens["dev"])
-        emit({"event": "resumed", "step": step, "total": total, "overridden": overridden})
+    # under DDP, an error in what one process does by itself (rank 0: the log, validation, the
+    # weight and checkpoint files) is held until the next point where all of them meet (the
+    # end of the step, the interrupt, the end of the run), then raised by every one of them
+    failure: list[BaseException] = []
+
+    @contextlib.contextmanager
+    def alone():
+        if not distributed:
+            yield
+            return
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - raised again at the next meeting point, by all
+            if not failure:
+                failure.append(e)
 
     def denoise_noisy(m: torch.nn.Module, clean: torch.Tensor, g_cpu, g_dev,
                       target: torch.nn.Module | None = None):
@@ -498,7 +628,8 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
             t = torch.tensor([total], dtype=torch.long, device=device if device.type == "cuda" else "cpu")
             dist.broadcast(t, 0)
             total = int(t.item())
-        emit({"event": "calibrated", "steps_per_s": rate, "total": total, "val_reserve": n_val})
+        with alone():
+            emit({"event": "calibrated", "steps_per_s": rate, "total": total, "val_reserve": n_val})
         pcgrad_conflicts[0] = 0  # the probe's steps are not the run's
 
     def cascade_info() -> dict:
@@ -527,14 +658,83 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
             all_gens = [None] * world
             dist.all_gather_object(all_gens, gens)
         if rank == 0:
-            save_checkpoint(ckpt_file, {
-                "model": _state_cpu(model), "model_config": model.config.to_dict(),
-                "ema": _state_cpu(ema.model) if ema else None,
-                "opt": opt.state_dict(), "step": step, "total": total,
-                "elapsed": elapsed_before + time.perf_counter() - t_start, "best": best,
-                "gens": all_gens, "config": {**cfg.to_dict(), "steps": total}, "history": history,
-            })
-            emit({"event": "checkpoint", "step": step, "path": str(ckpt_file), **({"interrupted": True} if interrupted else {})})
+            with alone():
+                save_checkpoint(ckpt_file, {
+                    "model": _state_cpu(model), "model_config": model.config.to_dict(),
+                    "ema": _state_cpu(ema.model) if ema else None,
+                    "opt": opt.state_dict(), "step": step, "total": total,
+                    "elapsed": elapsed_before + time.perf_counter() - t_start, "best": best,
+                    "gens": all_gens, "world_size": world, "val_pending": val_pending,
+                    "config": {**cfg.to_dict(), "steps": total}, "history": history,
+                })
+                emit({"event": "checkpoint", "step": step, "path": str(ckpt_file), **({"interrupted": True} if interrupted else {})})
+
+    def validate_now() -> bool:
+        """Rank 0: validate the raw (and EMA) weights at ``step``, keep the best, record it.
+        False when a Ctrl-C / SIGTERM cut the pass short: its results are dropped (a resumed
+        run does this validation again) and the interrupt is taken at once."""
+        rec = {"step": step}
+        history.append(rec)
+        variants = [("raw", model)] + ([("ema", ema.model)] if ema is not None else [])
+        try:
+            with _abandon_on_interrupt([m for _, m in variants], interrupts):
+                for which, m in variants:
+                    if cascade is not None:
+                        r = cascade.validate(m, cfg.val_sigmas, device, precision, noise_level)
+                        ps = {s: v["psnr"] for s, v in r.items()}
+                        mt = {s: v["metric"] for s, v in r.items()}
+                        rec[which] = {str(k): v for k, v in ps.items()}
+                        rec[which + "_metric"] = {str(k): v for k, v in mt.items()}
+                    else:
+                        ps = validate_model(m, val_images, cfg.val_sigmas, device, precision, noise_level)
+                        mt = None
+                        rec[which] = {str(k): v for k, v in ps.items()}
+                    snapshot_best(ps, which, m, mt)
+        except _ValidationAbandoned:
+            history.pop()  # rec
+            return False
+        _update_sidecar_history(out, history)
+        emit({"event": "val", **rec, "best": best["score"], "best_step": best["step"]})
+        return True
+
+    def end_of_step(val_due: bool, last: bool) -> None:
+        """What follows a step: validation (rank 0), the periodic / final checkpoint, and a
+        Ctrl-C / SIGTERM received meanwhile taken (a checkpoint, then the interrupt). Every
+        process calls it, in step: the others wait in the flags' all_reduce while rank 0
+        validates, and an interrupt ends rank 0's validation early."""
+        nonlocal last_ckpt, val_pending
+        val_pending = False
+        if rank == 0 and val_due and not failure:
+            with alone():
+                val_pending = not validate_now()
+        want_ckpt = (time.perf_counter() - last_ckpt) > cfg.ckpt_minutes * 60 or last
+        stop = interrupts.pending is not None  # Ctrl-C / SIGTERM during this step: save it, then stop
+        failed = bool(failure)
+        if distributed:
+            import torch.distributed as dist
+
+            # rank 0's clock decides the periodic checkpoint; an interrupt on any rank stops all,
+            # and so does an error on any (rank 0's writes, its log: shared, then raised by all)
+            flag = torch.tensor([int(want_ckpt and rank == 0), int(stop), int(failed)],
+                                device=device if device.type == "cuda" else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            want_ckpt, stop, failed = bool(flag[0]), bool(flag[1]), bool(flag[2])
+            if failed:
+                _share_failure(failure[0] if failure else None, world)
+        if want_ckpt or stop:
+            if rank == 0 and not val_images and cascade is None:
+                with alone():
+                    # no validation data: the newest (EMA) weights are the output
+                    best.update(step=step, which="ema" if ema else "raw")
+                    _write_weights(out, ema.model if ema else model, cfg, best, train_images=len(bank),
+                                   elapsed=elapsed_before + time.perf_counter() - t_start, init_meta=init_meta,
+                                   history=history, precision=precision.name, device=str(device), **cascade_info())
+            do_checkpoint(interrupted=stop)
+            last_ckpt = time.perf_counter()
+        if stop:
+            if distributed:  # a checkpoint rank 0 failed to write is the error to report, not the interrupt
+                _share_failure(failure[0] if failure else None, world)
+            interrupts.deliver()
 
     model.train()
     last_ckpt = time.perf_counter()
@@ -543,6 +743,8 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
     loss_acc, loss_n = torch.zeros((), device=device), 0
     stopped_early = False
     interrupts.arm()  # from here an interrupt is taken between steps: a checkpoint, then the interrupt
+    if val_pending:  # resumed from a checkpoint saved when an interrupt cut this step's validation short
+        end_of_step(val_due=bool(val_images or cascade is not None), last=step >= total)
     while step < total:
         lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
         loss_acc += one_step(ddp_model, opt, gen_cpu, gen_dev, lr)
@@ -567,49 +769,14 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
             if cfg.task_pcgrad:
                 extra["pcgrad_conflicts"] = pcgrad_conflicts[0]
                 pcgrad_conflicts[0] = 0
-            emit({"event": "step", "step": step, "total": total, "loss": loss_v, "lr": lr,
-                  "patches_per_s": rate * cfg.batch_size * world, "eta_s": (total - step) / max(rate, 1e-9), **extra})
-        if rank == 0 and (val_images or cascade is not None) and (step % cfg.val_every == 0 or last):
-            rec = {"step": step}
-            history.append(rec)
-            variants = [("raw", model)] + ([("ema", ema.model)] if ema is not None else [])
-            for which, m in variants:
-                if cascade is not None:
-                    r = cascade.validate(m, cfg.val_sigmas, device, precision, noise_level)
-                    ps = {s: v["psnr"] for s, v in r.items()}
-                    mt = {s: v["metric"] for s, v in r.items()}
-                    rec[which] = {str(k): v for k, v in ps.items()}
-                    rec[which + "_metric"] = {str(k): v for k, v in mt.items()}
-                else:
-                    ps = validate_model(m, val_images, cfg.val_sigmas, device, precision, noise_level)
-                    mt = None
-                    rec[which] = {str(k): v for k, v in ps.items()}
-                snapshot_best(ps, which, m, mt)
-            _update_sidecar_history(out, history)
-            emit({"event": "val", **rec, "best": best["score"], "best_step": best["step"]})
-        want_ckpt = (time.perf_counter() - last_ckpt) > cfg.ckpt_minutes * 60 or last
-        stop = interrupts.pending is not None  # Ctrl-C / SIGTERM during this step: save it, then stop
-        if distributed:
-            import torch.distributed as dist
-
-            # rank 0's clock decides the periodic checkpoint; an interrupt on any rank stops all
-            flag = torch.tensor([int(want_ckpt and rank == 0), int(stop)], device=device if device.type == "cuda" else "cpu")
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            want_ckpt, stop = bool(flag[0]), bool(flag[1])
-        if want_ckpt or stop:
-            if rank == 0 and not val_images and cascade is None:
-                # no validation data: the newest (EMA) weights are the output
-                best.update(step=step, which="ema" if ema else "raw")
-                _write_weights(out, ema.model if ema else model, cfg, best, train_images=len(bank),
-                               elapsed=elapsed_before + time.perf_counter() - t_start, init_meta=init_meta,
-                               history=history, precision=precision.name, device=str(device), **cascade_info())
-            do_checkpoint(interrupted=stop)
-            last_ckpt = time.perf_counter()
-        if stop:
-            interrupts.deliver()
+            with alone():
+                emit({"event": "step", "step": step, "total": total, "loss": loss_v, "lr": lr,
+                      "patches_per_s": rate * cfg.batch_size * world, "eta_s": (total - step) / max(rate, 1e-9), **extra})
+        end_of_step(val_due=bool(val_images or cascade is not None) and (step % cfg.val_every == 0 or last), last=last)
         if over_budget and step < total:
             stopped_early = True
-            emit({"event": "time_budget", "step": step, "total": total})
+            with alone():
+                emit({"event": "time_budget", "step": step, "total": total})
             break
     summary = {"steps_done": step, "total": total, "best": best, "out": str(out), "checkpoint": str(ckpt_file),
                "elapsed_s": elapsed_before + time.perf_counter() - t_start, "stopped_early": stopped_early,
@@ -617,11 +784,12 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
     if cascade is not None:  # the frozen network must be exactly what it was
         summary["task_net_sha_before"] = cascade.hash_before
         summary["task_net_sha_after"] = cascade.check_unchanged()
-    emit({"event": "done", **summary})
+    with alone():
+        emit({"event": "done", **summary})
     if distributed:
         import torch.distributed as dist
 
-        dist.barrier()
+        _share_failure(failure[0] if failure else None, world)  # also the barrier before the end
         dist.destroy_process_group()
     return summary
 
