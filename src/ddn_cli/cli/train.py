@@ -101,6 +101,12 @@ def train(
 ) -> None:
     """Train a denoiser with fresh synthetic noise each step, alone (denoise) or cascaded
     into a frozen segmenter / classifier (seg / cls; only the denoiser learns)."""
+    import os
+
+    if os.environ.get("RANK", "0").strip() not in ("", "0"):
+        # under torchrun every process meets the same errors (the loop shares one process's
+        # with the others): rank 0 says them, once, not one line per process
+        err.quiet = True
     with handled():
         from ..training.config import TrainConfig
 
