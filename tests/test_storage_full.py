@@ -179,3 +179,37 @@ def test_read_only_file_system_is_refused_before_any_work(tmp_path):
         assert r.returncode == 1 and "the output folder is not writable" in r.stderr and "Traceback" not in r.stderr
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_refused_last_write_is_a_failure_not_a_stop(tmp_path, monkeypatch):
+    """Nothing is left to stop after the last image: it fails like any other write ("stopped
+    with 0 image(s) not denoised" and a "stopped" report for a finished run, before)."""
+    from ddn_cli.descriptor import Denoiser
+    from ddn_cli.io import Job
+    from ddn_cli.registry import resolve_weights
+
+    make_folder(tmp_path / "in", 2, size=(32, 32))
+    jobs = [Job(p, tmp_path / "out" / p.name) for p in sorted((tmp_path / "in").iterdir())]
+    den = Denoiser.load(resolve_weights(None), device="cpu", precision="fp32")
+    refuse_after(monkeypatch, 1, errno.ENOSPC)
+    assert [r.status for r in pl.process(jobs, den, pl.DenoiseOptions(sigma=25))] == ["ok", "failed"]
+    refuse_after(monkeypatch, 0, errno.ENOSPC)
+    r = runner.invoke(app, ["denoise", str(jobs[0].src), str(tmp_path / "one.png"), "--sigma", "25", "--json", "-"])
+    assert r.exit_code == 1 and "stopped" not in r.stderr and json.loads(r.stdout)["stopped"] is None, r.output
+    # segment: the only image left after the refused one is done already: nothing to stop either
+    out = tmp_path / "seg"
+    monkeypatch.setattr(dio.os, "fsync", REAL_FSYNC)
+    assert runner.invoke(app, ["segment", str(tmp_path / "in" / "01.png"), str(out), "--no-denoise"]).exit_code == 0
+    refuse_after(monkeypatch, 0, errno.ENOSPC)
+    r = runner.invoke(app, ["segment", str(tmp_path / "in"), str(out), "--no-denoise"])
+    assert r.exit_code == 1 and "stopped" not in r.output, r.output
+
+
+def test_output_names_too_long_fail_per_file_not_the_whole_run(tmp_path):
+    """check_writable's Path.exists() raised ENAMETOOLONG for an output folder name over 255
+    bytes: the run ended in a raw "[Errno 36]" line instead of the file's own error."""
+    src = tmp_path / ("p" * 250)
+    src.mkdir()
+    Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src / "a.png")
+    r = runner.invoke(app, ["denoise", str(src), "--sigma", "20"])  # writes p...p_denoised/ beside it: too long
+    assert r.exit_code == 1 and "Errno" not in r.output and "a.png" in r.output, r.output

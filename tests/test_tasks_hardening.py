@@ -362,16 +362,25 @@ def test_eval_reports_never_replace_an_input(tmp_path):
     cam = tiny_camvid(tmp_path / "cam")
     seg = tiny_segmenter(tmp_path / "seg.safetensors")
     img = cam / "val" / "f000.png"
-    (cam / "val" / "notes.json").write_text("{}")
-    before[img], before[cam / "val" / "notes.json"] = file_hash(img), file_hash(cam / "val" / "notes.json")
-    for extra, said in ((["--plot", img], "data folder"), (["--plot", model], "PNG"),
-                        (["--plot", tmp_path / "p.txt"], "PNG"),
-                        (["--json", cam / "val" / "notes.json"], "data folder")):
+    before[img] = file_hash(img)
+    # a new plot inside the data folder became one of its images ("mask missing" next time)
+    for extra, said in ((["--plot", img], "data folder"), (["--plot", cam / "val" / "new.png"], "data folder"),
+                        (["--plot", model], "PNG"), (["--plot", tmp_path / "p.txt"], "PNG"),
+                        (["--json", model], "inputs")):
         r = run("eval", "seg", cam, "--sigma", "30", "--segmenter", seg, "-m", model, *extra)
         one_clean_line(r, 2)
         assert said in r.output, r.output
     assert {p: file_hash(p) for p in before} == before
-    assert not (tmp_path / "p.txt").exists()
+    assert not (tmp_path / "p.txt").exists() and not (cam / "val" / "new.png").exists()
+    # mistakes that need nothing loaded are found before anything is (a missing segmenter)
+    (tmp_path / "adir").mkdir()
+    r = run("eval", "seg", cam, "--segmenter", tmp_path / "nope.safetensors", "--json", tmp_path / "adir")
+    one_clean_line(r, 2)
+    assert "is a folder" in r.output, r.output
+    # a report inside the data folder (not an image name) can be written, and written again
+    for _ in range(2):
+        r = run("eval", "denoise", data, "--sigma", "25", "--no-ssim", "--json", data / "results.json")
+        assert r.exit_code == 0, r.output
 
 
 def test_eval_json_dash_goes_to_stdout_and_repeats_are_measured_once(tmp_path, monkeypatch):

@@ -538,3 +538,16 @@ def test_list_files_with_a_bom_other_encodings_or_binary(data_dir, tmp_path, def
         r = CliRunner().invoke(app, ["eval", "denoise", str(bad), "-m", str(default_weights), "--sigma", "25"])
         one_line_error(r, 2)
         assert "not a text file list" in r.output
+
+
+def test_rank_variable_alone_does_not_silence_errors(tmp_path):
+    """Only torchrun's other processes on one machine are quiet: RANK=1 left over in an
+    environment (no WORLD_SIZE) silenced a plain run's errors."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "LOCAL_WORLD_SIZE")} | {"RANK": "1"}
+    r = subprocess.run([sys.executable, "-m", "ddn_cli", "train", "--data", str(tmp_path / "nope"), "--out",
+                        str(tmp_path / "m.safetensors")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "nope" in r.stderr, r.stderr

@@ -279,10 +279,11 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
     except DdnError:
         raise
     except MemoryError:
-        raise UnsupportedImage(f"{path}: not enough memory to decode it", "free memory, or lower --max-pixels") from None
-    except Exception as e:  # noqa: BLE001 - any other failure is the file's: said in one line
-        raise UnsupportedImage(f"{path}: cannot decode: a malformed file ({type(e).__name__}: {_first_line(e)})",
-                               "check the file, or re-save it with another program") from None
+        raise UnsupportedImage(f"{path}: not enough memory to decode it", "free memory and rerun") from None
+    except Exception as e:  # noqa: BLE001 - a decoder's failure (or ddn's): one line, this file only
+        raise UnsupportedImage(f"{path}: cannot decode ({type(e).__name__}: {_first_line(e)})",
+                               "the file may be malformed: re-saving it with another program may help; if it "
+                               "opens elsewhere, please report it") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -741,9 +742,11 @@ def check_writable(outputs: Iterable[Path]) -> None:
     checked: set[Path] = set()
     for out in outputs:
         folder = Path(out).parent
-        while not folder.exists() and folder != folder.parent:
+        # os.path's tests answer False where Path's raise (a name too long, a folder that cannot
+        # be searched): such outputs then fail one by one, each with its own reason
+        while not os.path.exists(folder) and folder != folder.parent:
             folder = folder.parent
-        if folder in checked or not folder.is_dir():  # a file in the way is reported per output
+        if folder in checked or not os.path.isdir(folder):  # a file in the way is reported per output
             continue
         checked.add(folder)
         if not os.access(folder, os.W_OK | os.X_OK):

@@ -429,6 +429,8 @@ def _process(jobs, den, opts, on_event, sink, ahead=None) -> Iterator[Result]:
             for _, _, fut, _, _ in list(inflight):  # denoised or not, nothing more is written
                 fut.cancel()
             left = len(jobs) - (len(sink) - sink_before)  # every result so far is in ``sink``
+            if left == 0:  # the last write failed: nothing was left to stop, a failure like any other
+                return
             cause = stop.args[0]
             raise RunStopped(f"stopped with {left} image(s) not denoised: {cause.message}",
                              f"{cause.hint}, then rerun: the outputs already written are kept and skipped") from None

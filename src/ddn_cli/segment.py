@@ -10,6 +10,7 @@ and the label map is resized back to the input's size (nearest neighbour).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,8 +170,9 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
                                     segmenter.name, round(time.perf_counter() - t0, 3)))
         except DdnError as e:
             res.append(Segmentation(str(src), "failed", error=str(e), seconds=round(time.perf_counter() - t0, 3)))
-            if isinstance(e, OutputStorageFull):  # every later image would be segmented only to fail
-                raise RunStopped(f"stopped with {len(items) - n - 1} image(s) not segmented: {e.message}",
+            left = sum(overwrite or not (os.path.exists(m) and os.path.exists(o)) for _, m, o in items[n + 1:])
+            if isinstance(e, OutputStorageFull) and left:  # every later image would be segmented only to fail
+                raise RunStopped(f"stopped with {left} image(s) not segmented: {e.message}",
                                  f"{e.hint}, then rerun: the outputs already written are kept and skipped",
                                  results=res) from None
     return res

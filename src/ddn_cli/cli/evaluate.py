@@ -52,30 +52,32 @@ def _outputs(net, device) -> int:
         return int(net(torch.zeros(1, 3, 32, 32, device=device)).shape[1])
 
 
-def _check_outputs(json_out: Path | None, plot: Path | None = None, inputs: list[Path] = ()) -> None:
-    """Refuse, before the measuring, report paths that cannot be written or would destroy a
-    file: one of ``inputs`` (data folders and list files, the models' weight files), a file
-    inside a data folder (a data set image). (The two cannot name one file: --plot must be a
-    .png, which --json refuses.)"""
+def _check_outputs(json_out: Path | None, plot: Path | None = None, inputs: list[Path] | None = None) -> None:
+    """Refuse report paths that cannot be written or would destroy a file. Without ``inputs``
+    (first, before anything is loaded or downloaded): a folder, an image's name for --json, a
+    --plot that is not a .png. With ``inputs`` (data folders and list files, the models' weight
+    files, once resolved): one of them, and a --plot inside a data folder, where it would
+    become one of the data set's images. (The two reports cannot name one file: --plot must
+    be a .png, which --json refuses.)"""
     from ..errors import UsageError
 
-    check_report_path(str(json_out) if json_out else None, inputs)
-    targets = [("--json", json_out)] if json_out and str(json_out) != "-" else []
+    check_report_path(str(json_out) if json_out else None, inputs or ())
     if plot is not None:
         if plot.is_dir():
             raise UsageError(f"--plot {plot}: is a folder", "give a .png path")
         if plot.suffix.lower() != ".png":
             raise UsageError(f"--plot {plot}: the plot is a PNG image", "give a .png path, e.g. --plot results.png")
-        targets.append(("--plot", plot))
+    if not inputs:
+        return
     ins = [p.resolve() for p in inputs]
-    for opt, t in targets:
+    for opt, t in ([("--json", json_out)] if json_out and str(json_out) != "-" else []) + [("--plot", plot)] * bool(plot):
         r = t.resolve()
         if r in ins:
             raise UsageError(f"{opt} {t}: is one of this run's inputs", "give another path for it")
         folder = next((i for i in ins if i.is_dir() and i in r.parents), None)
-        if folder is not None and t.exists():
-            raise UsageError(f"{opt} {t}: would replace a file in the data folder {folder}",
-                             "write it outside the data")
+        if opt == "--plot" and folder is not None:
+            raise UsageError(f"--plot {t}: inside the data folder {folder}, where it would be taken for one of its "
+                             "images", "write the plot outside the data")
 
 
 def _emit_json(json_out: Path, doc: dict) -> None:
@@ -119,6 +121,7 @@ def eval_denoise(
         from ..noise import estimate_sigma
         from ..registry import bundled_manifest, resolve_weights
 
+        _check_outputs(json_out)  # what needs nothing loaded, first
         names = model or [bundled_manifest().default("denoise").name]
         paths = [resolve_weights(name) for name in names]  # every name checked before the first is measured
         _check_outputs(json_out, inputs=[Path(d) for d in data] + [Path(p) for p in paths])
@@ -171,6 +174,7 @@ def _task_eval(kind: str, data: str, sigma: str, denoiser: list[str], task_net: 
         from ..registry import bundled_manifest, resolve_weights
         from ..weightfile import load_weights
 
+        _check_outputs(json_out, plot)  # what needs nothing loaded (or downloaded), first
         other = {"seg": "cls", "cls": "seg"}[kind]
         if not denoiser:
             man = bundled_manifest()

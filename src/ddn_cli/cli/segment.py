@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -98,7 +99,7 @@ def run(items, *, denoise: bool, denoiser, segmenter, sigma, overwrite: bool, de
 
     jobs = [(f, *output_paths(f, root, out_dir)) for f, root, out_dir in items]
     check_outputs(jobs)
-    check_writable(m for _, m, o in jobs if overwrite or not (m.exists() and o.exists()))  # (existing: skipped)
+    check_writable(m for _, m, o in jobs if overwrite or not (os.path.exists(m) and os.path.exists(o)))  # (done: skipped)
     dev = resolve_device(device)
     seg = load_highlevel(segmenter, "segmenter", dev)
     den = None

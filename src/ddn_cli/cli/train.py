@@ -103,9 +103,11 @@ def train(
     into a frozen segmenter / classifier (seg / cls; only the denoiser learns)."""
     import os
 
-    if os.environ.get("RANK", "0").strip() not in ("", "0"):
-        # under torchrun every process meets the same errors (the loop shares one process's
-        # with the others): rank 0 says them, once, not one line per process
+    env = {k: os.environ.get(k, "").strip() for k in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")}
+    if env["RANK"] not in ("", "0") and env["WORLD_SIZE"] not in ("", "1") and env["LOCAL_WORLD_SIZE"] == env["WORLD_SIZE"]:
+        # torchrun on one machine: every process meets the same errors (the files are the same
+        # for all, and the loop shares one process's errors with the others), so rank 0 says
+        # them, once, not one line per process. Across machines each says its own.
         err.quiet = True
     with handled():
         from ..training.config import TrainConfig
