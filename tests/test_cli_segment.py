@@ -198,3 +198,29 @@ def test_then_with_json_to_stdout_keeps_stdout_json(tmp_path, then):
     rep = json.loads(r.stdout)
     assert rep["summary"]["ok"] == 1
     assert "a.png" in r.stderr  # the table, on stderr
+
+
+@pytest.mark.skipif("segmenter" not in bundled_manifest().defaults, reason="no bundled segmenter")
+def test_segment_keeps_a_mask_another_run_wrote_meanwhile(tmp_path, monkeypatch):
+    """Without --overwrite, masks and overlays another `ddn segment` wrote into the same
+    folder while this run went were replaced (20 of 30 in a sweep), and a pair could end up
+    with one run's mask and the other's overlay. The other run's mask is kept now (skipped)."""
+    import ddn_cli.segment as sg
+
+    Image.fromarray(noisy(smooth_image(40, 56), 20)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    real = sg.mask_png
+
+    def mask_then_other_run(labels, palette):
+        data = real(labels, palette)
+        out.mkdir(exist_ok=True)
+        (out / "a.mask.png").write_bytes(b"the other run's mask")  # lands before this run's write
+        return data
+
+    monkeypatch.setattr(sg, "mask_png", mask_then_other_run)
+    r = runner.invoke(app, ["segment", str(tmp_path / "a.png"), str(out), "--no-denoise", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)[0]
+    assert rec["status"] == "skipped" and "appeared while this run was going" in rec["error"]
+    assert (out / "a.mask.png").read_bytes() == b"the other run's mask" and not (out / "a.overlay.png").exists()
+    assert no_partial_files(out)

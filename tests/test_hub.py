@@ -339,3 +339,36 @@ def test_a_full_cache_disk_is_not_retried_as_a_network_error(server, payload, mo
                      on_retry=told.append, **fast())
     assert "DDN_HOME" in str(e.value) and told == [] and len(calls) == 1
     assert [n for n in cache_listing() if not n.endswith(".lock")] == []
+
+
+def test_a_partial_download_of_another_file_is_not_resumed(server, payload):
+    """An interrupted pull of file A under a name, then a pull of file B under that name: B's
+    download resumed A's partial file, failed its checksum although the user's hash was right,
+    and only the third try worked. Partial files are named after their hash now."""
+    other = payload[::-1]
+    dest = hub.weights_dir() / "w.safetensors"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stale = dest.with_name(f"w.safetensors.{sha(other)[:16]}.part")
+    stale.write_bytes(other[: len(other) // 2])  # what an interrupted download of the other file left
+    server.files["/w.safetensors"] = payload
+    p = hub.download([server.url + "/w.safetensors"], dest, sha(payload), len(payload), **fast())
+    assert p.read_bytes() == payload and not stale.exists()
+    assert all(r[1] is None for r in server.requests)  # nothing of the other file was resumed
+    # its own partial download is still resumed
+    p.unlink()
+    own = dest.with_name(f"w.safetensors.{sha(payload)[:16]}.part")
+    own.write_bytes(payload[:100])
+    hub.download([server.url + "/w.safetensors"], dest, sha(payload), len(payload), **fast())
+    assert dest.read_bytes() == payload and server.requests[-1][1] == "bytes=100-"
+
+
+def test_models_rm_deletes_partial_downloads_too(server, payload):
+    server.files["/mine.safetensors"] = payload
+    r = CliRunner().invoke(app, ["models", "pull", server.url + "/mine.safetensors", "--sha256", sha(payload),
+                                 "--name", "ddn.mine"])
+    assert r.exit_code == 0, r.output
+    d = hub.weights_dir()
+    (d / "ddn.mine.safetensors.0123456789abcdef.part").write_bytes(b"x")
+    (d / ".incoming.ddn.mine.safetensors.0123456789abcdef.part").write_bytes(b"x")
+    assert CliRunner().invoke(app, ["models", "rm", "ddn.mine"]).exit_code == 0
+    assert [n for n in cache_listing() if not n.endswith(".lock")] == []

@@ -161,3 +161,40 @@ def test_kill_9_during_training_then_resume(tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr[-1000:]
     assert load_checkpoint(ckpt)["step"] > step
+
+
+def test_sigint_and_sigterm_together_are_one_interrupt(folder, tmp_path):
+    """Both signals at once (a terminal's Ctrl-C and a supervisor's SIGTERM): the second was
+    found pending with SIG_IGN installed, and CPython printed "OSError: Signal 15 ignored due
+    to race condition" with a traceback."""
+    out = tmp_path / "out"
+    p = subprocess.Popen(DDN + ["denoise", str(folder), str(out), "--sigma", "20", "--tile", "64", "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint)
+    assert wait_for(lambda: out.is_dir() and any(out.glob("*.png")))
+    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and b"Traceback" not in err and b"race condition" not in err, err.decode()[-1500:]
+    assert no_partial_files(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_before_the_command_starts_is_one_line_and_130(sig):
+    """SIGTERM while the modules loaded killed the process silently with 143; SIGINT while
+    typer parsed the options was a KeyboardInterrupt traceback. Sent here from inside the
+    process as soon as main() began (deterministic), before typer is even imported."""
+    code = ("import os, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+            "import builtins\n"
+            "real = builtins.__import__\n"
+            "def imp(name, *a, **k):\n"
+            "    if name == 'typer':\n"
+            f"        os.kill(os.getpid(), {int(sig)})\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\n"
+            "from ddn_cli.cli import main\n"
+            "sys.argv = ['ddn', '--version']\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    assert r.stderr.strip() == "ddn: interrupted"

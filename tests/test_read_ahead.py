@@ -152,3 +152,30 @@ def test_an_interrupt_just_after_a_write_still_records_it(tmp_path, den, monkeyp
     written = sorted(j.dst.name for j in jobs if j.dst.exists())
     assert len(written) >= 2
     assert sorted(Path(r.output).name for r in sink if r.status == "ok") == written
+
+
+def test_finish_waits_for_the_reading_thread_but_not_for_ever(tmp_path, monkeypatch):
+    """An interrupt during the model load ended the process while the daemon read-ahead
+    thread was still in OpenCV's C++: std::terminate, exit 134 and a core dump. The CLI now
+    waits for it (``finish``), bounded, so that a thread stuck for good cannot hang the exit."""
+    import threading
+    import time
+
+    Image.fromarray(smooth_image(16, 16)).save(tmp_path / "a.png")
+    job = Job(tmp_path / "a.png", tmp_path / "o.png")
+
+    def slow(*a, **k):
+        time.sleep(0.4)
+        return "decoded"
+
+    monkeypatch.setattr(pl, "read_image", slow)
+    ahead = pl.read_ahead(job)
+    ahead.finish()
+    assert not ahead.thread.is_alive() and ahead.take().result(0) == "decoded"
+    stuck = threading.Event()
+    monkeypatch.setattr(pl, "read_image", lambda *a, **k: stuck.wait())
+    ahead = pl.read_ahead(job)
+    t = time.perf_counter()
+    ahead.finish(timeout=0.3)
+    assert 0.25 < time.perf_counter() - t < 2 and ahead.thread.daemon and ahead.thread.is_alive()
+    stuck.set()

@@ -213,3 +213,21 @@ def test_output_names_too_long_fail_per_file_not_the_whole_run(tmp_path):
     Image.fromarray(noisy(smooth_image(24, 32), 20)).save(src / "a.png")
     r = runner.invoke(app, ["denoise", str(src), "--sigma", "20"])  # writes p...p_denoised/ beside it: too long
     assert r.exit_code == 1 and "Errno" not in r.output and "a.png" in r.output, r.output
+
+
+def test_an_interrupt_right_after_the_temp_file_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """A Ctrl-C landing between the temp file's creation and the writer's cleanup block left
+    the hidden temp file behind (1 in 20 interrupted main-thread writes: masks, reports)."""
+    import ddn_cli.atomic as at
+
+    real_open = os.open
+
+    def open_then_interrupt(*a, **k):
+        real_open(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(at.os, "open", open_then_interrupt)
+    for write in (lambda: dio.write_atomic(tmp_path / "a.json", b"{}"), lambda: at.write_bytes(tmp_path / "b.bin", b"x")):
+        with pytest.raises(KeyboardInterrupt):
+            write()
+    assert list(tmp_path.iterdir()) == []

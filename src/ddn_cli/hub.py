@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import http.client
 import json
@@ -184,6 +185,10 @@ def remove_model(name: str) -> bool:
     existed = p.is_file()
     with _cache_write(p):
         p.unlink(missing_ok=True)
+        for part in [*p.parent.glob(f"{glob.escape(p.name)}.*.part"),  # interrupted downloads of it
+                     *p.parent.glob(f".incoming.{glob.escape(p.name)}.*.part")]:
+            part.unlink(missing_ok=True)
+            existed = True
     listed = any(s.name == name for s in user_specs())
     return remove_user_spec(name) if listed else existed
 
@@ -367,16 +372,22 @@ def download(
     progress: Progress | None = None,
     on_retry: Callable[[str], None] | None = None,
 ) -> Path:
-    """Download to ``dest`` atomically and verified. A partial ``dest + .part`` is
-    resumed with Range. On a checksum mismatch the temp file is deleted. ``on_retry`` is
-    told (one line) of each failed attempt that will be retried: a server that does not
-    answer otherwise costs minutes of silence."""
+    """Download to ``dest`` atomically and verified. A partial download (``dest.SHA.part``,
+    named after the hash it must have) is resumed with Range; one of ``dest`` under another
+    hash (an interrupted pull of another file under the same name) is deleted, not resumed,
+    which failed the first try with a checksum mismatch. On a checksum mismatch the temp file
+    is deleted. ``on_retry`` is told (one line) of each failed attempt that will be retried:
+    a server that does not answer otherwise costs minutes of silence."""
     with _cache_write(dest.parent):
         dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = dest.with_name(f"{dest.name}.{(sha256 or 'any')[:16]}.part")
     with file_lock(dest.with_name(dest.name + ".lock")):
         if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
             return dest  # another process finished it while we waited
+        for other in dest.parent.glob(f"{glob.escape(dest.name)}.*.part"):  # (under the name's lock)
+            if other != part:
+                with contextlib.suppress(OSError):
+                    other.unlink()
         last_err: Exception | None = None
         for url in urls:
             for attempt in range(retries):

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import tiffmeta
-from .atomic import NAME_MAX, create_temp
+from .atomic import NAME_MAX, temp_file
 from .bmpwrite import write_bmp_with_alpha
 from .errors import (
     DdnError,
@@ -695,39 +695,34 @@ def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None], *, replac
     is kept, and ``OutputExists`` raised; the temp file is put in place with a hard link,
     which fails rather than replace, where the file system has them."""
     path = Path(path)
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise OutputError(f"{path}: the output's name is {len(os.fsencode(path.name))} bytes long, more than a "
+                          f"file name may have ({NAME_MAX})", "give a shorter output name")
+    made = False  # the temp file: a failure before it is "cannot create", after it "cannot write"
     try:
-        if len(os.fsencode(path.name)) > NAME_MAX:
-            raise OutputError(f"{path}: the output's name is {len(os.fsencode(path.name))} bytes long, more than a "
-                              f"file name may have ({NAME_MAX})", "give a shorter output name")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = create_temp(path)
-    except OSError as e:
-        raise _write_failed(path, e, "cannot create the output", "check that the output folder is writable") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                try:
-                    data(f)
-                except OSError as e:
-                    if e.errno is not None:  # a real write error: reported below
-                        raise
-                    raise _encoder_failed(path, e) from None  # Pillow's own failures have no errno
+        with temp_file(path) as (fd, tmp):  # removed on any failure or interrupt in the block
+            made = True
+            with os.fdopen(fd, "wb") as f:
+                if callable(data):
+                    try:
+                        data(f)
+                    except OSError as e:
+                        if e.errno is not None:  # a real write error: reported below
+                            raise
+                        raise _encoder_failed(path, e) from None  # Pillow's own failures have no errno
+                else:
+                    f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            if replace:
+                os.replace(tmp, path)
             else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            _put_in_place_unless_taken(tmp, path)
+                _put_in_place_unless_taken(tmp, path)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise _write_failed(path, e, "cannot write the output", "check free disk space and permissions") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
+        if made:
+            raise _write_failed(path, e, "cannot write the output", "check free disk space and permissions") from None
+        raise _write_failed(path, e, "cannot create the output", "check that the output folder is writable") from None
 
 
 _STORAGE_ERRNOS = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some space within your disk quota",

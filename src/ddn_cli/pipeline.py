@@ -179,11 +179,22 @@ class ReadAhead:
     future: Future | None
     max_pixels: int
 
+    thread: threading.Thread | None = None
+
     def take(self) -> Future | None:
         """The read's future, handed over once: afterwards this object no longer holds the
         decoded image (a run keeps its ``ReadAhead`` to the end; the image must not)."""
         fut, self.future = self.future, None
         return fut
+
+    def finish(self, timeout: float = 30.0) -> None:
+        """Wait (at most ``timeout`` seconds) for the reading thread to end: call it before the
+        process exits. A daemon thread still inside OpenCV's C++ when the interpreter shut down
+        (an interrupt during the model load) aborted the process: std::terminate, exit 134 and
+        a core dump instead of 130. The wait is bounded (the thread stays a daemon) so that a
+        thread stuck for good (an import lock an interrupt left taken) cannot hang the exit."""
+        if self.thread is not None:
+            self.thread.join(timeout)
 
 
 def _to_do(job: Job, overwrite: bool) -> bool:
@@ -206,10 +217,9 @@ def first_to_do(jobs: Sequence[Job], overwrite: bool) -> Job | None:
 
 
 def read_ahead(job: Job, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadAhead:
-    """Start reading ``job``'s input in a daemon thread (the process does not wait for it
-    at exit, e.g. after a model failed to load). Pass the result to ``process``: a one-photo
-    run then decodes its input while torch is imported and the model loaded, which on a
-    2-core CPU are single-threaded."""
+    """Start reading ``job``'s input in a daemon thread. Pass the result to ``process``: a
+    one-photo run then decodes its input while torch is imported and the model loaded, which
+    on a 2-core CPU are single-threaded. Call ``finish`` before the process exits."""
     fut: Future = Future()
     ahead = ReadAhead(job, fut, max_pixels)
 
@@ -222,7 +232,9 @@ def read_ahead(job: Job, max_pixels: int = DEFAULT_MAX_PIXELS) -> ReadAhead:
             fut.set_exception(e)
 
     try:
-        threading.Thread(target=run, name="ddn-read-ahead", daemon=True).start()
+        t = threading.Thread(target=run, name="ddn-read-ahead", daemon=True)
+        t.start()
+        ahead.thread = t
     except RuntimeError:  # no thread to be had: ``process`` reads the file itself
         ahead.take()
     return ahead

@@ -144,7 +144,7 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
     import time
 
     from .classify import to_rgb01
-    from .errors import DdnError, OutputStorageFull, RunStopped
+    from .errors import DdnError, OutputExists, OutputStorageFull, RunStopped
     from .io import write_atomic
     from .pipeline import read_denoised
 
@@ -163,11 +163,17 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
             rgb = to_rgb01(img.color)
             labels = segment_array(segmenter, rgb, precision=precision)
             rgb8 = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
-            write_atomic(mpath, mask_png(labels, segmenter.palette))
+            # without --overwrite a mask another run wrote meanwhile is kept (OutputExists: skipped);
+            # once this run's mask is in place, its overlay goes beside it whatever is there, so
+            # that a pair never mixes two runs
+            write_atomic(mpath, mask_png(labels, segmenter.palette), replace=overwrite)
             write_atomic(opath, overlay_png(rgb8, labels, segmenter.palette))
             res.append(Segmentation(str(src), "ok", str(mpath), str(opath), coverage(labels, segmenter.classes),
                                     None if used is None else round(used, 3), getattr(denoiser, "name", None),
                                     segmenter.name, round(time.perf_counter() - t0, 3)))
+        except OutputExists as e:
+            res.append(Segmentation(str(src), "skipped", str(mpath), str(opath), error=str(e),
+                                    seconds=round(time.perf_counter() - t0, 3)))
         except DdnError as e:
             res.append(Segmentation(str(src), "failed", error=str(e), seconds=round(time.perf_counter() - t0, 3)))
             left = sum(overwrite or not (os.path.exists(m) and os.path.exists(o)) for _, m, o in items[n + 1:])

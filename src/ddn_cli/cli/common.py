@@ -28,8 +28,15 @@ def _on_signal(signum, frame) -> None:
     that short or breaks the exit (a second Ctrl-C during torch's exit handlers aborted the
     process with "terminate called without an active exception")."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+        # a Python handler that does nothing, not SIG_IGN: with SIG_IGN installed while the other
+        # signal was already pending (both sent at once), CPython reported "OSError: Signal 15
+        # ignored due to race condition" with a traceback
+        signal.signal(sig, _ignore)
     raise KeyboardInterrupt
+
+
+def _ignore(signum, frame) -> None:
+    """A signal after the first: the first one's unwinding goes on undisturbed."""
 
 
 @contextlib.contextmanager
@@ -53,8 +60,10 @@ def handled() -> Iterator[None]:
     finally:
         with contextlib.suppress(ValueError):
             for sig, handler in old.items():
-                if signal.getsignal(sig) is _on_signal:  # after an interrupt: stay ignored to the exit
-                    signal.signal(sig, handler)
+                if signal.getsignal(sig) is _on_signal:  # after an interrupt (_ignore): stay ignored to the exit
+                    # the console script's startup handler: the work is over, what follows is the
+                    # exit, which a signal must not turn into a traceback in torch's exit handlers
+                    signal.signal(sig, _ignore if getattr(handler, "ddn_startup", False) else handler)
 
 
 def check_report_path(json_out: str | None, taken: Iterable[Path] = ()) -> None:

@@ -152,6 +152,23 @@ def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwr
 
 def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, precision, fmt, quality, overwrite,
          quiet, json_out, max_pixels, offline, reuse_shapes=True) -> int:
+    from ..pipeline import first_to_do, read_ahead
+
+    # the first input is decoded while torch is imported and the model loaded (one core each)
+    first = first_to_do(jobs, overwrite)
+    ahead = read_ahead(first, max_pixels) if first is not None else None
+    try:
+        return _run_model(jobs, non_images, ahead, model=model, sig=sig, tile=tile, overlap=overlap,
+                          batch_size=batch_size, device=device, precision=precision, fmt=fmt, quality=quality,
+                          overwrite=overwrite, quiet=quiet, json_out=json_out, max_pixels=max_pixels,
+                          reuse_shapes=reuse_shapes, offline=offline)
+    finally:  # the read-ahead thread ends before the process does (an interrupt during the model load)
+        if ahead is not None:
+            ahead.finish()
+
+
+def _run_model(jobs, non_images, ahead, *, model, sig, tile, overlap, batch_size, device, precision, fmt, quality,
+               overwrite, quiet, json_out, max_pixels, offline, reuse_shapes) -> int:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -161,13 +178,9 @@ def _run(jobs, non_images, *, model, sig, tile, overlap, batch_size, device, pre
         TimeRemainingColumn,
     )
 
-    from ..errors import RunStopped
-    from ..pipeline import DenoiseOptions, Result, first_to_do, process, read_ahead
-
-    # the first input is decoded while torch is imported and the model loaded (one core each)
-    first = first_to_do(jobs, overwrite)
-    ahead = read_ahead(first, max_pixels) if first is not None else None
     from ..descriptor import Denoiser
+    from ..errors import RunStopped
+    from ..pipeline import DenoiseOptions, Result, process
     from ..registry import resolve_weights
 
     weights = resolve_weights(model, "denoise", offline=offline)

@@ -115,24 +115,33 @@ def pull(
 ) -> None:
     """Download (verified) into the cache; a URL is added to the user registry."""
     with handled():
-        from ..hub import fetch, pull_url
+        try:
+            _pull(target, sha256, name, offline)
+        except KeyboardInterrupt:  # not handled()'s line: here a partial file is kept, on purpose
+            err.print("ddn: interrupted; the partial download is kept, and the next pull of it resumes it "
+                      "(`ddn models rm NAME` deletes it)")
+            raise typer.Exit(130) from None
 
-        progress = _download_progress()
-        if "://" not in target:
-            with progress:
-                task = progress.add_task(target, total=None)
-                p = fetch(target, offline=offline, progress=lambda d, t: progress.update(task, completed=d, total=t),
-                          on_retry=lambda msg: progress.console.print(f"ddn: {_escape(msg)}"))
-            out.print(f"{target}: {p}")
-            return
-        if not sha256 or not name:
-            raise fail("pulling a URL needs --sha256 HASH and --name arch.tag (checksums cannot be skipped)")
+
+def _pull(target: str, sha256: str | None, name: str | None, offline: bool | None) -> None:
+    from ..hub import fetch, pull_url
+
+    progress = _download_progress()
+    if "://" not in target:
         with progress:
-            task = progress.add_task(name, total=None)
-            dest = pull_url(target, sha256, name, offline=offline,
-                            progress=lambda d, t: progress.update(task, completed=d, total=t or None),
-                            on_retry=lambda msg: progress.console.print(f"ddn: {_escape(msg)}"))
-        out.print(f"{name}: {dest}")
+            task = progress.add_task(target, total=None)
+            p = fetch(target, offline=offline, progress=lambda d, t: progress.update(task, completed=d, total=t),
+                      on_retry=lambda msg: progress.console.print(f"ddn: {_escape(msg)}"))
+        out.print(f"{target}: {p}")
+        return
+    if not sha256 or not name:
+        raise fail("pulling a URL needs --sha256 HASH and --name arch.tag (checksums cannot be skipped)")
+    with progress:
+        task = progress.add_task(name, total=None)
+        dest = pull_url(target, sha256, name, offline=offline,
+                        progress=lambda d, t: progress.update(task, completed=d, total=t or None),
+                        on_retry=lambda msg: progress.console.print(f"ddn: {_escape(msg)}"))
+    out.print(f"{name}: {dest}")
 
 
 def _download_progress():

@@ -178,13 +178,13 @@ def check_outputs(cfg: TrainConfig) -> None:
 def _prepare_output(out: Path) -> None:
     """Create ``out``'s folder and prove it writable (a temp file made and removed), so that a
     run that cannot save stops before training, not at its first save."""
-    from ..atomic import create_temp
+    from ..atomic import temp_file
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = create_temp(out)
-        os.close(fd)
-        tmp.unlink()
+        with temp_file(out) as (fd, tmp):
+            os.close(fd)
+            tmp.unlink()
     except OSError as e:
         raise OutputError(f"--out {out}: cannot write in {out.parent} ({e.strerror or e})",
                           "choose a writable --out folder") from None
