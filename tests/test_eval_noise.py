@@ -121,3 +121,41 @@ def test_patches_are_the_grid_windows_row_by_row():
     pt = _patches(img, 8, 3, 10**6, np.random.default_rng(0))
     want = [img[y:y + 8, x:x + 8] for y in range(0, 13, 3) for x in range(0, 16, 3)]
     assert pt.shape == (len(want), 8, 8, 3) and np.array_equal(pt, np.stack(want))
+
+
+@pytest.mark.parametrize("sigma", [0, 5, 15, 25])
+def test_grey_estimate_is_not_thrown_by_texture(sigma):
+    """Grey images were measured on 64-dim patches, too few for the PCA to find a subspace
+    free of texture: a clean grey photo read sigma 2-9 (Kodak24, CamVid), and was then blurred."""
+    data = pytest.importorskip("skimage.data")
+    g = data.camera()[..., None].astype(np.float64)  # 512 x 512 grey, textured
+    rng = np.random.default_rng(sigma)
+    n = np.clip(np.rint(g + rng.normal(0, sigma, g.shape)), 0, 255).astype(np.uint8)
+    est = estimate_sigma(n)
+    assert abs(est - sigma) < (1.5 if sigma == 0 else 0.1 * sigma + 0.5), est
+
+
+def test_grey_images_are_denoised_with_noise_independent_per_channel():
+    """A grey image replicated to RGB has the same noise in all three channels, which the
+    colour model (trained on independent noise) barely removed: Kodak24 grey at sigma 25
+    gained 4.7 dB, against 9.8 now that noise is added in the chroma directions."""
+    data = pytest.importorskip("skimage.data")
+    from ddn_cli.descriptor import Denoiser
+    from ddn_cli.evaluation.metrics import psnr
+    from ddn_cli.io import ImageData
+    from ddn_cli.pipeline import chroma_field, denoise_image
+    from ddn_cli.registry import resolve_weights
+
+    den = Denoiser.load(resolve_weights(None), device="cpu", precision="fp32")
+    g = data.camera()[128:384, 128:384, None]
+    rng = np.random.default_rng(0)
+    noisy = np.clip(np.rint(g + rng.normal(0, 25, g.shape)), 0, 255).astype(np.uint8)
+    out, used = denoise_image(ImageData(noisy, None, 8, "png"), den, sigma=25, tile=512, overlap=48, batch_size=1)
+    # the same image replicated as it was before, the model told sqrt(3) x sigma
+    rep = np.repeat(noisy.astype(np.float32) / 255, 3, axis=2)[None]
+    old = np.clip(np.rint(den(rep, 25 * 3 ** 0.5)[0].mean(axis=2, keepdims=True) * 255), 0, 255).astype(np.uint8)
+    assert psnr(out.color, g) > psnr(old, g) + 2.0 and psnr(out.color, g) > psnr(noisy, g) + 7.0
+    again, _ = denoise_image(ImageData(noisy, None, 8, "png"), den, sigma=25, tile=512, overlap=48, batch_size=1)
+    assert np.array_equal(again.color, out.color)  # repeatable
+    f = chroma_field(64, 80)
+    assert np.abs(f.sum(axis=2)).max() < 1e-5 and abs(f.var() * 3 / 2 - 1) < 0.05 and not f.flags.writeable

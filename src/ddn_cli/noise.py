@@ -14,7 +14,8 @@ estimate comes out near 0 (0.5 for sigma 25). For those the noise is measured in
 Okutomi, "Single-image noise level estimation for blind denoising", IEEE TIP 2013: a patch
 is kept if its gradient energy is what noise of the current estimate alone would give, and
 the estimate is iterated), and reported as the sigma of white RGB noise with that much luma
-noise. Measured in benchmarks/jpeg_sigma.py (see README).
+noise. Measured in benchmarks/jpeg_sigma.py (see README). Grey images are measured the same
+way, on their one channel (benchmarks/grey_sigma.py).
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def estimate_sigma(img: np.ndarray, *, patch: int = 8, stride: int = 3, max_patc
             pt = pt[ok]
     if luma:
         return _weak_texture_sigma(pt[..., 0]) / LUMA_GAIN
+    if c == 1:
+        # grey: 8x8 patches are 64 dimensions, too few for the PCA to find a subspace free of
+        # the image's texture, and clean grey photos read sigma 2-9 (Kodak24, CamVid frames;
+        # colour: 0.5), which then blurred them: the weakly textured patches instead
+        return _weak_texture_sigma(pt[..., 0])
     return _pca_sigma(pt.reshape(len(pt), -1))
 
 
