@@ -445,3 +445,63 @@ def test_overlap_error_says_when_it_is_the_default(tmp_path):
     r = run("denoise", tmp_path / "a.png", tmp_path / "o.png", "--tile", "32")
     one_clean_line(r, 2)
     assert "--overlap 48 (the default) must be smaller than --tile 32" in r.output
+
+
+def test_eval_seg_reads_every_case_of_jpeg_and_png(tmp_path):
+    """`.JPG`, `.jpeg` and `.PNG` CamVid images were skipped without a word (a folder of
+    three was measured on one; a JPEG-only split was "no CamVid images")."""
+    from ddn_cli.training.camvid import load_camvid
+
+    cam = tiny_camvid(tmp_path / "cam")
+    for f, new in zip(sorted((cam / "val").iterdir()), ("f000.JPG", "f001.jpeg", "f002.PNG"), strict=True):
+        Image.open(f).convert("RGB").save(cam / "val" / new, format="PNG" if new.endswith("PNG") else "JPEG")
+        f.unlink()
+    x, y, names = load_camvid(cam, "val")
+    assert names == ["f000.JPG", "f001.jpeg", "f002.PNG"] and x.shape[0] == 3
+
+
+def test_eval_seg_with_no_labelled_pixel_is_refused(tmp_path):
+    """Every mask void: the table was all nan, with exit 0."""
+    cam = tiny_camvid(tmp_path / "cam")
+    for m in (cam / "valannot").iterdir():
+        Image.fromarray(np.full((40, 56), 255, np.uint8)).save(m)
+    seg = tiny_segmenter(tmp_path / "seg.safetensors")
+    r = run("eval", "seg", cam, "--sigma", "0", "--segmenter", seg, "-m", "ddn.color-sigma")
+    one_clean_line(r, 2)
+    assert "no labelled pixel" in r.output
+
+
+def test_eval_cls_refuses_classes_missing_from_the_held_out_part(tmp_path):
+    """A class folder of 4 images has no held-out image: top-1 was measured over the other
+    classes without a word."""
+    cif = tiny_cifar(tmp_path / "cif", per_class=20)
+    for f in sorted((cif / "cat").iterdir())[4:]:
+        f.unlink()
+    r = run("eval", "cls", cif, "--sigma", "0", "-m", "ddn.color-sigma")
+    one_clean_line(r, 2)
+    assert "has no image of cat" in r.output and "at least 6" in r.output
+
+
+def test_then_passes_max_pixels_on(tmp_path, monkeypatch):
+    """`ddn denoise --max-pixels N --then segment|classify` checked the outputs against the
+    default limit in the second step, after the whole denoising, and its hint said to raise
+    --max-pixels, which the user had done."""
+    import ddn_cli.io as dio
+
+    monkeypatch.setattr(dio, "DEFAULT_MAX_PIXELS", 1000)  # stands for 200 MP
+    import ddn_cli.classify as cl
+    import ddn_cli.cli.segment as cs
+    import ddn_cli.segment as sg
+
+    funcs = (cl.classify_files, sg.segment_files, cs.run)
+    for f in funcs:  # every default of the second step stands for 200 MP too
+        f.__kwdefaults__["max_pixels"] = 1000
+    try:
+        Image.fromarray(noisy(smooth_image(40, 56), 20)).save(tmp_path / "a.png")  # 2240 px > 1000
+        for then in ("segment", "classify"):
+            r = run("denoise", tmp_path / "a.png", tmp_path / f"o_{then}", "--sigma", "20", "--max-pixels", "100000",
+                    "--then", then)
+            assert r.exit_code == 0, r.output
+    finally:
+        for f in funcs:
+            f.__kwdefaults__["max_pixels"] = 200_000_000

@@ -119,11 +119,12 @@ def denoise(
         if then:
             done = [Path(j.dst) for j in jobs if Path(j.dst).is_file()]
             code = max(code, _then(then, done, device=device, precision=precision, overwrite=overwrite,
+                                   max_pixels=max_pixels,
                                    table_to_stderr=json_out == "-"))
     raise typer.Exit(code)
 
 
-def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwrite: bool,
+def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwrite: bool, max_pixels: int,
           table_to_stderr: bool = False) -> int:
     """Run the high-level task on denoised outputs (no second denoising). Its table goes to
     stderr when stdout carries the denoise report's JSON (``--json -``), which must stay parseable."""
@@ -134,7 +135,7 @@ def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwr
 
         try:
             res = run([(p, None, p.parent) for p in outputs], denoise=False, denoiser=None, segmenter=None,
-                      sigma=None, overwrite=overwrite, device=device, precision=precision)
+                      sigma=None, overwrite=overwrite, device=device, precision=precision, max_pixels=max_pixels)
         except RunStopped as e:  # the storage refuses writes: what was done is reported
             report(e.results, None, console)
             raise
@@ -145,7 +146,8 @@ def _then(then: str, outputs: list[Path], *, device: str, precision: str, overwr
         from ..highlevel import load_highlevel
         from .classify import report
 
-        res = classify_files(outputs, classifier=load_highlevel(None, "classifier", resolve_device(device)))
+        res = classify_files(outputs, classifier=load_highlevel(None, "classifier", resolve_device(device)),
+                             max_pixels=max_pixels)
         report(res, None, console)
     return EXIT_FAILED if any(r.status == "failed" for r in res) else EXIT_OK
 

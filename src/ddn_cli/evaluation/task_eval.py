@@ -46,9 +46,10 @@ def load_task_data(kind: str, root: str, split: str = "val", limit: int = 0) -> 
     from ..training.classifier import load_split
 
     _, _, vx, vy = load_split(root, 0.1)
-    if len(vx) == 0:
-        raise UsageError(f"{root}: the held-out part (the last 10% of each class folder) is empty",
-                         "give each class folder at least 6 images")
+    missing = [c for i, c in enumerate(CIFAR10_CLASSES) if not (vy == i).any()]
+    if missing:  # a class with no held-out image dropped out of the top-1 silently
+        raise UsageError(f"{root}: the held-out part (the last 10% of each class folder) has no image of "
+                         f"{', '.join(missing)}", "give each class folder at least 6 images")
     if limit and limit < len(vx):
         keep = balanced_subset(vy.numpy(), limit)
         vx, vy = vx[keep], vy[keep]

@@ -25,7 +25,10 @@ def load_camvid(root: str | Path, split: str, limit: int = 0,
     files whose names start with one of these prefixes (CamVid's sequence ids, e.g.
     ``0016E5``), so two models can be trained on disjoint sequences."""
     root = Path(root)
-    files = sorted((root / split).glob("*.jpg")) + sorted((root / split).glob("*.png"))
+    # any case of .jpg / .jpeg / .png (".JPG" files were skipped without a word), no hidden files
+    folder = root / split
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png")
+                   and not f.name.startswith(".") and f.is_file()) if folder.is_dir() else []
     if subset and files:
         files = [f for f in files if f.name.startswith(tuple(subset))]
         if not files:
@@ -51,6 +54,9 @@ def load_camvid(root: str | Path, split: str, limit: int = 0,
                              f"{xs[0].shape[1]}x{xs[0].shape[0]}", "give every image of a split the same size")
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(np.stack(ys))
+    if not bool((y < CAMVID_IGNORE).any()):  # every pixel void: an mIoU of nothing (nan), not an error before
+        raise UsageError(f"{root / f'{split}annot'}: no labelled pixel (every mask is void, ids 11 and above)",
+                         "masks hold class ids 0-10; check that they are CamVid's 11-class labels")
     return x, y, [f.name for f in files]
 
 
