@@ -224,3 +224,45 @@ def test_segment_keeps_a_mask_another_run_wrote_meanwhile(tmp_path, monkeypatch)
     assert rec["status"] == "skipped" and "appeared while this run was going" in rec["error"]
     assert (out / "a.mask.png").read_bytes() == b"the other run's mask" and not (out / "a.overlay.png").exists()
     assert no_partial_files(out)
+
+
+@pytest.mark.skipif("segmenter" not in bundled_manifest().defaults, reason="no bundled segmenter")
+def test_transparent_pixels_are_neither_measured_nor_labelled(tmp_path):
+    """An RGBA image whose right half is transparent over random colours (what editors leave):
+    the noise estimate read the hidden colours (sigma 25.7 for an image of about 1), the
+    segmenter labelled them and the coverage counted them, and the overlay showed them."""
+    from ddn_cli.io import read_image
+    from ddn_cli.noise import estimate_sigma
+
+    rgb = noisy(smooth_image(96, 128), 5)
+    alpha = np.full((96, 128), 255, np.uint8)
+    alpha[:, 64:] = 0
+    rgb[:, 64:] = np.random.default_rng(0).integers(0, 256, (96, 64, 3), dtype=np.uint8)
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / "a.png")
+    img = read_image(tmp_path / "a.png")
+    assert abs(estimate_sigma(img.color, alpha=img.alpha) - 5) < 1.5 and estimate_sigma(img.color) > 15
+    r = runner.invoke(app, ["segment", str(tmp_path / "a.png"), str(tmp_path / "out"), "--json", "-"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)[0]
+    assert rec["sigma"] < 8 and abs(sum(rec["coverage"].values()) - 1) < 1e-3
+    mask = np.asarray(Image.open(tmp_path / "out" / "a.mask.png"))
+    assert (mask[:, 64:] == 255).all() and (mask[:, :64] < 11).all()
+    ov = Image.open(tmp_path / "out" / "a.overlay.png")
+    assert ov.mode == "RGBA" and np.array_equal(np.asarray(ov)[..., 3], alpha)
+
+
+@pytest.mark.skipif("classifier" not in bundled_manifest().defaults, reason="no bundled classifier")
+def test_classify_sees_a_transparent_image_as_shown(tmp_path):
+    """The classifier got the colours under transparent pixels; it gets the image composited
+    over white now, as it shows (and as ddn's JPEG output flattens it)."""
+    rgb = smooth_image(32, 32)
+    alpha = np.full((32, 32), 255, np.uint8)
+    alpha[:, 16:] = 0
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp_path / "a.png")
+    shown = rgb.copy()
+    shown[:, 16:] = 255
+    Image.fromarray(shown).save(tmp_path / "b.png")
+    r = runner.invoke(app, ["classify", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--no-denoise", "--json", "-"])
+    assert r.exit_code == 0, r.output
+    a, b = json.loads(r.stdout)
+    assert a["top"] == b["top"]

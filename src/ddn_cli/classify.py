@@ -34,9 +34,16 @@ def top_k(net: HighLevelNet, rgb01: np.ndarray, k: int = 5) -> list[tuple[str, f
     return [(names[int(i)], float(v)) for v, i in zip(vals, idx)]
 
 
-def to_rgb01(color: np.ndarray) -> np.ndarray:
+def to_rgb01(color: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]; with ``alpha``, composited over white, as the image shows
+    and as ddn's JPEG output flattens it (what lies under transparent pixels is anything an
+    editor left there, not what the user sees)."""
     c = color.astype(np.float32) / (65535.0 if color.dtype == np.uint16 else 255.0)
-    return np.repeat(c, 3, axis=2) if c.shape[2] == 1 else c
+    c = np.repeat(c, 3, axis=2) if c.shape[2] == 1 else c
+    if alpha is not None:
+        a = alpha.astype(np.float32).reshape(c.shape[0], c.shape[1], 1) / (65535.0 if alpha.dtype == np.uint16 else 255.0)
+        c = c * a + (1.0 - a)
+    return c
 
 
 # A photo larger than this many times the classifier's own input scale is shrunk to it before
@@ -71,11 +78,12 @@ def shrink_for(net: HighLevelNet, img, sigma: float | None):
     if sigma is None:
         from .noise import estimate_sigma
 
-        sigma = estimate_sigma(img.color, luma=img.chroma_subsampled)
+        sigma = estimate_sigma(img.color, luma=img.chroma_subsampled, alpha=img.alpha)
     size = (max(1, round(w / f)), max(1, round(h / f)))
     color = cv2.resize(img.color, size, interpolation=cv2.INTER_AREA)
     color = color[..., None] if color.ndim == 2 else color
-    small = ImageData(color=color, alpha=None, bits=img.bits, format=img.format, notes=list(img.notes),
+    alpha = cv2.resize(img.alpha, size, interpolation=cv2.INTER_AREA) if img.alpha is not None else None
+    small = ImageData(color=color, alpha=alpha, bits=img.bits, format=img.format, notes=list(img.notes),
                       chroma_subsampled=img.chroma_subsampled)
     return small, sigma / f, f
 
@@ -97,7 +105,7 @@ def classify_files(paths: list[Path], *, denoiser=None, classifier: HighLevelNet
                 tile, batch = auto_tile(denoiser.device.type)
                 img, used = denoise_image(img, denoiser, sigma=s, tile=tile, overlap=denoiser.overlap, batch_size=batch)
                 used *= f  # reported on the photo's own scale
-            out.append(Classification(str(p), "ok", top_k(classifier, to_rgb01(img.color), k),
+            out.append(Classification(str(p), "ok", top_k(classifier, to_rgb01(img.color, img.alpha), k),
                                       None if used is None else round(used, 3), getattr(denoiser, "name", None),
                                       classifier.name))
         except DdnError as e:

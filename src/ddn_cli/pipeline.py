@@ -104,7 +104,7 @@ def _denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overl
     color = img.color
     scale = 65535.0 if color.dtype == np.uint16 else 255.0
     if sigma is None:
-        sigma = estimate_sigma(color, luma=img.chroma_subsampled)
+        sigma = estimate_sigma(color, luma=img.chroma_subsampled, alpha=img.alpha)
     grey = color.shape[2] == 1
     # Grey images go through the colour model replicated to RGB: the noise is then the same
     # in all three channels, sqrt(3) x sigma along the luma direction and none in chroma,

@@ -90,21 +90,32 @@ def mask_png(labels: np.ndarray, palette: list[tuple[int, int, int]]) -> bytes:
     return buf.getvalue()
 
 
-def overlay_png(rgb8: np.ndarray, labels: np.ndarray, palette: list[tuple[int, int, int]], alpha: float = 0.5) -> bytes:
+# the mask's value for fully transparent pixels: nothing there to label (CamVid's own void, 11,
+# is a class id for networks with more classes)
+TRANSPARENT = 255
+
+
+def overlay_png(rgb8: np.ndarray, labels: np.ndarray, palette: list[tuple[int, int, int]], alpha: float = 0.5,
+                opacity: np.ndarray | None = None) -> bytes:
+    """The image with the classes' colours blended in (``alpha`` of the colour). ``opacity``:
+    the image's own alpha (8-bit, (H, W)), kept, so that what was transparent stays so."""
     import io
 
     from PIL import Image
 
     pal = np.array(list(palette) + [(0, 0, 0)] * max(0, 256 - len(palette)), np.float32)[:256]
-    mix = (1 - alpha) * rgb8.astype(np.float32) + alpha * pal[labels]
+    mix = np.clip(np.rint((1 - alpha) * rgb8.astype(np.float32) + alpha * pal[labels]), 0, 255).astype(np.uint8)
+    if opacity is not None:
+        mix = np.dstack([mix, opacity])
     buf = io.BytesIO()
-    Image.fromarray(np.clip(np.rint(mix), 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    Image.fromarray(mix).save(buf, format="PNG")
     return buf.getvalue()
 
 
 def coverage(labels: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Each class's share of the visible pixels (transparent ones, ``TRANSPARENT``, left out)."""
     counts = np.bincount(labels.ravel(), minlength=len(classes))
-    total = max(1, labels.size)
+    total = max(1, labels.size - int(counts[TRANSPARENT]) if len(counts) > TRANSPARENT else labels.size)
     names = classes or [str(i) for i in range(len(counts))]
     return {names[i]: round(float(c) / total, 5) for i, c in enumerate(counts) if c and i < len(names)}
 
@@ -160,14 +171,19 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
             continue
         try:
             img, used = read_denoised(src, denoiser, sigma=sigma, max_pixels=max_pixels)
-            rgb = to_rgb01(img.color)
+            rgb = to_rgb01(img.color, img.alpha)  # what the image shows: over white where transparent
             labels = segment_array(segmenter, rgb, precision=precision)
             rgb8 = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+            opacity = None
+            if img.alpha is not None:
+                labels[img.alpha.reshape(labels.shape) == 0] = TRANSPARENT  # nothing there to label
+                a = img.alpha.reshape(labels.shape)
+                opacity = (a >> 8).astype(np.uint8) if a.dtype == np.uint16 else a.astype(np.uint8)
             # without --overwrite a mask another run wrote meanwhile is kept (OutputExists: skipped);
             # once this run's mask is in place, its overlay goes beside it whatever is there, so
             # that a pair never mixes two runs
             write_atomic(mpath, mask_png(labels, segmenter.palette), replace=overwrite)
-            write_atomic(opath, overlay_png(rgb8, labels, segmenter.palette))
+            write_atomic(opath, overlay_png(rgb8, labels, segmenter.palette, opacity=opacity))
             res.append(Segmentation(str(src), "ok", str(mpath), str(opath), coverage(labels, segmenter.classes),
                                     None if used is None else round(used, 3), getattr(denoiser, "name", None),
                                     segmenter.name, round(time.perf_counter() - t0, 3)))
