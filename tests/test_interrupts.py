@@ -107,19 +107,26 @@ def test_an_inherited_ignored_sigint_stays_ignored(folder, tmp_path):
 def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(tmp_path):
     """The console script's own module loading (typer, rich, the commands) takes a fraction
     of a second; a Ctrl-C then printed a KeyboardInterrupt traceback."""
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+    r = ddn_version_interrupted_at_typer_import("raise KeyboardInterrupt")
+    assert r.returncode == 130 and "Traceback" not in r.stderr and "interrupted" in r.stderr, r.stderr
+
+
+def ddn_version_interrupted_at_typer_import(action: str) -> subprocess.CompletedProcess:
+    """`ddn --version` in a fresh process whose import of typer first runs ``action`` (one
+    statement): an interrupt at a known moment of the start-up."""
+    code = ("import os, signal, sys\n"
+            "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
             "import builtins\n"
             "real = builtins.__import__\n"
             "def imp(name, *a, **k):\n"
             "    if name == 'typer':\n"
-            "        raise KeyboardInterrupt\n"
+            f"        {action}\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = imp\n"
             "from ddn_cli.cli import main\n"
             "sys.argv = ['ddn', '--version']\n"
             "main()\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 130 and "Traceback" not in r.stderr and "interrupted" in r.stderr, r.stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
 
 def test_two_runs_into_one_folder(folder, tmp_path):
@@ -183,18 +190,6 @@ def test_a_signal_before_the_command_starts_is_one_line_and_130(sig):
     """SIGTERM while the modules loaded killed the process silently with 143; SIGINT while
     typer parsed the options was a KeyboardInterrupt traceback. Sent here from inside the
     process as soon as main() began (deterministic), before typer is even imported."""
-    code = ("import os, signal, sys\n"
-            "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
-            "import builtins\n"
-            "real = builtins.__import__\n"
-            "def imp(name, *a, **k):\n"
-            "    if name == 'typer':\n"
-            f"        os.kill(os.getpid(), {int(sig)})\n"
-            "    return real(name, *a, **k)\n"
-            "builtins.__import__ = imp\n"
-            "from ddn_cli.cli import main\n"
-            "sys.argv = ['ddn', '--version']\n"
-            "main()\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    r = ddn_version_interrupted_at_typer_import(f"os.kill(os.getpid(), {int(sig)})")
     assert r.returncode == 130 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
     assert r.stderr.strip() == "ddn: interrupted"
