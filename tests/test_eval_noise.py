@@ -159,3 +159,35 @@ def test_grey_images_are_denoised_with_noise_independent_per_channel():
     assert np.array_equal(again.color, out.color)  # repeatable
     f = chroma_field(64, 80)
     assert np.abs(f.sum(axis=2)).max() < 1e-5 and abs(f.var() * 3 / 2 - 1) < 0.05 and not f.flags.writeable
+
+
+def test_sampled_patches_are_the_grid_windows_at_the_drawn_positions():
+    """Large images are sampled: each patch is the 8x8 window at a grid position drawn by the
+    generator (rows first, then columns), gathered whole rather than pixel by pixel."""
+    from ddn_cli.noise import _patches
+
+    img = np.random.default_rng(1).integers(0, 65536, (61, 50, 3), dtype=np.uint16)
+    pt = _patches(img, 8, 3, 40, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    yy, xx = rng.integers(0, (61 - 8) // 3 + 1, 40), rng.integers(0, (50 - 8) // 3 + 1, 40)
+    want = np.stack([img[3 * y:3 * y + 8, 3 * x:3 * x + 8] for y, x in zip(yy, xx)])
+    assert pt.shape == (40, 8, 8, 3) and np.array_equal(pt, want)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_clipping_is_judged_on_the_integers_as_on_the_0_255_scale(dtype):
+    """Patches touching clipping (within half a step of 0 or 255 on the 0-255 scale) are
+    found before anything is converted: the same patches as converting first, at the edges too."""
+    from ddn_cli.noise import _touches_clipping
+
+    top = np.iinfo(dtype).max
+    scale = 1.0 if dtype == np.uint8 else 257.0
+    edges = [0, 1, 127, 128, 129, 130, top - 129, top - 128, top - 127, top - 1, top]
+    rng = np.random.default_rng(0)
+    pt = rng.integers(200, 400 if dtype == np.uint16 else 250, (len(edges) * 3, 4, 4, 3)).astype(dtype)
+    for i, v in enumerate(edges * 3):
+        pt[i, i % 4, (i // 4) % 4, i % 3] = v
+    want = ((pt / scale <= 0.5) | (pt / scale >= 254.5)).any(axis=(1, 2, 3))
+    got = _touches_clipping(pt)
+    assert np.array_equal(got, want) and got.any() and not got.all()
+    assert np.array_equal(_touches_clipping(pt.astype(np.float32) / np.float32(top)), want)
