@@ -5,7 +5,8 @@ write queue, fsync skipped or batched) were compared with the code as it is.
 
     python benchmarks/folder_ab.py --a /tmp/treeA/src --b /tmp/treeB/src [--rounds 6] [--n 120]
 ``--a``/``--b``: a ``src`` folder each (e.g. of a ``git worktree``); ``--n``, ``--size``,
-``--sigma`` as in folder_throughput.py. Run it on an otherwise idle machine.
+``--sigma`` as in folder_throughput.py; ``--run-sigma auto`` runs the
+default estimate instead of passing the true sigma. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> None:
     ap.add_argument("--a", required=True, help="src folder of the first tree")
     ap.add_argument("--b", required=True, help="src folder of the second tree")
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--run-sigma", help="what `ddn denoise --sigma` is given (e.g. auto); default: --sigma")
     a = ap.parse_args()
     H, W = (int(v) for v in a.size.split("x"))
     times: dict[str, list[float]] = {"a": [], "b": []}
@@ -42,7 +44,7 @@ def main() -> None:
             for key, tree in (("a", a.a), ("b", a.b)):
                 out, rep = Path(tmp) / f"out-{key}{i}", Path(tmp) / f"rep-{key}{i}.json"
                 subprocess.run([sys.executable, "-m", "ddn_cli", "denoise", str(src), str(out), "--sigma",
-                                f"{a.sigma:g}", "--quiet", "--json", str(rep)],
+                                a.run_sigma or f"{a.sigma:g}", "--quiet", "--json", str(rep)],
                                env={**os.environ, "PYTHONPATH": tree}, check=True)
                 times[key].append(json.loads(rep.read_text())["seconds"])
     res = {k: {"seconds": [round(t, 3) for t in v], "median": round(statistics.median(v), 3)} for k, v in times.items()}
