@@ -881,3 +881,30 @@ def test_16bit_png_with_a_malformed_bkgd_reads_on_every_path(tmp_path, monkeypat
     slow = read_image(tmp_path / "b.png")
     assert fast.color.tolist() == slow.color.tolist() == [[[1, 2, 3], [4, 5, 6]]]
     assert fast.alpha.tolist() == slow.alpha.tolist() == [[9, 9]]
+
+
+def test_two_inputs_writing_one_output_are_refused_with_the_right_hint(tmp_path):
+    """``x.png`` and ``x.jpg`` in one folder, with --format png, would both write ``x.png``;
+    ``a/x.png`` and ``b/x.png`` named into one output folder would both write ``out/x.png``."""
+    from pathlib import Path
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("x.png", "x.jpg", "y.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / name)
+    with pytest.raises(UsageError, match="would both write") as e:
+        plan_jobs([src], tmp_path / "out", out_format="png")
+    assert "leave out --format" in e.value.hint
+    jobs, _ = plan_jobs([src], tmp_path / "out")  # each keeps its own format: no clash
+    assert len({j.dst for j in jobs}) == 3
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / d / "x.png")
+    with pytest.raises(UsageError, match="would both write") as e:
+        plan_jobs([tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"], tmp_path / "out")
+    assert "separate output folders" in e.value.hint
+    from ddn_cli.io import first_collision
+
+    assert first_collision([(Path("p"), tmp_path / "o"), (Path("q"), tmp_path / "o2")]) is None
+    assert first_collision([(Path("p"), tmp_path / "o"), (Path("q"), tmp_path / "." / "o")]) == (
+        Path("q"), Path("p"), tmp_path / "." / "o")

@@ -183,18 +183,29 @@ def plan_jobs(
         unique.setdefault(j.src.resolve(), j)
     jobs = list(unique.values())
     inputs_resolved = set(unique)
-    seen: dict[Path, Path] = {}
     for j in jobs:
-        r = j.dst.resolve()
-        if r in inputs_resolved:
+        if j.dst.resolve() in inputs_resolved:
             raise UsageError(f"{j.src}: output {j.dst} would overwrite an input", "choose another output folder")
-        if r in seen:
-            same_folder = seen[r].parent.resolve() == j.src.parent.resolve()
-            raise UsageError(f"{j.src} and {seen[r]} would both write {j.dst}",
-                             "rename one of them, or leave out --format" if same_folder and out_format
-                             else "rename one of them" if same_folder else "use separate output folders")
-        seen[r] = j.src
+    clash = first_collision((j.src, j.dst) for j in jobs)
+    if clash:
+        src, earlier, dst = clash
+        same_folder = earlier.parent.resolve() == src.parent.resolve()
+        raise UsageError(f"{src} and {earlier} would both write {dst}",
+                         "rename one of them, or leave out --format" if same_folder and out_format
+                         else "rename one of them" if same_folder else "use separate output folders")
     return jobs, skipped
+
+
+def first_collision(pairs: Iterable[tuple[Path, Path]]) -> tuple[Path, Path, Path] | None:
+    """In (input, output) pairs, the first input whose output resolves to the same file as an
+    earlier input's: (that input, the earlier input, its output); None if every output differs."""
+    seen: dict[Path, Path] = {}
+    for src, dst in pairs:
+        r = dst.resolve()
+        if r in seen:
+            return src, seen[r], dst
+        seen[r] = src
+    return None
 
 
 SEGMENT_OUTPUTS = (".mask.png", ".overlay.png")  # what `ddn segment` writes beside NAME

@@ -132,19 +132,19 @@ def check_outputs(jobs: list[tuple[Path, Path, Path]], taken: Iterable[Path] = (
     or with --overwrite replaced the first's. Refuse as well a mask or overlay that would be
     one of ``taken`` (the images of a ``denoise --then segment`` run)."""
     from .errors import UsageError
+    from .io import first_collision
 
-    seen: dict[Path, Path] = {}
     busy = {p.resolve() for p in taken}
     for src, mask, overlay in jobs:
         for out in (mask, overlay):
             if out.resolve() in busy:
                 raise UsageError(f"{src}: its {'mask' if out == mask else 'overlay'} {out} would replace one of "
                                  "this run's images", "rename that image, or segment in a separate run")
-        r = mask.resolve()
-        if r in seen:
-            raise UsageError(f"{src} and {seen[r]} would both write {mask}",
-                             "rename one of them, or segment them in separate runs into different output folders")
-        seen[r] = src
+    clash = first_collision((src, mask) for src, mask, _ in jobs)
+    if clash:
+        src, earlier, mask = clash
+        raise UsageError(f"{src} and {earlier} would both write {mask}",
+                         "rename one of them, or segment them in separate runs into different output folders")
 
 
 def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelNet, denoiser=None,
