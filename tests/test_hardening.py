@@ -239,3 +239,23 @@ def test_png_without_image_data_fails_alone_in_a_folder(tmp_path):
     assert r.exit_code == 1 and "b_bad.png: cannot decode" in r.output.replace("\n", ""), r.output
     assert isinstance(r.exception, SystemExit)  # not an escaped IndexError
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.png", "c_good.png"]
+
+
+def test_first_page_note_is_said_on_the_terminal_and_unsupported_output_names_refused(tmp_path):
+    """A multi-page file's "only the first page" note was in the --json report alone: the
+    terminal said nothing of the pages left out (exit 0). And an output named ``x.gif``
+    (a format ddn does not write) was taken for a folder: ``x.gif/a.png`` was written."""
+    frames = [Image.fromarray(noisy(smooth_image(16, 16, seed=i), 10)) for i in range(3)]
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    r = runner.invoke(app, ["denoise", str(tmp_path / "pages.tif"), str(tmp_path / "out.tif"), "--sigma", "10"])
+    assert r.exit_code == 0, r.output
+    assert "note" in r.output and "3 frames/pages: only the first is denoised" in r.output
+    r = runner.invoke(app, ["denoise", str(tmp_path / "pages.tif"), str(tmp_path / "q.tif"), "--sigma", "10", "--quiet"])
+    assert r.exit_code == 0 and "note" not in r.output
+    for name in ("x.gif", "x.HEIC"):
+        r = runner.invoke(app, ["denoise", str(tmp_path / "pages.tif"), str(tmp_path / name), "--sigma", "10"])
+        assert r.exit_code == 2 and "cannot write" in r.output and ".png" in r.output
+        assert not (tmp_path / name).exists()
+    (tmp_path / "old.gif").mkdir()  # an existing folder of that name is still a folder
+    r = runner.invoke(app, ["denoise", str(tmp_path / "pages.tif"), str(tmp_path / "old.gif"), "--sigma", "10"])
+    assert r.exit_code == 0 and (tmp_path / "old.gif" / "pages.tif").exists()

@@ -35,6 +35,10 @@ from .errors import (
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 FORMATS = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "webp": ".webp", "bmp": ".bmp"}
+# image formats ddn does not write: an output named so is refused, rather than taken for a
+# folder to make (``ddn denoise a.png a.gif`` made the folder a.gif/ and wrote a.gif/a.png)
+OTHER_IMAGE_SUFFIXES = {".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".jfif", ".ico", ".ppm", ".pgm",
+                        ".pnm", ".pbm", ".exr", ".hdr", ".dng", ".svg", ".pdf", ".psd", ".raw", ".cr2", ".nef", ".arw"}
 SUFFIX_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
                  ".webp": "webp", ".bmp": "bmp"}
 DEFAULT_MAX_PIXELS = 200_000_000  # 200 MP; configurable with --max-pixels / DDN_MAX_PIXELS
@@ -145,6 +149,9 @@ def plan_jobs(
     def fmt_suffix(p: Path, named: bool = False) -> str:
         return FORMATS[out_format] if out_format else _named_suffix(p) if named else p.suffix
 
+    if output is not None and not output.exists() and output.suffix.lower() in OTHER_IMAGE_SUFFIXES:
+        raise UsageError(f"{output}: ddn cannot write {output.suffix.lstrip('.').upper()} files",
+                         "name the output .png, .jpg, .tif, .webp or .bmp, or give a folder")
     single_file = len(inputs) == 1 and inputs[0].is_file()
     if single_file and output is not None and not output.is_dir() and is_image_name(output):
         src = inputs[0]

@@ -218,6 +218,8 @@ def _run_model(jobs, non_images, ahead, *, model, sig, tile, overlap, batch_size
                 progress.advance(files_task)
                 if r.status == "ok":
                     total_mp += r.megapixels
+                    for note in (() if quiet else r.notes):  # e.g. a multi-page file: only the first page
+                        progress.console.print(f"[yellow]note[/]: {_escape(r.input)}: {_escape(note)}", markup=True)
                 elif r.status == "failed":
                     progress.console.print(f"[red]failed[/]: {_escape(r.error or '')}", markup=True)
         except KeyboardInterrupt:
