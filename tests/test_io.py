@@ -384,12 +384,11 @@ def test_16bit_tiff_alpha_is_marked_as_alpha(tmp_path, channels):
     assert np.array_equal(d.color, np.repeat(color, 3, axis=2) if channels == 1 else color)
 
 
-def test_alpha_marking_leaves_other_files_alone():
-    from ddn_cli.tiffmeta import with_alpha_marked
+def test_tiff_tag_rewrite_leaves_other_files_alone():
+    from ddn_cli.tiffmeta import with_tags
 
-    ok, rgb = cv2.imencode(".tif", np.zeros((4, 4, 3), np.uint16))
-    for data in (b"", b"\x89PNG\r\n\x1a\n", b"II*\x00\xff\xff\xff\xff", rgb.tobytes()):
-        assert with_alpha_marked(data) == data
+    for data in (b"", b"\x89PNG\r\n\x1a\n", b"II*\x00\xff\xff\xff\xff", b"II+\x00" + bytes(12)):
+        assert with_tags(data, {338: (3, 1, b"\x02\x00")}) == data
 
 
 def test_tiffs_pillow_cannot_open_get_a_tiff_message(tmp_path):
@@ -420,6 +419,38 @@ def test_icc_and_exif_are_kept(tmp_path):
         back = Image.open(tmp_path / ("out_" + name))
         assert back.info.get("icc_profile") == icc, fmt
         assert back.getexif().get(0x010F) == "ddn-test-camera", fmt
+
+
+@pytest.mark.parametrize("channels,alpha", [(3, False), (3, True), (1, False), (1, True)])
+def test_16bit_tiff_keeps_icc_and_descriptive_exif(tmp_path, channels, alpha):
+    """16-bit TIFFs are written by OpenCV, which takes no metadata: a wide-gamut 16-bit TIFF
+    (the usual hand-off from raw converters) came out with no profile, so viewers showed it
+    as sRGB, and without its camera, date, author and resolution tags. A grey profile is
+    left out where grey + alpha goes as RGBA (it would not describe RGB)."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB" if channels == 3 else "LAB")).tobytes()
+    if channels == 1:  # a grey profile's colour space
+        icc = icc[:16] + b"GRAY" + icc[20:]
+    ex = Image.Exif()
+    ex[0x010F], ex[0x0110], ex[0x8298] = "ddn-camera", "Model Z", "(c) someone"
+    ex[0x0132], ex[0x0112] = "2026:12:03 10:00:00", 1
+    ex[0x011A], ex[0x011B], ex[0x0128] = 300.0, 72.5, 2
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 65536, (6, 9, channels), dtype=np.uint16)
+    a = rng.integers(0, 65536, (6, 9), dtype=np.uint16) if alpha else None
+    write_image(tmp_path / "x.tif", ImageData(color=color, alpha=a, bits=16, format="tiff", icc=icc,
+                                              exif=ex.tobytes()))
+    with Image.open(tmp_path / "x.tif") as im:
+        tags = im.tag_v2
+        assert tags.get(271) == "ddn-camera" and tags.get(272) == "Model Z" and tags.get(33432) == "(c) someone"
+        assert tags.get(306) == "2026:12:03 10:00:00" and tags.get(274) == 1 and tags.get(296) == 2
+        assert float(tags.get(282)) == 300.0 and float(tags.get(283)) == 72.5
+        assert (tags.get(338) == 2) == alpha or (tags.get(338) in (2, (2,))) == alpha
+    d = read_image(tmp_path / "x.tif")
+    assert d.icc == (None if channels == 1 and alpha else icc)
+    assert np.array_equal(d.color, np.repeat(color, 3, axis=2) if channels == 1 and alpha else color)
+    assert d.alpha is None if not alpha else np.array_equal(d.alpha, a)
 
 
 def test_16bit_png_keeps_icc(tmp_path):

@@ -625,9 +625,11 @@ def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray) -> None:
-    """A 16-bit TIFF through OpenCV (Pillow cannot write 16-bit colour); with four channels
-    its alpha is marked as such (``tiffmeta.with_alpha_marked``)."""
+def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None) -> None:
+    """A 16-bit TIFF through OpenCV (Pillow cannot write 16-bit colour), which writes neither
+    metadata nor what a fourth sample is: the file's first IFD is given the ICC profile, the
+    EXIF's descriptive tags (as Pillow writes them in 8-bit TIFFs) and, with four channels,
+    an ExtraSamples tag saying the fourth is unassociated alpha (``tiffmeta.with_tags``)."""
     import cv2
 
     try:
@@ -637,10 +639,12 @@ def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray) -> None:
                           "try another output format (--format)") from None
     if not ok:
         raise OutputError(f"OpenCV could not encode a {arr.dtype.itemsize * 8}-bit tiff")
+    data = memoryview(buf).cast("B")
+    e = tiffmeta.byte_order(bytes(data[:2]))
+    add = tiffmeta.descriptive_entries(exif, icc, e)
     if arr.ndim == 3 and arr.shape[2] == 4:
-        f.write(tiffmeta.with_alpha_marked(buf.tobytes()))
-    else:
-        f.write(memoryview(buf).cast("B"))
+        add[338] = (3, 1, struct.pack(e + "H", 2))  # SHORT: 2 = unassociated alpha
+    f.write(tiffmeta.with_tags(data.tobytes(), add) if add else data)
 
 
 def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
@@ -665,7 +669,9 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
             arr = np.dstack([bgr, alpha]) if color.shape[2] == 3 else np.dstack([g, g, g, alpha])
         else:
             arr = bgr
-        _cv2_write_tiff(f, arr)
+        rgb_grey = alpha is not None and color.shape[2] == 1  # grey + alpha goes as RGBA: a grey profile
+        icc = None if rgb_grey and img.icc and img.icc[16:20] == b"GRAY" else img.icc  # would not describe it
+        _cv2_write_tiff(f, arr, icc, img.exif)
         return
     if bits16:  # 8-bit-only formats
         color = (color.astype(np.uint32) + 128) // 257

@@ -100,16 +100,17 @@ def orientation_to_1(data: np.ndarray) -> bool:
     return False
 
 
-def with_alpha_marked(data: bytes) -> bytes:
-    """A classic TIFF's bytes with an ExtraSamples tag (338) saying that the fourth sample of
-    its first image, an RGB + 1 image, is unassociated alpha. OpenCV writes 16-bit RGBA TIFFs
-    without one, so readers (libtiff warns) treat the fourth sample as unspecified. The first
-    IFD is copied, with the entry added in tag order, to the end of the file, and the header
-    points at the copy; all data stays where it is. Anything else comes back unchanged."""
+def with_tags(data: bytes, add: dict[int, tuple[int, int, bytes]]) -> bytes:
+    """A classic TIFF's bytes with entries added to its first IFD (or replacing its own of the
+    same tag): ``add`` maps a tag to (type, count, value bytes in the file's byte order).
+    The first IFD is copied, its entries in tag order, to the end of the file, values longer
+    than 4 bytes after it, and the header points at the copy; all data stays where it is.
+    A file that does not parse (or a BigTIFF, which OpenCV does not write) comes back
+    unchanged."""
     if len(data) < 8 or data[:2] not in (b"II", b"MM"):
         return data
     e = "<" if data[:2] == b"II" else ">"
-    if struct.unpack_from(e + "H", data, 2)[0] != 42:  # BigTIFF: OpenCV does not write it
+    if struct.unpack_from(e + "H", data, 2)[0] != 42:
         return data
     try:
         ifd = struct.unpack_from(e + "I", data, 4)[0]
@@ -118,16 +119,65 @@ def with_alpha_marked(data: bytes) -> bytes:
         next_ifd = data[ifd + 2 + 12 * n: ifd + 6 + 12 * n]
         if len(next_ifd) != 4 or any(len(x) != 12 for x in entries):
             return data
-        tags = {struct.unpack_from(e + "H", x)[0]: x for x in entries}
-        if 338 in tags or 277 not in tags or 262 not in tags:
-            return data
-        spp = struct.unpack_from(e + "H", tags[277], 8)[0]
-        photometric = struct.unpack_from(e + "H", tags[262], 8)[0]
     except struct.error:
         return data
-    if spp != 4 or photometric != 2:
-        return data
-    tags[338] = struct.pack(e + "HHIHH", 338, 3, 1, 2, 0)  # SHORT, 1 value: 2 = unassociated alpha
+    tags = {struct.unpack_from(e + "H", x)[0]: x for x in entries}
     at = len(data) + (len(data) & 1)  # an IFD starts on a word boundary
+    values_at = at + 2 + 12 * len(set(tags) | set(add)) + 4
+    values = b""
+    for tag, (typ, count, value) in add.items():
+        if len(value) <= 4:
+            tags[tag] = struct.pack(e + "HHI", tag, typ, count) + value.ljust(4, b"\0")
+        else:
+            tags[tag] = struct.pack(e + "HHII", tag, typ, count, values_at + len(values))
+            values += value + b"\0" * (len(value) & 1)
     new_ifd = struct.pack(e + "H", len(tags)) + b"".join(tags[t] for t in sorted(tags)) + next_ifd
-    return data[:4] + struct.pack(e + "I", at) + data[8:] + bytes(at - len(data)) + new_ifd
+    return data[:4] + struct.pack(e + "I", at) + data[8:] + bytes(at - len(data)) + new_ifd + values
+
+
+def byte_order(data: bytes) -> str:
+    """A TIFF's byte order as a ``struct`` prefix."""
+    return "<" if data[:2] == b"II" else ">"
+
+
+_ASCII_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x8298)
+_SHORT_TAGS = (0x0112, 0x0128)
+_RATIONAL_TAGS = (0x011A, 0x011B)
+
+
+def descriptive_entries(exif: bytes | None, icc: bytes | None, e: str) -> dict[int, tuple[int, int, bytes]]:
+    """``with_tags`` entries (byte order ``e``) for an image's ICC profile (tag 34675) and the
+    descriptive tags of its EXIF (``EXIF_TAGS``: camera, date, author, resolution,
+    orientation), for a TIFF written by a writer that takes neither (OpenCV, 16-bit). Values
+    of an unexpected type are left out."""
+    from fractions import Fraction
+
+    from PIL import Image
+
+    out: dict[int, tuple[int, int, bytes]] = {}
+    if icc:
+        out[34675] = (7, len(icc), bytes(icc))
+    if not exif:
+        return out
+    ex = Image.Exif()
+    try:
+        ex.load(exif)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block is left out, the pixels are fine
+        return out
+    for tag in EXIF_TAGS:
+        v = ex.get(tag)
+        if v is None:
+            continue
+        try:
+            if tag in _ASCII_TAGS and isinstance(v, (str, bytes)):
+                b = (v.encode("utf-8", "replace") if isinstance(v, str) else bytes(v)).split(b"\0")[0] + b"\0"
+                out[tag] = (2, len(b), b)
+            elif tag in _SHORT_TAGS:
+                out[tag] = (3, 1, struct.pack(e + "H", int(v)))
+            elif tag in _RATIONAL_TAGS:
+                f = Fraction(float(v)).limit_denominator(0xFFFFFFFF) if float(v) >= 0 else None
+                if f is not None and f.numerator <= 0xFFFFFFFF:
+                    out[tag] = (5, 1, struct.pack(e + "II", f.numerator, f.denominator))
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError, struct.error):
+            continue
+    return out
