@@ -259,3 +259,28 @@ def test_first_page_note_is_said_on_the_terminal_and_unsupported_output_names_re
     (tmp_path / "old.gif").mkdir()  # an existing folder of that name is still a folder
     r = runner.invoke(app, ["denoise", str(tmp_path / "pages.tif"), str(tmp_path / "old.gif"), "--sigma", "10"])
     assert r.exit_code == 0 and (tmp_path / "old.gif" / "pages.tif").exists()
+
+
+def test_lossless_webp_stays_lossless(tmp_path):
+    """A lossless WebP (VP8L) came back lossy (VP8, chroma at half resolution: errors of up to
+    100 levels on saturated edges), and no --quality could ask for lossless. A lossless input
+    is now written losslessly, as is any WebP output at --quality 100; lossy stays lossy."""
+    img = noisy(smooth_image(32, 40, seed=3), 20)
+    img[:8, :8] = (250, 10, 10)
+    Image.fromarray(img).save(tmp_path / "ll.webp", lossless=True)
+    Image.fromarray(img).save(tmp_path / "lossy.webp", quality=90)
+    Image.fromarray(img).save(tmp_path / "p.png")
+
+    def kind(p):
+        return "VP8L" if b"VP8L" in p.read_bytes()[:64] else "VP8"
+
+    for src, dst, extra, want in (("ll.webp", "a.webp", (), "VP8L"), ("lossy.webp", "b.webp", (), "VP8"),
+                                  ("p.png", "c.webp", ("--quality", "100"), "VP8L"),
+                                  ("p.png", "d.webp", ("--quality", "90"), "VP8")):
+        r = runner.invoke(app, ["denoise", str(tmp_path / src), str(tmp_path / dst), "--sigma", "20", *extra])
+        assert r.exit_code == 0, r.output
+        assert kind(tmp_path / dst) == want, (src, dst)
+    r = runner.invoke(app, ["denoise", str(tmp_path / "ll.webp"), str(tmp_path / "a.png"), "--sigma", "20"])
+    assert r.exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.webp").convert("RGB")),
+                          np.asarray(Image.open(tmp_path / "a.png").convert("RGB")))

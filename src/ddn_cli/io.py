@@ -59,6 +59,8 @@ class ImageData:
     # a JPEG with subsampled chroma (4:2:0, 4:2:2, ...) or a lossy WebP (always 4:2:0): its
     # colour noise is averaged away, so ``--sigma auto`` measures the noise in its luma
     chroma_subsampled: bool = False
+    # a lossless WebP (VP8L): written back losslessly when the output is WebP too
+    lossless_webp: bool = False
 
     @property
     def grey(self) -> bool:
@@ -420,7 +422,7 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
         alpha = _orient(alpha, orientation) if alpha is not None else None
     bits = 16 if color.dtype == np.uint16 else 8
     return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes,
-                     chroma_subsampled=subsampled)
+                     chroma_subsampled=subsampled, lossless_webp=fmt == "webp" and not subsampled)
 
 
 def _jpeg_chroma_subsampled(im) -> bool:
@@ -704,6 +706,8 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
             white.paste(pil.convert(pil.mode[:-1]), mask=pil.getchannel("A"))
             pil = white
         kwargs.update(quality=quality, subsampling=0)
+    elif fmt == "webp" and (img.lossless_webp or quality == 100):  # lossless in, lossless out
+        kwargs.update(lossless=True, quality=80, method=4)  # (quality is the effort here)
     elif fmt == "webp":
         kwargs.update(quality=quality, method=4)
     elif fmt == "tiff":

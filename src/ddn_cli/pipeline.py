@@ -8,6 +8,7 @@ never prints; progress goes to ``on_event``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import threading
@@ -129,8 +130,7 @@ def _denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overl
         out = run_tiled_device(color, on_device, device=den.device,
                                tile=tile, overlap=min(overlap, tile - 1), batch_size=batch_size,
                                align=den.size_multiple, on_tiles=on_tiles, sides=True)
-        return ImageData(color=out, alpha=img.alpha, bits=img.bits, format=img.format, icc=img.icc, exif=img.exif,
-                         notes=list(img.notes)), float(sigma)
+        return dataclasses.replace(img, color=out, notes=list(img.notes)), float(sigma)
 
     def to_float(a: np.ndarray) -> np.ndarray:
         f = a.astype(np.float32)
@@ -167,9 +167,8 @@ def _denoise_image(img: ImageData, den, *, sigma: float | None, tile: int, overl
               to_float=to_float, from_float=from_float, out=out, on_tiles=on_tiles, work_channels=3, sides=sides)
     if src is not color:
         out = np.ascontiguousarray(out[:h, :w])
-    res = ImageData(color=out, alpha=img.alpha, bits=img.bits, format=img.format, icc=img.icc, exif=img.exif,
-                    notes=list(img.notes))
-    return res, float(sigma)
+    # everything else as read (alpha, profile, EXIF, how the file was stored)
+    return dataclasses.replace(img, color=out, notes=list(img.notes)), float(sigma)
 
 
 # the two unit chroma directions, orthogonal to the luma (1, 1, 1) / sqrt(3) and to each other
