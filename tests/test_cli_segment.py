@@ -266,3 +266,20 @@ def test_classify_sees_a_transparent_image_as_shown(tmp_path):
     assert r.exit_code == 0, r.output
     a, b = json.loads(r.stdout)
     assert a["top"] == b["top"]
+
+
+def test_overlay_keeps_an_rgb_profile(tmp_path, seg_net):
+    """The overlay is in the image's own colours, but was written untagged: a wide-gamut
+    image's overlay was shown as sRGB, shifted against the image. An RGB profile is kept; a
+    grey one is not (a grey image's overlay is RGB)."""
+    from PIL import ImageCms
+
+    rgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    grey_icc = rgb_icc[:16] + b"GRAY" + rgb_icc[20:]
+    Image.fromarray(noisy(smooth_image(40, 48), 10)).save(tmp_path / "c.png", icc_profile=rgb_icc)
+    Image.fromarray(noisy(smooth_image(40, 48), 10)).convert("L").save(tmp_path / "g.png", icc_profile=grey_icc)
+    for name, want in (("c", rgb_icc), ("g", None)):
+        r = runner.invoke(app, ["segment", str(tmp_path / f"{name}.png"), str(tmp_path / "out"), "--segmenter",
+                                str(seg_net), "--sigma", "10"])
+        assert r.exit_code == 0, r.output
+        assert Image.open(tmp_path / "out" / f"{name}.overlay.png").info.get("icc_profile") == want

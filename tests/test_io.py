@@ -939,3 +939,18 @@ def test_two_inputs_writing_one_output_are_refused_with_the_right_hint(tmp_path)
     assert first_collision([(Path("p"), tmp_path / "o"), (Path("q"), tmp_path / "o2")]) is None
     assert first_collision([(Path("p"), tmp_path / "o"), (Path("q"), tmp_path / "." / "o")]) == (
         Path("q"), Path("p"), tmp_path / "." / "o")
+
+
+def test_a_lab_tiff_becomes_rgb_without_its_lab_profile(tmp_path):
+    """A Lab TIFF is converted to RGB pixels; its Lab profile was kept on them, so the output
+    claimed to be Lab and colour-managed tools could not use it."""
+    from PIL import ImageCms
+
+    rgb = Image.fromarray(smooth_image(16, 16))
+    lab = ImageCms.profileToProfile(rgb, ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"),
+                                    outputMode="LAB")
+    lab.save(tmp_path / "lab.tif", icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes())
+    assert Image.open(tmp_path / "lab.tif").info.get("icc_profile")[16:20] == b"Lab "
+    d = read_image(tmp_path / "lab.tif")
+    assert d.color.shape == (16, 16, 3) and d.icc is None
+    assert np.abs(d.color.astype(int) - np.asarray(rgb).astype(int)).max() <= 16  # really RGB

@@ -521,8 +521,10 @@ def _decode_8bit(im, path: Path, icc: bytes | None = None,
     if mode == "RGBA":
         a = np.asarray(im)
         return a[..., :3].copy(), a[..., 3].copy(), icc
-    if mode != "RGB":
-        im = im.convert("RGB")
+    if mode != "RGB":  # Lab, YCbCr, HSV, 1-bit, ...: converted; a profile of that colour space
+        im = im.convert("RGB")  # would not describe RGB pixels (colour-managed tools refuse it)
+        if icc and icc[16:20] != b"RGB ":
+            icc = None
     return np.asarray(im).copy(), None, icc
 
 

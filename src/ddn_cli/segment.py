@@ -96,9 +96,11 @@ TRANSPARENT = 255
 
 
 def overlay_png(rgb8: np.ndarray, labels: np.ndarray, palette: list[tuple[int, int, int]], alpha: float = 0.5,
-                opacity: np.ndarray | None = None) -> bytes:
+                opacity: np.ndarray | None = None, icc: bytes | None = None) -> bytes:
     """The image with the classes' colours blended in (``alpha`` of the colour). ``opacity``:
-    the image's own alpha (8-bit, (H, W)), kept, so that what was transparent stays so."""
+    the image's own alpha (8-bit, (H, W)), kept, so that what was transparent stays so.
+    ``icc``: the image's ICC profile, kept if it describes RGB (the overlay is in the image's
+    own colours: untagged, a wide-gamut image's overlay was shown as sRGB)."""
     import io
 
     from PIL import Image
@@ -108,7 +110,7 @@ def overlay_png(rgb8: np.ndarray, labels: np.ndarray, palette: list[tuple[int, i
     if opacity is not None:
         mix = np.dstack([mix, opacity])
     buf = io.BytesIO()
-    Image.fromarray(mix).save(buf, format="PNG")
+    Image.fromarray(mix).save(buf, format="PNG", **({"icc_profile": icc} if icc and icc[16:20] == b"RGB " else {}))
     return buf.getvalue()
 
 
@@ -183,7 +185,7 @@ def segment_files(items: list[tuple[Path, Path, Path]], *, segmenter: HighLevelN
             # once this run's mask is in place, its overlay goes beside it whatever is there, so
             # that a pair never mixes two runs
             write_atomic(mpath, mask_png(labels, segmenter.palette), replace=overwrite)
-            write_atomic(opath, overlay_png(rgb8, labels, segmenter.palette, opacity=opacity))
+            write_atomic(opath, overlay_png(rgb8, labels, segmenter.palette, opacity=opacity, icc=img.icc))
             res.append(Segmentation(str(src), "ok", str(mpath), str(opath), coverage(labels, segmenter.classes),
                                     None if used is None else round(used, 3), getattr(denoiser, "name", None),
                                     segmenter.name, round(time.perf_counter() - t0, 3)))
