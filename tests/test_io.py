@@ -954,3 +954,72 @@ def test_a_lab_tiff_becomes_rgb_without_its_lab_profile(tmp_path):
     d = read_image(tmp_path / "lab.tif")
     assert d.color.shape == (16, 16, 3) and d.icc is None
     assert np.abs(d.color.astype(int) - np.asarray(rgb).astype(int)).max() <= 16  # really RGB
+
+
+def _png_chunks(data: bytes) -> dict[bytes, bytes]:
+    import struct
+
+    out, pos = {}, 8
+    while pos + 12 <= len(data):
+        n = struct.unpack_from(">I", data, pos)[0]
+        out.setdefault(data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n])
+        pos += 12 + n
+    return out
+
+
+@pytest.mark.parametrize("path", ["fast", "pillow"])
+def test_png_gamma_chromaticities_and_dpi_are_kept(tmp_path, path):
+    """A PNG that says how to show its colours with gAMA / cHRM / sRGB instead of an ICC
+    profile lost them (viewers then showed a gamma-1.0 image far too dark), and every
+    output lost its resolution (pHYs). Both PNG decoding paths (ddn's own; Pillow's, taken
+    here for a tEXt keyword the fast path leaves to it) keep them; sRGB is left out beside
+    an ICC profile, as the PNG specification requires."""
+    import struct
+    import zlib
+
+    from ddn_cli.pngwrite import chunk
+
+    ok, enc = cv2.imencode(".png", smooth_image(16, 20)[..., ::-1])
+    base = enc.tobytes()
+    extra = (chunk(b"gAMA", struct.pack(">I", 100000))
+             + chunk(b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000))
+             + chunk(b"sRGB", b"\x00") + chunk(b"pHYs", struct.pack(">IIB", 11811, 3937, 1)))
+    if path == "pillow":
+        extra += chunk(b"tEXt", b"XML:com.adobe.xmp\x00<x/>")
+    (tmp_path / "a.png").write_bytes(base[:33] + extra + base[33:])
+    from ddn_cli.pngread import _isal, decode_png
+
+    if path == "fast" and _isal() is None:
+        pytest.skip("no ISA-L: no fast PNG path")
+    assert (decode_png((tmp_path / "a.png").read_bytes(), 10**9) is not None) == (path == "fast")
+    d = read_image(tmp_path / "a.png")
+    assert d.dpi == pytest.approx((300, 100), abs=0.01)
+    write_image(tmp_path / "o.png", d)
+    got = _png_chunks((tmp_path / "o.png").read_bytes())
+    assert got[b"gAMA"] == struct.pack(">I", 100000) and got[b"sRGB"] == b"\x00"
+    assert got[b"cHRM"] == struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+    assert got[b"pHYs"] == struct.pack(">IIB", 11811, 3937, 1)
+    d.icc = b"\x00" * 16 + b"RGB " + b"\x00" * 100
+    write_image(tmp_path / "icc.png", d)
+    got = _png_chunks((tmp_path / "icc.png").read_bytes())
+    assert b"sRGB" not in got and b"gAMA" in got and zlib.decompress(got[b"iCCP"][5:]) == d.icc
+    for fmt in ("jpeg", "tiff", "bmp"):
+        write_image(tmp_path / f"o.{fmt}", d.__class__(**{**d.__dict__, "format": fmt}), fmt=fmt)
+        assert Image.open(tmp_path / f"o.{fmt}").info.get("dpi") == pytest.approx((300, 100), abs=0.5), fmt
+
+
+def test_jpeg_dpi_reaches_every_output_turned_with_the_image(tmp_path):
+    """A JPEG's resolution (JFIF density) was dropped from every output; a quarter-turned
+    image's x and y resolutions swap with its axes."""
+    im = Image.fromarray(smooth_image(16, 24))
+    ex = im.getexif()
+    ex[0x0112] = 6
+    im.save(tmp_path / "a.jpg", dpi=(300, 150), exif=ex.tobytes())
+    d = read_image(tmp_path / "a.jpg")
+    assert d.color.shape[:2] == (24, 16) and d.dpi == pytest.approx((150, 300))
+    for name in ("o.jpg", "o.png", "o.tif"):
+        write_image(tmp_path / name, d)
+        assert Image.open(tmp_path / name).info.get("dpi") == pytest.approx((150, 300), abs=0.5), name
+    d16 = d.__class__(**{**d.__dict__, "color": d.color.astype(np.uint16) * 257, "bits": 16, "exif": None})
+    write_image(tmp_path / "o16.tif", d16)
+    assert Image.open(tmp_path / "o16.tif").info.get("dpi") == pytest.approx((150, 300), abs=0.5)

@@ -61,6 +61,11 @@ class ImageData:
     chroma_subsampled: bool = False
     # a lossless WebP (VP8L): written back losslessly when the output is WebP too
     lossless_webp: bool = False
+    # the resolution (dots per inch, x and y), where the file says it
+    dpi: tuple[float, float] | None = None
+    # a PNG's gAMA, cHRM and sRGB chunks, whole: how its colours are to be shown where it has
+    # no ICC profile; written back into PNG outputs (``pngwrite.metadata_chunks``)
+    png_colour: bytes = b""
 
     @property
     def grey(self) -> bool:
@@ -333,7 +338,7 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
         del whole
         if fast is not None:
             return ImageData(color=fast.color, alpha=fast.alpha, bits=fast.color.dtype.itemsize * 8, format="png",
-                             icc=fast.icc, exif=None, notes=[])
+                             icc=fast.icc, exif=None, notes=[], dpi=fast.dpi, png_colour=fast.colour_chunks)
     Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with our own limit
     try:
         if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -368,6 +373,8 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
             if n_frames > 1:
                 notes.append(f"{n_frames} frames/pages: only the first is denoised")
             icc = im.info.get("icc_profile")
+            dpi = _dpi(im.info.get("dpi"))
+            png_colour = _png_colour_chunks(im.info) if fmt == "png" else b""
             subsampled = _jpeg_chroma_subsampled(im) if fmt == "jpeg" else _webp_lossy(path) if fmt == "webp" else False
             exif_obj = im.getexif()
             orientation = int(exif_obj.get(0x0112, 1) or 1)
@@ -420,9 +427,39 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
     if orientation != 1:
         color = _orient(color, orientation)
         alpha = _orient(alpha, orientation) if alpha is not None else None
+        if dpi and orientation >= 5:  # turned a quarter: the axes swap
+            dpi = (dpi[1], dpi[0])
     bits = 16 if color.dtype == np.uint16 else 8
     return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes,
-                     chroma_subsampled=subsampled, lossless_webp=fmt == "webp" and not subsampled)
+                     chroma_subsampled=subsampled, lossless_webp=fmt == "webp" and not subsampled, dpi=dpi,
+                     png_colour=png_colour)
+
+
+def _dpi(value) -> tuple[float, float] | None:
+    """Pillow's ``info["dpi"]`` as two positive finite numbers, or None (absent, zero, junk)."""
+    try:
+        x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 0 < x < 1e6 and 0 < y < 1e6 else None
+
+
+def _png_colour_chunks(info: dict) -> bytes:
+    """gAMA, cHRM and sRGB chunks rebuilt from what Pillow read of them (its PNG path keeps
+    the values, not the chunks)."""
+    from .pngwrite import chunk
+
+    out = b""
+    try:
+        if info.get("gamma"):
+            out += chunk(b"gAMA", struct.pack(">I", round(float(info["gamma"]) * 100000)))
+        if info.get("chromaticity") and len(info["chromaticity"]) == 8:
+            out += chunk(b"cHRM", struct.pack(">8I", *(round(float(v) * 100000) for v in info["chromaticity"])))
+        if info.get("srgb") is not None:
+            out += chunk(b"sRGB", struct.pack(">B", int(info["srgb"])))
+    except (TypeError, ValueError, OverflowError, struct.error):
+        return b""
+    return out
 
 
 def _jpeg_chroma_subsampled(im) -> bool:
@@ -629,7 +666,8 @@ def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None) -> None:
+def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None,
+                    dpi: tuple[float, float] | None = None) -> None:
     """A 16-bit TIFF through OpenCV (Pillow cannot write 16-bit colour), which writes neither
     metadata nor what a fourth sample is: the file's first IFD is given the ICC profile, the
     EXIF's descriptive tags (as Pillow writes them in 8-bit TIFFs) and, with four channels,
@@ -645,7 +683,7 @@ def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray, icc: bytes | None = None, exif
         raise OutputError(f"OpenCV could not encode a {arr.dtype.itemsize * 8}-bit tiff")
     data = memoryview(buf).cast("B")
     e = tiffmeta.byte_order(bytes(data[:2]))
-    add = tiffmeta.descriptive_entries(exif, icc, e)
+    add = tiffmeta.descriptive_entries(exif, icc, e, dpi)
     if arr.ndim == 3 and arr.shape[2] == 4:
         add[338] = (3, 1, struct.pack(e + "H", 2))  # SHORT: 2 = unassociated alpha
     f.write(tiffmeta.with_tags(data.tobytes(), add) if add else data)
@@ -664,7 +702,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     if fmt == "png":  # 8 and 16 bits, grey/RGB with or without alpha: streamed (pngwrite)
         from .pngwrite import write_png
 
-        write_png(f, color, alpha, img.icc, img.exif)
+        write_png(f, color, alpha, img.icc, img.exif, img.png_colour, img.dpi)
         return
     if bits16 and fmt == "tiff":
         bgr = color[..., ::-1] if color.shape[2] == 3 else color[..., 0]
@@ -675,7 +713,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
             arr = bgr
         rgb_grey = alpha is not None and color.shape[2] == 1  # grey + alpha goes as RGBA: a grey profile
         icc = None if rgb_grey and img.icc and img.icc[16:20] == b"GRAY" else img.icc  # would not describe it
-        _cv2_write_tiff(f, arr, icc, img.exif)
+        _cv2_write_tiff(f, arr, icc, img.exif, img.dpi)
         return
     if bits16:  # 8-bit-only formats
         color = (color.astype(np.uint32) + 128) // 257
@@ -699,6 +737,8 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     if img.exif and fmt in ("jpeg", "png", "webp", "tiff") and not (fmt == "jpeg" and len(img.exif) > JPEG_MAX_EXIF):
         # a JPEG segment holds 64 kB: a larger EXIF (from a TIFF or PNG) is left out
         kwargs["exif"] = tiffmeta.tiff_output_exif(img.exif) if fmt == "tiff" else img.exif
+    if img.dpi and (fmt in ("jpeg", "bmp") or (fmt == "tiff" and not _has_resolution(kwargs.get("exif")))):
+        kwargs["dpi"] = img.dpi  # (WebP has no place for it but EXIF; a TIFF's EXIF resolution wins)
     if fmt == "jpeg":
         if max(pil.size) > JPEG_MAX_SIDE:  # libjpeg's limit; its own error is a bare line on stderr
             raise OutputError(f"JPEG cannot hold a {pil.size[0]}x{pil.size[1]} image (at most {JPEG_MAX_SIDE} px a side)",
@@ -715,6 +755,19 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     elif fmt == "tiff":
         kwargs.update(compression="tiff_deflate")
     pil.save(f, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
+
+
+def _has_resolution(exif: bytes | None) -> bool:
+    from PIL import Image
+
+    if not exif:
+        return False
+    e = Image.Exif()
+    try:
+        e.load(exif)
+    except Exception:  # noqa: BLE001 - unreadable: then it has none that counts
+        return False
+    return 0x011A in e
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None], *, replace: bool = True) -> None:

@@ -34,9 +34,10 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # times the image's bytes) would add to a large photo's peak memory; such images take
 # seconds to denoise, so the decode's share of the time is small anyway
 FAST_MAX_PIXELS = 16_000_000
-# ancillary chunks that change neither the pixels nor the metadata ddn keeps, with the
+# ancillary chunks that change neither the pixels nor how they are decoded, with the
 # shortest length Pillow accepts (shorter ones it refuses as truncated)
 _IGNORED = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"tIME": 0, b"bKGD": 0, b"sBIT": 0}
+COLOUR_CHUNKS = (b"gAMA", b"cHRM", b"sRGB")  # kept whole, written back into PNG outputs
 # tEXt keywords passed over: the PNG specification's own and ImageMagick's dates. Pillow files
 # any keyword under its name among the image's metadata, where "exif", "icc_profile", "xmp",
 # "Raw profile type exif" and others would change what ddn reads, so the rest go to Pillow, as
@@ -54,6 +55,8 @@ class DecodedPNG:
     color: np.ndarray  # (H, W, 1 | 3) uint8 | uint16
     alpha: np.ndarray | None  # (H, W) of the same dtype
     icc: bytes | None
+    colour_chunks: bytes = b""  # the file's gAMA, cHRM and sRGB chunks, whole (``pngwrite.colour_chunks``)
+    dpi: tuple[float, float] | None = None  # from pHYs, when its unit is the metre
 
 
 def _isal():
@@ -101,6 +104,7 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
     ihdr: memoryview | None = None
     idat: list[memoryview] = []
     icc = None
+    colour, dpi = b"", None
     prev = b""
     text = 0
     while True:
@@ -132,6 +136,10 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
         elif kind in _IGNORED:
             if length < _IGNORED[kind]:
                 return None
+            if kind in COLOUR_CHUNKS and length == _IGNORED[kind] and not idat:
+                colour += bytes(view[pos:pos + 12 + length])
+            elif kind == b"pHYs" and length == 9 and body[8] == 1:
+                dpi = physical_dpi(bytes(body))
         elif kind == b"iCCP":
             if icc is not None or idat:
                 return None
@@ -153,7 +161,7 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
     plain = _plain_header(ihdr[8:21], max_pixels)
     if plain is None:
         return None
-    h, stride, colour, depth = plain
+    h, stride, colour_type, depth = plain
     w = struct.unpack_from(">I", ihdr, 8)[0]
     pieces = _inflate(idat, h * stride, stride, isal_zlib)
     del idat, view
@@ -163,10 +171,17 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
     del pieces
     if arr is None or arr.shape[:2] != (h, w):
         return None
-    out = _split(arr, colour, depth)
+    out = _split(arr, colour_type, depth)
     if out is not None:
-        out.icc = icc
+        out.icc, out.colour_chunks, out.dpi = icc, colour, dpi
     return out
+
+
+def physical_dpi(phys: bytes) -> tuple[float, float] | None:
+    """Dots per inch from a pHYs chunk's 9 bytes (pixels per metre, unit 1); None for an
+    aspect ratio alone (unit 0) or zero."""
+    x, y, unit = struct.unpack(">IIB", phys[:9])
+    return (x * 0.0254, y * 0.0254) if unit == 1 and x and y else None
 
 
 def _inflate(idat: list[memoryview], rows: int, stride: int, isal_zlib) -> list[bytes] | None:

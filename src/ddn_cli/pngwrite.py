@@ -28,11 +28,22 @@ def chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
 
-def metadata_chunks(icc: bytes | None, exif: bytes | None) -> bytes:
-    """iCCP and eXIf chunks (they go after IHDR, before the image data)."""
+def metadata_chunks(icc: bytes | None, exif: bytes | None, colour: bytes = b"",
+                    dpi: tuple[float, float] | None = None) -> bytes:
+    """The chunks that go after IHDR, before the image data: ``colour`` (a source PNG's gAMA,
+    cHRM and sRGB chunks, whole; its sRGB left out beside an ICC profile, which the PNG
+    specification does not allow together), iCCP, pHYs for ``dpi`` and eXIf."""
     out = b""
+    pos = 0
+    while pos + 12 <= len(colour):  # whole chunks: length, type, payload, CRC
+        n = struct.unpack_from(">I", colour, pos)[0]
+        if not (icc and colour[pos + 4:pos + 8] == b"sRGB"):
+            out += colour[pos:pos + 12 + n]
+        pos += 12 + n
     if icc:
         out += chunk(b"iCCP", b"ICC\x00\x00" + zlib.compress(icc))
+    if dpi and all(0 < d < 2**32 / 39.37 for d in dpi):
+        out += chunk(b"pHYs", struct.pack(">IIB", round(dpi[0] / 0.0254), round(dpi[1] / 0.0254), 1))
     if exif:
         out += chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
     return out
@@ -79,7 +90,8 @@ def _compressor():
 
 
 def write_png(f: BinaryIO, color: np.ndarray, alpha: np.ndarray | None = None,
-              icc: bytes | None = None, exif: bytes | None = None) -> None:
+              icc: bytes | None = None, exif: bytes | None = None, colour: bytes = b"",
+              dpi: tuple[float, float] | None = None) -> None:
     """Write ``color`` ((H, W, 1 | 3) uint8 or uint16) and ``alpha`` ((H, W) of the same
     dtype, or None) as a PNG into the binary file ``f``. Strips of rows are converted,
     filtered and deflated one at a time: no full-size copy of the image is made."""
@@ -94,7 +106,7 @@ def write_png(f: BinaryIO, color: np.ndarray, alpha: np.ndarray | None = None,
     bpp = c * depth // 8
     f.write(b"\x89PNG\r\n\x1a\n")
     f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOR_TYPE[c], 0, 0, 0)))
-    f.write(metadata_chunks(icc, exif))
+    f.write(metadata_chunks(icc, exif, colour, dpi))
     comp = _compressor()
     step = max(1, STRIP_BYTES // max(1, w * bpp))
     prev = None

@@ -145,18 +145,28 @@ _SHORT_TAGS = (0x0112, 0x0128)
 _RATIONAL_TAGS = (0x011A, 0x011B)
 
 
-def descriptive_entries(exif: bytes | None, icc: bytes | None, e: str) -> dict[int, tuple[int, int, bytes]]:
-    """``with_tags`` entries (byte order ``e``) for an image's ICC profile (tag 34675) and the
-    descriptive tags of its EXIF (``EXIF_TAGS``: camera, date, author, resolution,
-    orientation), for a TIFF written by a writer that takes neither (OpenCV, 16-bit). Values
-    of an unexpected type are left out."""
+def _rational(v, e: str) -> tuple[int, int, bytes] | None:
     from fractions import Fraction
 
+    f = Fraction(float(v)).limit_denominator(0xFFFFFFFF) if float(v) > 0 else None
+    return (5, 1, struct.pack(e + "II", f.numerator, f.denominator)) if f and f.numerator <= 0xFFFFFFFF else None
+
+
+def descriptive_entries(exif: bytes | None, icc: bytes | None, e: str,
+                        dpi: tuple[float, float] | None = None) -> dict[int, tuple[int, int, bytes]]:
+    """``with_tags`` entries (byte order ``e``) for an image's ICC profile (tag 34675), the
+    descriptive tags of its EXIF (``EXIF_TAGS``: camera, date, author, resolution,
+    orientation) and, where the EXIF has no resolution, ``dpi``; for a TIFF written by a
+    writer that takes none of them (OpenCV, 16-bit). Values of an unexpected type are left out."""
     from PIL import Image
 
     out: dict[int, tuple[int, int, bytes]] = {}
     if icc:
         out[34675] = (7, len(icc), bytes(icc))
+    if dpi:
+        x, y = _rational(dpi[0], e), _rational(dpi[1], e)
+        if x and y:
+            out.update({0x011A: x, 0x011B: y, 0x0128: (3, 1, struct.pack(e + "H", 2))})  # 2: inches
     if not exif:
         return out
     ex = Image.Exif()
@@ -174,10 +184,8 @@ def descriptive_entries(exif: bytes | None, icc: bytes | None, e: str) -> dict[i
                 out[tag] = (2, len(b), b)
             elif tag in _SHORT_TAGS:
                 out[tag] = (3, 1, struct.pack(e + "H", int(v)))
-            elif tag in _RATIONAL_TAGS:
-                f = Fraction(float(v)).limit_denominator(0xFFFFFFFF) if float(v) >= 0 else None
-                if f is not None and f.numerator <= 0xFFFFFFFF:
-                    out[tag] = (5, 1, struct.pack(e + "II", f.numerator, f.denominator))
+            elif tag in _RATIONAL_TAGS and _rational(v, e):
+                out[tag] = _rational(v, e)
         except (TypeError, ValueError, OverflowError, ZeroDivisionError, struct.error):
             continue
     return out
