@@ -686,7 +686,13 @@ def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray, icc: bytes | None = None, exif
     add = tiffmeta.descriptive_entries(exif, icc, e, dpi)
     if arr.ndim == 3 and arr.shape[2] == 4:
         add[338] = (3, 1, struct.pack(e + "H", 2))  # SHORT: 2 = unassociated alpha
-    f.write(tiffmeta.with_tags(data.tobytes(), add) if add else data)
+    patch = tiffmeta.tag_patch(data, add) if add else None
+    if patch is None:
+        f.write(data)
+    else:  # streamed around the pixels: no copy of them is made
+        f.write(patch[0])
+        f.write(data[8:])
+        f.write(patch[1])
 
 
 def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:

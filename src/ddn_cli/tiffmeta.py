@@ -101,26 +101,35 @@ def orientation_to_1(data: np.ndarray) -> bool:
 
 
 def with_tags(data: bytes, add: dict[int, tuple[int, int, bytes]]) -> bytes:
-    """A classic TIFF's bytes with entries added to its first IFD (or replacing its own of the
-    same tag): ``add`` maps a tag to (type, count, value bytes in the file's byte order).
-    The first IFD is copied, its entries in tag order, to the end of the file, values longer
-    than 4 bytes after it, and the header points at the copy; all data stays where it is.
-    A file that does not parse (or a BigTIFF, which OpenCV does not write) comes back
-    unchanged."""
-    if len(data) < 8 or data[:2] not in (b"II", b"MM"):
-        return data
-    e = "<" if data[:2] == b"II" else ">"
-    if struct.unpack_from(e + "H", data, 2)[0] != 42:
-        return data
+    """A classic TIFF's bytes with entries added to its first IFD (``tag_patch``); a file
+    that does not parse comes back unchanged."""
+    patch = tag_patch(data, add)
+    return data if patch is None else patch[0] + bytes(data[8:]) + patch[1]
+
+
+def tag_patch(data, add: dict[int, tuple[int, int, bytes]]) -> tuple[bytes, bytes] | None:
+    """How to give a classic TIFF (``data``: its bytes, or a memoryview of them) entries in
+    its first IFD, added or replacing its own of the same tag: ``add`` maps a tag to (type,
+    count, value bytes in the file's byte order). Returns (the new 8-byte header, what to
+    append): the first IFD is copied, its entries in tag order, to the end of the file, values
+    longer than 4 bytes after it, and the header points at the copy; everything from byte 8
+    on stays as it is, so a writer streams it unchanged (a 24 MP 16-bit TIFF is 144 MB). None
+    for a file that does not parse, or a BigTIFF (OpenCV does not write it)."""
+    head = bytes(data[:8])
+    if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+        return None
+    e = "<" if head[:2] == b"II" else ">"
+    if struct.unpack_from(e + "H", head, 2)[0] != 42:
+        return None
     try:
-        ifd = struct.unpack_from(e + "I", data, 4)[0]
+        ifd = struct.unpack_from(e + "I", head, 4)[0]
         n = struct.unpack_from(e + "H", data, ifd)[0]
-        entries = [data[ifd + 2 + 12 * k: ifd + 14 + 12 * k] for k in range(n)]
-        next_ifd = data[ifd + 2 + 12 * n: ifd + 6 + 12 * n]
+        entries = [bytes(data[ifd + 2 + 12 * k: ifd + 14 + 12 * k]) for k in range(n)]
+        next_ifd = bytes(data[ifd + 2 + 12 * n: ifd + 6 + 12 * n])
         if len(next_ifd) != 4 or any(len(x) != 12 for x in entries):
-            return data
+            return None
     except struct.error:
-        return data
+        return None
     tags = {struct.unpack_from(e + "H", x)[0]: x for x in entries}
     at = len(data) + (len(data) & 1)  # an IFD starts on a word boundary
     values_at = at + 2 + 12 * len(set(tags) | set(add)) + 4
@@ -132,7 +141,7 @@ def with_tags(data: bytes, add: dict[int, tuple[int, int, bytes]]) -> bytes:
             tags[tag] = struct.pack(e + "HHII", tag, typ, count, values_at + len(values))
             values += value + b"\0" * (len(value) & 1)
     new_ifd = struct.pack(e + "H", len(tags)) + b"".join(tags[t] for t in sorted(tags)) + next_ifd
-    return data[:4] + struct.pack(e + "I", at) + data[8:] + bytes(at - len(data)) + new_ifd + values
+    return head[:4] + struct.pack(e + "I", at), bytes(at - len(data)) + new_ifd + values
 
 
 def byte_order(data: bytes) -> str:
