@@ -1023,3 +1023,26 @@ def test_jpeg_dpi_reaches_every_output_turned_with_the_image(tmp_path):
     d16 = d.__class__(**{**d.__dict__, "color": d.color.astype(np.uint16) * 257, "bits": 16, "exif": None})
     write_image(tmp_path / "o16.tif", d16)
     assert Image.open(tmp_path / "o16.tif").info.get("dpi") == pytest.approx((150, 300), abs=0.5)
+
+
+def test_xmp_is_kept_with_its_orientation_set_upright(tmp_path):
+    """The XMP packet (Lightroom ratings, keywords, captions) was dropped from every output.
+    It is kept; its tiff:Orientation, which ddn applies to the pixels (here it is the only
+    orientation the file has), is set to 1 so that viewers do not turn the output again."""
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+           b'tiff:Orientation="6" xmp:Rating="4"/></rdf:RDF></x:xmpmeta>')
+    Image.fromarray(smooth_image(16, 24)).save(tmp_path / "a.jpg", xmp=xmp, quality=95)
+    d = read_image(tmp_path / "a.jpg")
+    assert d.color.shape[:2] == (24, 16)  # turned by the XMP's orientation
+    assert b'tiff:Orientation="1"' in d.xmp and b'xmp:Rating="4"' in d.xmp
+    d16 = d.__class__(**{**d.__dict__, "color": d.color.astype(np.uint16) * 257, "bits": 16})
+    for name, img in (("o.jpg", d), ("o.png", d), ("o.webp", d), ("o.tif", d), ("o16.tif", d16), ("o16.png", d16)):
+        write_image(tmp_path / name, img)
+        back = read_image(tmp_path / name)
+        assert back.xmp is not None and b'xmp:Rating="4"' in back.xmp, name
+        assert b'tiff:Orientation="1"' in back.xmp and back.color.shape[:2] == (24, 16), name
+    from ddn_cli.io import upright_xmp
+
+    assert upright_xmp("<tiff:Orientation> 8 </tiff:Orientation>") == b"<tiff:Orientation>1</tiff:Orientation>"
+    assert upright_xmp(None) is None and upright_xmp(b"") is None

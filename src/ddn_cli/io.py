@@ -11,6 +11,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -66,6 +67,8 @@ class ImageData:
     # a PNG's gAMA, cHRM and sRGB chunks, whole: how its colours are to be shown where it has
     # no ICC profile; written back into PNG outputs (``pngwrite.metadata_chunks``)
     png_colour: bytes = b""
+    # the XMP packet (ratings, keywords, captions, edit history), its orientation set to 1
+    xmp: bytes | None = None
 
     @property
     def grey(self) -> bool:
@@ -374,6 +377,7 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
                 notes.append(f"{n_frames} frames/pages: only the first is denoised")
             icc = im.info.get("icc_profile")
             dpi = _dpi(im.info.get("dpi"))
+            xmp = upright_xmp(im.info.get("xmp"))
             png_colour = _png_colour_chunks(im.info) if fmt == "png" else b""
             subsampled = _jpeg_chroma_subsampled(im) if fmt == "jpeg" else _webp_lossy(path) if fmt == "webp" else False
             exif_obj = im.getexif()
@@ -432,7 +436,23 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
     bits = 16 if color.dtype == np.uint16 else 8
     return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes,
                      chroma_subsampled=subsampled, lossless_webp=fmt == "webp" and not subsampled, dpi=dpi,
-                     png_colour=png_colour)
+                     png_colour=png_colour, xmp=xmp)
+
+
+_XMP_ORIENTATION = (re.compile(rb"(tiff:Orientation\s*=\s*[\"'])\s*\d+\s*([\"'])"),
+                    re.compile(rb"(<tiff:Orientation>)\s*\d+\s*(</tiff:Orientation>)"))
+
+
+def upright_xmp(xmp) -> bytes | None:
+    """An XMP packet (bytes or str, as Pillow hands it) as bytes, with its tiff:Orientation
+    set to 1: ddn turns the pixels upright (from EXIF, or from this very tag where the EXIF
+    has none), so a kept orientation would make viewers turn the output again."""
+    if not xmp:
+        return None
+    b = xmp.encode("utf-8") if isinstance(xmp, str) else bytes(xmp)
+    for pattern in _XMP_ORIENTATION:
+        b = pattern.sub(rb"\g<1>1\g<2>", b)
+    return b
 
 
 def _dpi(value) -> tuple[float, float] | None:
@@ -654,6 +674,7 @@ def from_opencv(arr: np.ndarray, grey_alpha: bool = False) -> tuple[np.ndarray, 
 
 JPEG_MAX_SIDE = 65500  # libjpeg(-turbo)'s largest width or height
 JPEG_MAX_EXIF = 65533  # an APP1 segment's payload, "Exif\0\0" included (as Exif.tobytes() writes it)
+JPEG_MAX_XMP = 65504  # the same, less XMP's 29-byte namespace
 
 
 def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
@@ -667,7 +688,7 @@ def encode_image(img: ImageData, fmt: str, quality: int = 95) -> bytes:
 
 
 def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None,
-                    dpi: tuple[float, float] | None = None) -> None:
+                    dpi: tuple[float, float] | None = None, xmp: bytes | None = None) -> None:
     """A 16-bit TIFF through OpenCV (Pillow cannot write 16-bit colour), which writes neither
     metadata nor what a fourth sample is: the file's first IFD is given the ICC profile, the
     EXIF's descriptive tags (as Pillow writes them in 8-bit TIFFs) and, with four channels,
@@ -684,6 +705,8 @@ def _cv2_write_tiff(f: BinaryIO, arr: np.ndarray, icc: bytes | None = None, exif
     data = memoryview(buf).cast("B")
     e = tiffmeta.byte_order(bytes(data[:2]))
     add = tiffmeta.descriptive_entries(exif, icc, e, dpi)
+    if xmp:
+        add[700] = (1, len(xmp), xmp)  # XMP: BYTE
     if arr.ndim == 3 and arr.shape[2] == 4:
         add[338] = (3, 1, struct.pack(e + "H", 2))  # SHORT: 2 = unassociated alpha
     patch = tiffmeta.tag_patch(data, add) if add else None
@@ -708,7 +731,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     if fmt == "png":  # 8 and 16 bits, grey/RGB with or without alpha: streamed (pngwrite)
         from .pngwrite import write_png
 
-        write_png(f, color, alpha, img.icc, img.exif, img.png_colour, img.dpi)
+        write_png(f, color, alpha, img.icc, img.exif, img.png_colour, img.dpi, img.xmp)
         return
     if bits16 and fmt == "tiff":
         bgr = color[..., ::-1] if color.shape[2] == 3 else color[..., 0]
@@ -719,7 +742,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
             arr = bgr
         rgb_grey = alpha is not None and color.shape[2] == 1  # grey + alpha goes as RGBA: a grey profile
         icc = None if rgb_grey and img.icc and img.icc[16:20] == b"GRAY" else img.icc  # would not describe it
-        _cv2_write_tiff(f, arr, icc, img.exif, img.dpi)
+        _cv2_write_tiff(f, arr, icc, img.exif, img.dpi, img.xmp)
         return
     if bits16:  # 8-bit-only formats
         color = (color.astype(np.uint32) + 128) // 257
@@ -743,6 +766,11 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     if img.exif and fmt in ("jpeg", "png", "webp", "tiff") and not (fmt == "jpeg" and len(img.exif) > JPEG_MAX_EXIF):
         # a JPEG segment holds 64 kB: a larger EXIF (from a TIFF or PNG) is left out
         kwargs["exif"] = tiffmeta.tiff_output_exif(img.exif) if fmt == "tiff" else img.exif
+    if img.xmp and (fmt in ("webp", "tiff") or (fmt == "jpeg" and len(img.xmp) <= JPEG_MAX_XMP)):
+        if fmt == "tiff":
+            kwargs["tiffinfo"] = {700: img.xmp}
+        else:  # (a JPEG segment holds 64 kB: a larger XMP, "extended XMP", is left out)
+            kwargs["xmp"] = img.xmp
     if img.dpi and (fmt in ("jpeg", "bmp") or (fmt == "tiff" and not _has_resolution(kwargs.get("exif")))):
         kwargs["dpi"] = img.dpi  # (WebP has no place for it but EXIF; a TIFF's EXIF resolution wins)
     if fmt == "jpeg":

@@ -29,10 +29,11 @@ def chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def metadata_chunks(icc: bytes | None, exif: bytes | None, colour: bytes = b"",
-                    dpi: tuple[float, float] | None = None) -> bytes:
+                    dpi: tuple[float, float] | None = None, xmp: bytes | None = None) -> bytes:
     """The chunks that go after IHDR, before the image data: ``colour`` (a source PNG's gAMA,
     cHRM and sRGB chunks, whole; its sRGB left out beside an ICC profile, which the PNG
-    specification does not allow together), iCCP, pHYs for ``dpi`` and eXIf."""
+    specification does not allow together), iCCP, pHYs for ``dpi``, eXIf and the XMP packet
+    (an iTXt chunk, keyword "XML:com.adobe.xmp", uncompressed, as Adobe writes it)."""
     out = b""
     pos = 0
     while pos + 12 <= len(colour):  # whole chunks: length, type, payload, CRC
@@ -46,6 +47,8 @@ def metadata_chunks(icc: bytes | None, exif: bytes | None, colour: bytes = b"",
         out += chunk(b"pHYs", struct.pack(">IIB", round(dpi[0] / 0.0254), round(dpi[1] / 0.0254), 1))
     if exif:
         out += chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    if xmp:
+        out += chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
     return out
 
 
@@ -91,7 +94,7 @@ def _compressor():
 
 def write_png(f: BinaryIO, color: np.ndarray, alpha: np.ndarray | None = None,
               icc: bytes | None = None, exif: bytes | None = None, colour: bytes = b"",
-              dpi: tuple[float, float] | None = None) -> None:
+              dpi: tuple[float, float] | None = None, xmp: bytes | None = None) -> None:
     """Write ``color`` ((H, W, 1 | 3) uint8 or uint16) and ``alpha`` ((H, W) of the same
     dtype, or None) as a PNG into the binary file ``f``. Strips of rows are converted,
     filtered and deflated one at a time: no full-size copy of the image is made."""
@@ -106,7 +109,7 @@ def write_png(f: BinaryIO, color: np.ndarray, alpha: np.ndarray | None = None,
     bpp = c * depth // 8
     f.write(b"\x89PNG\r\n\x1a\n")
     f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOR_TYPE[c], 0, 0, 0)))
-    f.write(metadata_chunks(icc, exif, colour, dpi))
+    f.write(metadata_chunks(icc, exif, colour, dpi, xmp))
     comp = _compressor()
     step = max(1, STRIP_BYTES // max(1, w * bpp))
     prev = None
