@@ -1046,3 +1046,37 @@ def test_xmp_is_kept_with_its_orientation_set_upright(tmp_path):
 
     assert upright_xmp("<tiff:Orientation> 8 </tiff:Orientation>") == b"<tiff:Orientation>1</tiff:Orientation>"
     assert upright_xmp(None) is None and upright_xmp(b"") is None
+
+
+def _wider_red(icc: bytes) -> bytes:
+    """sRGB's matrix profile with its red colorant moved (a stand-in for a wide-gamut one)."""
+    import struct
+
+    b = bytearray(icc)
+    n = struct.unpack_from(">I", b, 128)[0]
+    for k in range(n):
+        sig, off, _ = struct.unpack_from(">4sII", b, 132 + 12 * k)
+        if sig == b"rXYZ":
+            x, y, z = struct.unpack_from(">3i", b, off + 8)
+            struct.pack_into(">3i", b, off + 8, int(x * 1.25), int(y * 0.9), z)
+    return bytes(b)
+
+
+def test_bmp_output_converts_a_wide_gamut_image_to_srgb(tmp_path):
+    """BMP output carries no profile, so it is shown as sRGB: a wide-gamut image written as BMP
+    kept its pixels and lost its profile, and its colours shifted. They are now converted to
+    sRGB (as LittleCMS does); an sRGB image, or one with a profile that is not RGB, is unchanged."""
+    from PIL import ImageCms
+
+    rgb = smooth_image(16, 16)
+    rgb[:4, :4] = (200, 40, 40)
+    srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    wide_icc = _wider_red(srgb_icc)
+    lab_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    want = np.asarray(ImageCms.profileToProfile(Image.fromarray(rgb), ImageCms.ImageCmsProfile(__import__("io").BytesIO(
+        wide_icc)), ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")), outputMode="RGB")).astype(int)
+    assert np.abs(want - rgb.astype(int)).max() > 10  # the stand-in profile really is another space
+    for icc, expect in ((srgb_icc, rgb), (lab_icc, rgb), (wide_icc, want)):
+        write_image(tmp_path / "o.bmp", ImageData(color=rgb.copy(), alpha=None, bits=8, format="png", icc=icc))
+        out = np.asarray(Image.open(tmp_path / "o.bmp").convert("RGB")).astype(int)
+        assert np.abs(out - np.asarray(expect).astype(int)).max() <= 2

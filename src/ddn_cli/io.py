@@ -748,6 +748,8 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
         color = (color.astype(np.uint32) + 128) // 257
         color = color.astype(np.uint8)
         alpha = ((alpha.astype(np.uint32) + 128) // 257).astype(np.uint8) if alpha is not None else None
+    if fmt == "bmp" and img.icc and color.shape[2] == 3:  # BMP here carries no profile: shown as sRGB,
+        color = _to_srgb(color, img.icc)  # so the colours are converted to it
     if fmt == "bmp" and alpha is not None:  # Pillow writes 32-bit BMPs whose fourth byte readers ignore
         write_bmp_with_alpha(f, color, alpha)
         return
@@ -789,6 +791,21 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     elif fmt == "tiff":
         kwargs.update(compression="tiff_deflate")
     pil.save(f, format={"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WEBP", "bmp": "BMP"}[fmt], **kwargs)
+
+
+def _to_srgb(color: np.ndarray, icc: bytes) -> np.ndarray:
+    """8-bit RGB pixels described by the RGB profile ``icc``, converted to sRGB (LittleCMS,
+    perceptual); unchanged where the profile is not RGB or cannot be used."""
+    if icc[16:20] != b"RGB ":
+        return color
+    from PIL import Image, ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        return np.asarray(ImageCms.profileToProfile(Image.fromarray(color, "RGB"), src, srgb, outputMode="RGB"))
+    except Exception:  # noqa: BLE001 - an unusable profile: the pixels as they are
+        return color
 
 
 def _has_resolution(exif: bytes | None) -> bool:
