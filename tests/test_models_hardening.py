@@ -37,8 +37,16 @@ def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+TINY_CONFIG = {"width": 4, "mid": 4, "up_mid": 4, "fuse": 4}
+
+
 def tiny(**metadata: str) -> bytes:
-    return save({"x": torch.zeros(3)}, metadata=metadata or None)
+    """A small valid ddn denoiser file (a few kB); ``metadata`` overrides its metadata."""
+    from ddn_cli.models import build_denoiser
+
+    m = build_denoiser(TINY_CONFIG)
+    meta = {"arch": "ddn", "task": "denoise", "config": json.dumps(m.config.to_dict()), **metadata}
+    return save({k: v.contiguous() for k, v in m.state_dict().items()}, metadata=meta)
 
 
 @pytest.fixture
@@ -152,6 +160,59 @@ def test_an_odd_pulled_file_is_refused_and_hides_nothing(server, tmp_path):
     assert run("models", "info", "ddn.first").exit_code == 0
     assert user_names() == ["ddn.first"]
     assert not (hub.weights_dir() / "yolo.odd.safetensors").exists()
+
+
+BAD_METADATA = {
+    "no_metadata": None,
+    "unknown_key": {"config": json.dumps({"foo": 1})},
+    "negative_width": {"config": json.dumps({"width": -1})},
+    "bad_sigma_gain": {"config": json.dumps({"sigma_gain": [[1, -1]]})},
+    "non_numeric_gain": {"config": json.dumps({"sigma_gain": [["a", "b"]]})},
+    "config_not_a_dict": {"config": json.dumps([1, 2])},
+    "tensors_of_another_config": {"config": json.dumps({"width": 8})},
+}
+
+
+def bad_file(kind: str) -> bytes:
+    meta = BAD_METADATA[kind]
+    return save({"x": torch.zeros(3)}) if meta is None else tiny(**meta)
+
+
+@pytest.mark.parametrize("kind", BAD_METADATA)
+def test_a_file_that_is_not_a_ddn_model_is_refused_at_pull(server, kind):
+    """A plain safetensors (no arch) was registered as a ddn denoiser, and any config was
+    taken; `ddn denoise -m NAME` then crashed with a traceback."""
+    data = bad_file(kind)
+    line = one_error_line(pull(serve(server, "/x.safetensors", data), data, "ddn.bad"), 2)
+    assert "refused" in line and server.url in line
+    assert not (hub.cache_dir() / "user-manifest.json").exists()
+    assert not [p.name for p in hub.weights_dir().iterdir() if "ddn.bad" in p.name and not p.name.endswith(".lock")]
+
+
+@pytest.mark.parametrize("kind", [k for k in BAD_METADATA if k != "no_metadata"])
+def test_denoise_with_a_bad_config_in_the_file_is_one_line(tmp_path, kind):
+    from PIL import Image
+
+    w = tmp_path / "w.safetensors"
+    w.write_bytes(bad_file(kind))
+    img = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(img)
+    r = run("denoise", str(img), str(tmp_path / "out.png"), "-m", str(w), "--sigma", "25")
+    assert str(w) in one_error_line(r, 2)
+
+
+def test_high_level_networks_can_still_be_pulled(server):
+    from ddn_cli.models import build_resnet9, build_resunet_s
+
+    for arch, task, build in (("resnet9", "classifier", build_resnet9), ("resunet_s", "segmenter", build_resunet_s)):
+        cfg = {"width": 4, "num_classes": 3}
+        data = save({k: v.contiguous() for k, v in build(cfg).state_dict().items()},
+                    metadata={"arch": arch, "task": task, "config": json.dumps(cfg)})
+        r = pull(serve(server, f"/{arch}.safetensors", data), data, f"{arch}.mine")
+        assert r.exit_code == 0, r.output
+    assert user_names() == ["resnet9.mine", "resunet_s.mine"]
+    wrong = tiny(task="classifier")  # a denoiser that calls itself a classifier
+    assert "task 'classifier'" in one_error_line(pull(serve(server, "/w.safetensors", wrong), wrong, "ddn.cls2"), 2)
 
 
 def test_one_bad_entry_hides_and_erases_nothing():

@@ -12,10 +12,9 @@ import torch
 
 from .devices import Precision, resolve_device, resolve_precision
 from .errors import DdnError, UnsafeWeights
-from .models import ARCHS
 from .models.denoiser import SIZE_MULTIPLE
 from .models.fast import FastDenoiser
-from .weightfile import load_weights
+from .weightfile import build_model, load_weights
 
 # Smallest tile side given to the network. oneDNN's bf16 stride-2 convolution (torch 2.14.1,
 # this project's CPU) returns garbage, even NaN, for inputs 1-2 px wide, which images up to
@@ -55,11 +54,7 @@ class Denoiser:
         arch = meta.get("arch")
         if arch != "ddn" or meta.get("task", "denoise") not in ("denoise", "seg", "cls"):
             raise UnsafeWeights(f"{weights}: not a ddn denoiser (arch {arch!r})", "pass a denoiser weight file")
-        model = ARCHS[arch](meta.get("config", {}))
-        try:
-            model.load_state_dict(sd)
-        except RuntimeError as e:
-            raise UnsafeWeights(f"{weights}: weights do not match the {arch} architecture ({str(e)[:120]})") from None
+        model = build_model(sd, meta, weights)  # UnsafeWeights for a bad config or mismatched tensors
         model.eval()
         if fast:
             model = FastDenoiser(model).eval()

@@ -23,6 +23,7 @@ import os
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -97,10 +98,14 @@ def _user_entries(p: Path) -> list:
     rewrites (and so empties) a file it could not read."""
     from .registry import ManifestError
 
-    if not p.is_file():
-        return []
     try:
+        if not p.is_file():
+            return []
         data = json.loads(p.read_text())
+    except PermissionError as e:  # a cache folder (or list) of mode 000, another user's
+        raise ManifestError(f"{p.parent}: the model cache cannot be read ({e.strerror}: {p.name})",
+                            "make that folder and its files readable and writable by you (chmod -R u+rwX), or "
+                            "point DDN_HOME at another folder") from None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise ManifestError(f"{p}: cannot read the list of your models ({e})",
                             "fix or delete that file (it lists the weights added with `ddn models pull URL`)") from None
@@ -110,9 +115,19 @@ def _user_entries(p: Path) -> list:
     return data["weights"]
 
 
+def user_manifest_problem() -> DdnError | None:
+    """Why the user registry cannot be read (which ``user_specs`` passes over), or None."""
+    try:
+        _user_entries(_user_manifest_path())
+    except DdnError as e:
+        return e
+    return None
+
+
 def user_specs() -> list:
     """The valid entries of the user registry. An invalid entry, one under a bundled model's
-    name or a repeated name is left out on its own; an unreadable file gives []."""
+    name or a repeated name is left out on its own; an unreadable file gives [] (and
+    ``user_manifest_problem`` says why)."""
     from .registry import WeightSpec, bundled_manifest
 
     p = _user_manifest_path()
@@ -168,8 +183,9 @@ def remove_user_spec(name: str) -> bool:
 def remove_model(name: str) -> bool:
     """``ddn models rm``: delete NAME's cached file and its user-registry entry (bundled files
     are never touched). True if anything was removed. An entry of the user registry that is
-    invalid (so unknown to ``lookup``) can be removed by name too."""
-    from .registry import lookup
+    invalid (so unknown to ``lookup``) can be removed by name too, and so can what an
+    interrupted ``pull URL --name NAME`` left under a name never registered."""
+    from .registry import NAME_RE, lookup
 
     try:
         spec = lookup(name)
@@ -178,19 +194,33 @@ def remove_model(name: str) -> bool:
             raw = _user_entries(_user_manifest_path())
         except DdnError:
             raw = []
-        if not any(_named(d, name) for d in raw):
-            raise
-        return remove_user_spec(name)
+        left = NAME_RE.match(name) is not None and _remove_partials(safe_cache_path(name + ".safetensors"))
+        if any(_named(d, name) for d in raw):
+            return remove_user_spec(name) or left
+        if left:
+            return True
+        raise
     p = safe_cache_path(spec.file)
     existed = p.is_file()
     with _cache_write(p):
         p.unlink(missing_ok=True)
-        for part in [*p.parent.glob(f"{glob.escape(p.name)}.*.part"),  # interrupted downloads of it
-                     *p.parent.glob(f".incoming.{glob.escape(p.name)}.*.part")]:
-            part.unlink(missing_ok=True)
-            existed = True
+    existed = _remove_partials(p) or existed
     listed = any(s.name == name for s in user_specs())
     return remove_user_spec(name) if listed else existed
+
+
+def _remove_partials(p: Path) -> bool:
+    """Delete the interrupted downloads of cache file ``p``: its ``.part`` files and those of
+    a ``pull URL`` (``.incoming.``), and a staged file that a pull completed but did not
+    register (stopped in between). True if there were any."""
+    found = False
+    with _cache_write(p):
+        for part in [*p.parent.glob(f"{glob.escape(p.name)}.*.part"),
+                     *p.parent.glob(f".incoming.{glob.escape(p.name)}.*.part"),
+                     *p.parent.glob(f".incoming.{glob.escape(p.name)}")]:
+            part.unlink(missing_ok=True)
+            found = True
+    return found
 
 
 _PULL_HINT = "ddn models pull URL takes weights saved by ddn: by ddn train or ddn models import-pth"
@@ -210,8 +240,12 @@ def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
     if not SHA_RE.match(sha):
         raise UsageError(f"--sha256 {sha256!r} is not a sha256 (64 hex digits)",
                          "copy the hash published with the file, or compute it with `sha256sum FILE`")
+    problem = _url_problem(url)
+    if problem:
+        raise UsageError(problem, "give the http:// or https:// URL of a .safetensors file")
     if is_offline(offline):
         raise UsageError(f"{url}: offline mode is on; cannot download", "drop --offline / DDN_OFFLINE to pull")
+    _user_entries(_user_manifest_path())  # a list that cannot take the new entry fails now, not after the download
     fname = name + ".safetensors"
     dest = safe_cache_path(fname)
     # downloaded and checked under a staging name: a refused file must not replace a good one
@@ -235,17 +269,18 @@ def pull_url(url: str, sha256: str, name: str, *, offline: bool | None = None,
 def _pulled_spec(candidate: Path, url: str, sha: str, name: str, fname: str):
     """The registry entry for a pulled file, or ``UnsafeWeights`` (a staged file is then
     deleted) when its metadata does not make a valid one."""
-    from .models import ARCHS
     from .registry import WeightSpec
-    from .weightfile import load_weights
+    from .weightfile import build_model, load_weights
 
     try:
-        _, meta = load_weights(candidate)
-        arch = str(meta.get("arch", "ddn"))
-        if arch not in ARCHS:
-            raise UnsafeWeights(f"{url}: refused: its metadata names arch {arch!r}, which ddn does not know "
-                                f"(known: {', '.join(ARCHS)})", _PULL_HINT)
-        d = {"name": name, "arch": arch, "task": str(meta.get("task", "denoise")), "file": fname, "sha256": sha,
+        sd, meta = load_weights(candidate)
+        if "arch" not in meta:
+            raise UnsafeWeights(f"{url}: refused: its metadata names no arch (not weights saved by ddn)", _PULL_HINT)
+        try:  # the network its metadata describes must build and take its tensors
+            build_model(sd, meta, url)
+        except UnsafeWeights as e:
+            raise UnsafeWeights(f"{url}: refused: {e.message.removeprefix(f'{url}: ')}", _PULL_HINT) from None
+        d = {"name": name, "arch": meta["arch"], "task": str(meta.get("task", "denoise")), "file": fname, "sha256": sha,
              "size": candidate.stat().st_size, "license": "user-supplied", "config": meta.get("config", {}),
              "training": {"source": url}, "metrics": {}, "urls": [url]}
         try:
@@ -253,6 +288,9 @@ def _pulled_spec(candidate: Path, url: str, sha: str, name: str, fname: str):
         except DdnError as e:
             raise UnsafeWeights(f"{url}: refused: its metadata makes an invalid model entry "
                                 f"({e.message.removeprefix('metadata: ')})", _PULL_HINT) from None
+        if (spec.arch == "ddn") != (spec.task in ("denoise", "seg", "cls")):  # as ddn's commands read them
+            raise UnsafeWeights(f"{url}: refused: its metadata names task {spec.task!r} for arch {spec.arch!r}",
+                                _PULL_HINT)
     except DdnError:
         if candidate.name.startswith(".incoming."):  # never the file already in place
             with contextlib.suppress(OSError):
@@ -270,8 +308,11 @@ def find_local(spec) -> tuple[Path, str] | None:
 
     for where, base in (("cached", weights_dir()), ("bundled", bundled_dir())):
         p = base / spec.file
-        if p.is_file() and p.stat().st_size == spec.size and sha256_file(p) == spec.sha256:
-            return p, where
+        try:
+            if p.is_file() and p.stat().st_size == spec.size and sha256_file(p) == spec.sha256:
+                return p, where
+        except PermissionError:  # an unreadable cache: the bundled copy may still do
+            continue
     return None
 
 
@@ -375,9 +416,12 @@ def download(
     """Download to ``dest`` atomically and verified. A partial download (``dest.SHA.part``,
     named after the hash it must have) is resumed with Range; one of ``dest`` under another
     hash (an interrupted pull of another file under the same name) is deleted, not resumed,
-    which failed the first try with a checksum mismatch. On a checksum mismatch the temp file
-    is deleted. ``on_retry`` is told (one line) of each failed attempt that will be retried:
-    a server that does not answer otherwise costs minutes of silence."""
+    which failed the first try with a checksum mismatch. ``urls`` are tried in turn: one that
+    is not a valid http(s) URL is skipped, and one that sends bytes of the wrong size or sha256
+    (a stale mirror) has its temp file deleted and the next URL is tried; the error names
+    the URLs that sent bad bytes. ``on_retry`` is told (one line) of each failed attempt that
+    will be retried and of each URL given up for the next: a server that does not answer
+    otherwise costs minutes of silence."""
     with _cache_write(dest.parent):
         dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f"{dest.name}.{(sha256 or 'any')[:16]}.part")
@@ -388,47 +432,77 @@ def download(
             if other != part:
                 with contextlib.suppress(OSError):
                     other.unlink()
-        last_err: Exception | None = None
-        for url in urls:
-            for attempt in range(retries):
-                try:
-                    _fetch_into(url, part, size, timeout, progress)
-                    break
-                except _Permanent as e:
-                    last_err = e
-                    break
-                except (TimeoutError, urllib.error.URLError, OSError, http.client.IncompleteRead, _Retry) as e:
-                    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:  # the cache's disk, not the network
-                        with contextlib.suppress(OSError):
-                            part.unlink(missing_ok=True)
-                        raise OutputError(f"{part.parent}: cannot write to the model cache ({e.strerror})",
-                                          "free space there, or point DDN_HOME at another disk") from None
-                    last_err = e
-                    if on_retry is not None and attempt + 1 < retries:
-                        on_retry(f"{url}: {str(e) or type(e).__name__}; trying again ({attempt + 2} of {retries})")
-                    time.sleep(backoff * (2**attempt))
-            else:
-                continue
-            if part.is_file() and (size is None or part.stat().st_size == size):
-                break
-        else:
-            raise DownloadError(f"download failed from {', '.join(urls)}: {last_err}",
-                                "check the URL / network, or set DDN_MIRROR") from None
-        got_size = part.stat().st_size
-        if size is not None and got_size != size:
+        failures: list[str] = []  # one per URL given up
+        bad_bytes: list[str] = []  # those of URLs that sent a file of the wrong size or hash
+        for i, url in enumerate(urls):
+            problem = _url_problem(url)
+            if problem is None:
+                problem, bad = _try_url(url, part, sha256, size, retries, timeout, backoff, progress, on_retry)
+                if problem is None:
+                    _check_not_html(part)
+                    with _cache_write(dest):
+                        os.replace(part, dest)
+                    return dest
+                if bad:
+                    bad_bytes.append(problem)
+            failures.append(problem)
+            if on_retry is not None and i + 1 < len(urls):
+                on_retry(f"{problem}; trying the next URL")
+        if bad_bytes:  # (named with the other URLs' failures, if any)
+            raise ChecksumMismatch(f"{dest.name}: {'; '.join(failures)}",
+                                   "the downloaded temp file was deleted; the cache is unchanged; check the URL "
+                                   "or the mirror (DDN_MIRROR)")
+        raise DownloadError(f"download failed: {'; '.join(failures)}",
+                            "check the URL / network, or set DDN_MIRROR") from None
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be downloaded from (not http(s), malformed), or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as e:
+        return f"{url}: not a valid URL ({e})"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"{url}: not an http(s) URL"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return f"{url}: a URL cannot contain spaces or control characters; write a space as %20"
+    return None
+
+
+def _try_url(url: str, part: Path, sha256: str | None, size: int | None, retries: int, timeout: float,
+             backoff: float, progress: Progress | None,
+             on_retry: Callable[[str], None] | None) -> tuple[str | None, bool]:
+    """Fetch ``url`` into ``part`` (retrying, resuming) and check its size and sha256. Returns
+    (None, False) when ``part`` is complete and good, else (why, whether the URL sent bytes of
+    the wrong size or hash, in which case ``part`` is deleted)."""
+    for attempt in range(retries):
+        try:
+            _fetch_into(url, part, size, timeout, progress)
+            break
+        except _Permanent as e:
+            return str(e), isinstance(e, _WrongSize)
+        except (TimeoutError, urllib.error.URLError, OSError, http.client.IncompleteRead, _Retry) as e:
+            if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:  # the cache's disk, not the network
+                with contextlib.suppress(OSError):
+                    part.unlink(missing_ok=True)
+                raise OutputError(f"{part.parent}: cannot write to the model cache ({e.strerror})",
+                                  "free space there, or point DDN_HOME at another disk") from None
+            if attempt + 1 == retries:
+                return f"{url}: {str(e) or type(e).__name__}", False
+            if on_retry is not None:
+                on_retry(f"{url}: {str(e) or type(e).__name__}; trying again ({attempt + 2} of {retries})")
+            time.sleep(backoff * (2**attempt))
+    got_size = part.stat().st_size
+    if size is not None and got_size != size:
+        part.unlink(missing_ok=True)
+        return f"size mismatch: expected {size} bytes, got {got_size} from {url}", True
+    if sha256 is not None:
+        got = sha256_file(part)
+        if got != sha256:
             part.unlink(missing_ok=True)
-            raise ChecksumMismatch(f"{dest.name}: size mismatch: expected {size} bytes, got {got_size}",
-                                   "the temp file was deleted; try again or check the mirror")
-        if sha256 is not None:
-            got = sha256_file(part)
-            if got != sha256:
-                part.unlink(missing_ok=True)
-                raise ChecksumMismatch(f"{dest.name}: sha256 mismatch: expected {sha256}, got {got}",
-                                       "the downloaded temp file was deleted; the cache is unchanged")
-        _check_not_html(part)
-        with _cache_write(dest):
-            os.replace(part, dest)
-        return dest
+            return f"sha256 mismatch: expected {sha256}, got {got} from {url}", True
+    return None, False
 
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -440,6 +514,10 @@ class _Retry(Exception):
 
 class _Permanent(Exception):
     pass
+
+
+class _WrongSize(_Permanent):
+    """The server sent more bytes than the file has (the temp file is deleted)."""
 
 
 def _check_not_html(path: Path) -> None:
@@ -462,6 +540,8 @@ def _fetch_into(url: str, part: Path, size: int | None, timeout: float, progress
         req.add_header("Range", f"bytes={have}-")
     try:
         resp = urllib.request.urlopen(req, timeout=timeout, context=_ssl_context() if url.startswith("https") else None)
+    except ValueError as e:  # http.client.InvalidURL and the like: trying again cannot help
+        raise _Permanent(f"{url}: not a valid URL ({e})") from None
     except urllib.error.HTTPError as e:
         if e.code == 416:  # range not satisfiable: start over
             part.unlink(missing_ok=True)
@@ -483,15 +563,20 @@ def _fetch_into(url: str, part: Path, size: int | None, timeout: float, progress
         with _cache_write(part):  # not retried: a read-only cache stays read-only
             f = open(part, mode)  # noqa: SIM115 - opened apart: network errors below are retried
         with f:
-            while True:
-                chunk = resp.read(1 << 16)
+            while True:  # with a known size, no more than one byte past it is read
+                chunk = resp.read(1 << 16 if size is None else min(1 << 16, size + 1 - have))
                 if not chunk:
                     break
                 f.write(chunk)
                 have += len(chunk)
                 if progress:
                     progress(have, total)
+                if size is not None and have > size:
+                    break
             f.flush()
             os.fsync(f.fileno())
+    if size is not None and have > size:
+        part.unlink(missing_ok=True)
+        raise _WrongSize(f"size mismatch: {url} sent more than the {size} bytes expected")
     if expected is not None and have < expected:
         raise _Retry(f"connection closed after {have} of {expected} bytes")

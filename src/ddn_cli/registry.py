@@ -182,6 +182,11 @@ def lookup(name: str) -> WeightSpec:
     for s in all_specs():
         if s.name == name:
             return s
+    from . import hub
+
+    problem = hub.user_manifest_problem()  # the models you pulled are unknown then: say why
+    if problem is not None:
+        raise WeightsNotFound(f"unknown model {name!r}: {problem.message}", problem.hint)
     names = [s.name for s in all_specs()]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(names) or 'none'}; see `ddn models list`"

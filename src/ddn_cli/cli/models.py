@@ -21,6 +21,15 @@ def _where(spec) -> str:
 
 
 def _headline(spec) -> str:
+    """The one metric shown by `ddn models list`; "" when the entry's metrics (a hand-edited
+    user manifest) are not in the expected form."""
+    try:
+        return _headline_of(spec)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError):
+        return ""
+
+
+def _headline_of(spec) -> str:
     m = spec.metrics.get("CBSD68", {}).get("unclipped", {}) if isinstance(spec.metrics, dict) else {}
     if m:
         return " / ".join(f"{float(v):.2f}" for v in m.values()) + " dB (CBSD68 " + "/".join(m.keys()) + ")"
@@ -36,6 +45,16 @@ def _headline(spec) -> str:
     return ""
 
 
+def _warn_unreadable_user_list() -> None:
+    """One warning line when the list of the models you pulled cannot be read (they are left out)."""
+    from ..hub import user_manifest_problem
+
+    problem = user_manifest_problem()
+    if problem is not None:
+        err.print(f"ddn: warning: {_escape(problem.message)}; the models you pulled are left out"
+                  + (f"; {_escape(problem.hint)}" if problem.hint else ""))
+
+
 @app.command("list")
 def list_models(json_: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """All known weights: bundled, cached, user-added."""
@@ -44,6 +63,7 @@ def list_models(json_: Annotated[bool, typer.Option("--json", help="Machine-read
 
         defaults = set(bundled_manifest().defaults.values())
         specs = all_specs()
+        _warn_unreadable_user_list()
         if json_:
             out.print_json(json.dumps([{**s.to_dict(), "where": _where(s), "default": s.name in defaults} for s in specs]))
             return
@@ -63,7 +83,8 @@ def info(name: str) -> None:
     with handled():
         from ..registry import lookup
 
-        s = lookup(name)
+        s = lookup(name)  # (an unknown name's error says why the list is unreadable)
+        _warn_unreadable_user_list()
         out.print_json(json.dumps({**s.to_dict(), "where": _where(s)}))
 
 
@@ -85,6 +106,7 @@ def verify(name: Annotated[str | None, typer.Argument()] = None) -> None:
         from ..registry import all_specs, bundled_dir, lookup
 
         specs = [lookup(name)] if name else all_specs()
+        _warn_unreadable_user_list()
         pulled = {s.name for s in user_specs()}
         bad = 0
         for s in specs:
@@ -97,7 +119,8 @@ def verify(name: Annotated[str | None, typer.Argument()] = None) -> None:
                 got = sha256_file(p)
                 ok = got == s.sha256 and p.stat().st_size == s.size
                 bad += not ok
-                out.print(f"{'ok  ' if ok else 'BAD '} {s.name} ({where}) {p}" + ("" if ok else f" expected {s.sha256} got {got}"))
+                out.print(f"{'ok  ' if ok else 'BAD '} {s.name} ({where}) {_escape(str(p))}"
+                          + ("" if ok else f" expected {s.sha256} got {got}"))
             if not found and (name or s.name in pulled):  # a never-downloaded remote model is no fault in a full check
                 bad += 1
                 out.print(f"MISS {s.name} {weights_dir() / s.file}: no file (not downloaded yet, or deleted); "
@@ -132,7 +155,7 @@ def _pull(target: str, sha256: str | None, name: str | None, offline: bool | Non
             task = progress.add_task(target, total=None)
             p = fetch(target, offline=offline, progress=lambda d, t: progress.update(task, completed=d, total=t),
                       on_retry=lambda msg: progress.console.print(f"ddn: {_escape(msg)}"))
-        out.print(f"{target}: {p}")
+        out.print(f"{_escape(target)}: {_escape(str(p))}")
         return
     if not sha256 or not name:
         raise fail("pulling a URL needs --sha256 HASH and --name arch.tag (checksums cannot be skipped)")
@@ -141,7 +164,7 @@ def _pull(target: str, sha256: str | None, name: str | None, offline: bool | Non
         dest = pull_url(target, sha256, name, offline=offline,
                         progress=lambda d, t: progress.update(task, completed=d, total=t or None),
                         on_retry=lambda msg: progress.console.print(f"ddn: {_escape(msg)}"))
-    out.print(f"{name}: {dest}")
+    out.print(f"{_escape(name)}: {_escape(str(dest))}")
 
 
 def _download_progress():
@@ -160,9 +183,9 @@ def rm(name: str) -> None:
         from ..hub import remove_model
 
         if remove_model(name):
-            out.print(f"removed {name}")
+            out.print(f"removed {_escape(name)}")
         else:
-            err.print(f"{name}: nothing cached")
+            err.print(f"{_escape(name)}: nothing cached")
 
 
 @app.command("import-pth")
@@ -201,7 +224,7 @@ def import_pth(
                                                  "converted_from": s.name})
         except OSError as e:
             raise OutputError(f"{dst}: cannot write ({e.strerror or e})") from None
-        out.print(f"wrote {dst}")
+        out.print(f"wrote {_escape(dst)}")
 
 
 def _first_line(e: BaseException) -> str:
