@@ -283,3 +283,18 @@ def test_overlay_keeps_an_rgb_profile(tmp_path, seg_net):
                                 str(seg_net), "--sigma", "10"])
         assert r.exit_code == 0, r.output
         assert Image.open(tmp_path / "out" / f"{name}.overlay.png").info.get("icc_profile") == want
+
+
+@pytest.mark.parametrize("config", [{"width": 4, "num_classes": 11, "bogus": 1}, {"width": -3}, [4]])
+def test_a_segmenter_file_with_a_bad_config_is_one_line(tmp_path, seg_net, config):
+    """``--segmenter PATH`` / ``--classifier PATH`` built the network from the file's config
+    unguarded: an unknown key or a negative width was a Python traceback."""
+    from ddn_cli.weightfile import load_weights, save_weights
+
+    sd, meta = load_weights(seg_net)
+    save_weights(sd, tmp_path / "bad.safetensors", {**meta, "config": config})
+    Image.fromarray(noisy(smooth_image(24, 32), 10)).save(tmp_path / "a.png")
+    r = runner.invoke(app, ["segment", str(tmp_path / "a.png"), str(tmp_path / "o"), "--segmenter",
+                            str(tmp_path / "bad.safetensors"), "--no-denoise"])
+    assert r.exit_code != 0 and "Traceback" not in r.output and "bad.safetensors" in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)

@@ -98,18 +98,14 @@ def load_highlevel(spec: str | None, kind: str, device: torch.device, classes: i
         return _load_torchvision(spec.split(":", 1)[1], kind, device, classes)
     from .models import ARCHS
     from .registry import resolve_weights
-    from .weightfile import load_weights
+    from .weightfile import build_model, load_weights
 
     path = resolve_weights(spec, kind)
     sd, meta = load_weights(path)
     if meta.get("task") != kind or meta.get("arch") not in ARCHS:
         raise UnsafeWeights(f"{path}: not a {kind} weight file (task {meta.get('task')!r})",
                             f"pass --{kind} NAME|PATH with a {kind} (ddn models list)")
-    net = ARCHS[meta["arch"]](meta.get("config", {}))
-    try:
-        net.load_state_dict(sd)
-    except RuntimeError as e:
-        raise UnsafeWeights(f"{path}: weights do not match the {meta['arch']} architecture ({str(e)[:120]})") from None
+    net = build_model(sd, meta, path)  # UnsafeWeights for a bad config or mismatched tensors
     net.eval().to(device)
     for p in net.parameters():
         p.requires_grad_(False)
