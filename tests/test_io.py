@@ -1080,3 +1080,33 @@ def test_bmp_output_converts_a_wide_gamut_image_to_srgb(tmp_path):
         write_image(tmp_path / "o.bmp", ImageData(color=rgb.copy(), alpha=None, bits=8, format="png", icc=icc))
         out = np.asarray(Image.open(tmp_path / "o.bmp").convert("RGB")).astype(int)
         assert np.abs(out - np.asarray(expect).astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("path", ["fast", "pillow"])
+def test_png_text_chunks_are_kept(tmp_path, path):
+    """A PNG's text chunks (Title, Author, Copyright, Comment, ...) were dropped. PNG outputs
+    keep them: tEXt as it was, zTXt and iTXt rebuilt uncompressed (UTF-8 where Latin-1 cannot
+    hold the text); the fast decoding path takes plain tEXt only, the rest goes to Pillow."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Copyright", "ACME, 2026")
+    info.add_text("Author", "Jo")
+    if path == "pillow":
+        info.add_itxt("Description", "café ☕", zip=False)
+        info.add_text("Comment", "zipped " * 20, zip=True)
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "a.png", pnginfo=info)
+    from ddn_cli.pngread import _isal, decode_png
+
+    if path == "fast" and _isal() is None:
+        pytest.skip("no ISA-L: no fast PNG path")
+    assert (decode_png((tmp_path / "a.png").read_bytes(), 10**9) is not None) == (path == "fast")
+    d = read_image(tmp_path / "a.png")
+    write_image(tmp_path / "o.png", d)
+    with Image.open(tmp_path / "o.png") as back:
+        back.load()
+        got = dict(back.text)
+    want = {"Copyright": "ACME, 2026", "Author": "Jo"}
+    if path == "pillow":
+        want.update(Description="café ☕", Comment="zipped " * 20)
+    assert got == want

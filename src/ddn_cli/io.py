@@ -69,6 +69,8 @@ class ImageData:
     png_colour: bytes = b""
     # the XMP packet (ratings, keywords, captions, edit history), its orientation set to 1
     xmp: bytes | None = None
+    # a PNG's text chunks (Title, Author, Copyright, Comment, ...), whole: into PNG outputs
+    png_text: bytes = b""
 
     @property
     def grey(self) -> bool:
@@ -341,7 +343,8 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
         del whole
         if fast is not None:
             return ImageData(color=fast.color, alpha=fast.alpha, bits=fast.color.dtype.itemsize * 8, format="png",
-                             icc=fast.icc, exif=None, notes=[], dpi=fast.dpi, png_colour=fast.colour_chunks)
+                             icc=fast.icc, exif=None, notes=[], dpi=fast.dpi, png_colour=fast.colour_chunks,
+                             png_text=fast.text_chunks)
     Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with our own limit
     try:
         if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -378,7 +381,6 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
             icc = im.info.get("icc_profile")
             dpi = _dpi(im.info.get("dpi"))
             xmp = upright_xmp(im.info.get("xmp"))
-            png_colour = _png_colour_chunks(im.info) if fmt == "png" else b""
             subsampled = _jpeg_chroma_subsampled(im) if fmt == "jpeg" else _webp_lossy(path) if fmt == "webp" else False
             exif_obj = im.getexif()
             orientation = int(exif_obj.get(0x0112, 1) or 1)
@@ -413,6 +415,9 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
                 del raw
             else:
                 color, alpha, icc = _decode_8bit(im, path, icc, _png_bit_depth(head))
+            # (only now: text and colour chunks after the image data are in ``info`` once it is loaded)
+            png_colour = _png_colour_chunks(im.info) if fmt == "png" else b""
+            png_text = _png_text_chunks(im.info) if fmt == "png" else b""
             exif = None
             if fmt == "tiff":  # only now: its own tags, which the decoder reads, are its EXIF
                 exif_obj = tiffmeta.exif_from_tiff(exif_obj)
@@ -436,7 +441,20 @@ def _read_image(path: Path, max_pixels: int) -> ImageData:
     bits = 16 if color.dtype == np.uint16 else 8
     return ImageData(color=color, alpha=alpha, bits=bits, format=fmt, icc=icc, exif=exif, notes=notes,
                      chroma_subsampled=subsampled, lossless_webp=fmt == "webp" and not subsampled, dpi=dpi,
-                     png_colour=png_colour, xmp=xmp)
+                     png_colour=png_colour, xmp=xmp, png_text=png_text)
+
+
+# what Pillow files in a PNG's ``info`` beside its text chunks, and text it reads as other metadata
+_NOT_TEXT = {"XML:com.adobe.xmp", "xmp", "exif", "Raw profile type exif", "Raw profile type APP1", "icc_profile"}
+
+
+def _png_text_chunks(info: dict) -> bytes:
+    """A PNG's text chunks (tEXt, zTXt, iTXt: Pillow files each under its keyword), rebuilt
+    uncompressed (``pngwrite.text_chunk``); the ones that hold XMP or EXIF are kept as those."""
+    from .pngwrite import text_chunk
+
+    out = [text_chunk(k, v) for k, v in info.items() if isinstance(k, str) and isinstance(v, str) and k not in _NOT_TEXT]
+    return b"".join(c for c in out if c)
 
 
 _XMP_ORIENTATION = (re.compile(rb"(tiff:Orientation\s*=\s*[\"'])\s*\d+\s*([\"'])"),
@@ -731,7 +749,7 @@ def encode_to(f: BinaryIO, img: ImageData, fmt: str, quality: int = 95) -> None:
     if fmt == "png":  # 8 and 16 bits, grey/RGB with or without alpha: streamed (pngwrite)
         from .pngwrite import write_png
 
-        write_png(f, color, alpha, img.icc, img.exif, img.png_colour, img.dpi, img.xmp)
+        write_png(f, color, alpha, img.icc, img.exif, img.png_colour, img.dpi, img.xmp, img.png_text)
         return
     if bits16 and fmt == "tiff":
         bgr = color[..., ::-1] if color.shape[2] == 3 else color[..., 0]

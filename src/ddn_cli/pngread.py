@@ -57,6 +57,7 @@ class DecodedPNG:
     icc: bytes | None
     colour_chunks: bytes = b""  # the file's gAMA, cHRM and sRGB chunks, whole (``pngwrite.colour_chunks``)
     dpi: tuple[float, float] | None = None  # from pHYs, when its unit is the metre
+    text_chunks: bytes = b""  # its tEXt chunks, whole (written back into PNG outputs)
 
 
 def _isal():
@@ -104,7 +105,7 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
     ihdr: memoryview | None = None
     idat: list[memoryview] = []
     icc = None
-    colour, dpi = b"", None
+    colour, dpi, texts = b"", None, b""
     prev = b""
     text = 0
     while True:
@@ -133,6 +134,7 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
             text += length
             if bytes(body[:80]).split(b"\0", 1)[0] not in _PLAIN_KEYWORDS or text > _MAX_TEXT:
                 return None
+            texts += bytes(view[pos:pos + 12 + length])
         elif kind in _IGNORED:
             if length < _IGNORED[kind]:
                 return None
@@ -173,7 +175,7 @@ def _decode(data: bytes | memoryview, max_pixels: int, isal_zlib) -> DecodedPNG 
         return None
     out = _split(arr, colour_type, depth)
     if out is not None:
-        out.icc, out.colour_chunks, out.dpi = icc, colour, dpi
+        out.icc, out.colour_chunks, out.dpi, out.text_chunks = icc, colour, dpi, texts
     return out
 
 

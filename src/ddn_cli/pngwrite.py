@@ -24,16 +24,32 @@ STRIP_BYTES = 1 << 16  # raw bytes per strip of rows: 64 kB keeps the filters in
 _COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels (alpha included) -> PNG colour type
 
 
+def text_chunk(keyword: str, text: str) -> bytes | None:
+    """A tEXt chunk (Latin-1), or an iTXt one (UTF-8) for text Latin-1 cannot hold; None for a
+    keyword the PNG specification does not allow (1-79 Latin-1 characters)."""
+    try:
+        key = keyword.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    if not 1 <= len(key) <= 79 or b"\0" in key:
+        return None
+    try:
+        return chunk(b"tEXt", key + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        return chunk(b"iTXt", key + b"\0\0\0\0\0" + text.encode("utf-8", "replace"))
+
+
 def chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
 
 def metadata_chunks(icc: bytes | None, exif: bytes | None, colour: bytes = b"",
-                    dpi: tuple[float, float] | None = None, xmp: bytes | None = None) -> bytes:
+                    dpi: tuple[float, float] | None = None, xmp: bytes | None = None, text: bytes = b"") -> bytes:
     """The chunks that go after IHDR, before the image data: ``colour`` (a source PNG's gAMA,
     cHRM and sRGB chunks, whole; its sRGB left out beside an ICC profile, which the PNG
-    specification does not allow together), iCCP, pHYs for ``dpi``, eXIf and the XMP packet
-    (an iTXt chunk, keyword "XML:com.adobe.xmp", uncompressed, as Adobe writes it)."""
+    specification does not allow together), iCCP, pHYs for ``dpi``, eXIf, the XMP packet
+    (an iTXt chunk, keyword "XML:com.adobe.xmp", uncompressed, as Adobe writes it) and
+    ``text``, a source PNG's text chunks, whole."""
     out = b""
     pos = 0
     while pos + 12 <= len(colour):  # whole chunks: length, type, payload, CRC
@@ -49,7 +65,7 @@ def metadata_chunks(icc: bytes | None, exif: bytes | None, colour: bytes = b"",
         out += chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
     if xmp:
         out += chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
-    return out
+    return out + text
 
 
 def filter_rows(rows: np.ndarray, prev: np.ndarray | None, bpp: int) -> np.ndarray:
@@ -94,7 +110,7 @@ def _compressor():
 
 def write_png(f: BinaryIO, color: np.ndarray, alpha: np.ndarray | None = None,
               icc: bytes | None = None, exif: bytes | None = None, colour: bytes = b"",
-              dpi: tuple[float, float] | None = None, xmp: bytes | None = None) -> None:
+              dpi: tuple[float, float] | None = None, xmp: bytes | None = None, text: bytes = b"") -> None:
     """Write ``color`` ((H, W, 1 | 3) uint8 or uint16) and ``alpha`` ((H, W) of the same
     dtype, or None) as a PNG into the binary file ``f``. Strips of rows are converted,
     filtered and deflated one at a time: no full-size copy of the image is made."""
@@ -109,7 +125,7 @@ def write_png(f: BinaryIO, color: np.ndarray, alpha: np.ndarray | None = None,
     bpp = c * depth // 8
     f.write(b"\x89PNG\r\n\x1a\n")
     f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOR_TYPE[c], 0, 0, 0)))
-    f.write(metadata_chunks(icc, exif, colour, dpi, xmp))
+    f.write(metadata_chunks(icc, exif, colour, dpi, xmp, text))
     comp = _compressor()
     step = max(1, STRIP_BYTES // max(1, w * bpp))
     prev = None
