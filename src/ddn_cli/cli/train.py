@@ -78,7 +78,8 @@ def train(
     init: Annotated[str | None, typer.Option(help="Start from this model name or .safetensors path (fine-tuning).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT's checkpoint, same schedule.")] = False,
     steps: Annotated[int, typer.Option(min=0, help="Optimiser steps (0 = fit the --time-budget).")] = 20000,
-    time_budget: Annotated[float, typer.Option(help="Stop after this many seconds (0 = no limit).")] = 0.0,
+    time_budget: Annotated[float, typer.Option(help="Stop after this many seconds of this run's training, its last "
+                                                         "validation included; a --resume gets them afresh (0 = no limit).")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per step (per process under torchrun).")] = 16,
     patch: Annotated[int, typer.Option(min=16, help="Patch size (multiple of 4).")] = 96,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warmup + cosine).")] = 1e-3,
@@ -121,6 +122,8 @@ def train(
             raise fail(f"--val-sigma {val_sigma!r}: expected numbers like 30,60") from None
         if cascade and init is None and not resume:
             init = "ddn.color-sigma"  # the cascade fine-tunes the shipped MSE-trained denoiser
+        if task_class_weights and task != "seg":  # (--no-task-class-weights: TrainConfig refuses it)
+            raise fail("--task-class-weights applies to --task seg only (drop --task-class-weights)")
         if task_class_weights is None:  # seg: the plain cross entropy by default (the shipped ddn.seg's)
             task_class_weights = task != "seg"
         cfg = TrainConfig(distill=distill, task_pcgrad=task_pcgrad, rehearse_features=rehearse_features, task_noise=task_noise, task_scale=task_scale, train_only=tuple(v.strip() for v in train_only.split(",")) if train_only else (),
@@ -131,7 +134,7 @@ def train(
                           device=device, precision=precision, val_every=val_every, ckpt_minutes=ckpt_minutes,
                           log=str(out.with_suffix(".log")))
         from ..errors import OutputError
-        from ..training.loop import train_denoiser
+        from ..training.loop import json_safe, train_denoiser
 
         log_path = out.with_suffix(".log")
         log = None
@@ -144,7 +147,8 @@ def train(
                 if log is None:  # the first event comes once the inputs are read and OUT's folder is writable
                     # a resumed run continues its log; a fresh one starts its own, as it does its weights
                     log = open(log_path, "a" if resume else "w")  # noqa: SIM115 - open for the whole run, closed below
-                log.write(json.dumps({**e, "time": round(time.time() - t0, 2)}, default=str) + "\n")
+                log.write(json.dumps(json_safe({**e, "time": round(time.time() - t0, 2)}), default=str,
+                                     allow_nan=False) + "\n")  # -inf / NaN (a score before any validation) as null
                 log.flush()
             except OSError as x:
                 raise OutputError(f"{log_path}: cannot write the log ({x.strerror or x})",

@@ -50,16 +50,30 @@ def state_hash(module: torch.nn.Module) -> str:
 def load_task_net(path: str | Path, kind: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """A frozen high-level network from a safetensors file whose ``task`` is ``kind``."""
     from ..models import ARCHS
-    from ..weightfile import load_weights
+    from ..weightfile import build_model, load_weights
 
     sd, meta = load_weights(path)
     if meta.get("task") != kind or meta.get("arch") not in ARCHS:
         raise UsageError(f"{path}: not a {kind} weight file (task {meta.get('task')!r})",
                          f"pass --task-net with a {kind} (ddn models list)")
-    net = ARCHS[meta["arch"]](meta.get("config", {}))
-    net.load_state_dict(sd)
+    net = build_model(sd, meta, path)  # UnsafeWeights for a bad config or mismatched tensors
     net.to(device).to(memory_format=torch.channels_last)
     return freeze(net), meta
+
+
+def check_classes(net: torch.nn.Module, kind: str, name: str, device: torch.device) -> None:
+    """Refuse a frozen network that does not score the task's classes (CamVid's 11, CIFAR-10's
+    10): its loss would fail on the first labels beyond its outputs (or fit the wrong ones)."""
+    from ..models.classifier import CIFAR10_CLASSES
+    from ..models.segmenter import CAMVID_CLASSES
+
+    n_data = len(CAMVID_CLASSES if kind == "seg" else CIFAR10_CLASSES)
+    with torch.no_grad():  # how many classes it scores: one tiny forward pass
+        n_out = int(net(torch.zeros(1, 3, 32, 32, device=device)).shape[1])
+    if n_out != n_data:
+        raise UsageError(f"--task-net {name}: {n_out} classes, but {'CamVid' if kind == 'seg' else 'CIFAR-10'} "
+                         f"has {n_data}", f"pass a {NET_KIND[kind]} trained on them: the bundled one, or one "
+                         "trained with ddn")
 
 
 def freeze(net: torch.nn.Module) -> torch.nn.Module:
@@ -297,6 +311,7 @@ def build_cascade(kind: str, data: str, task_net: str | None, lam: float | None,
     net_kind = NET_KIND[kind]
     path = resolve_weights(task_net, net_kind)
     net, meta = load_task_net(path, net_kind, device)
+    check_classes(net, kind, task_net or Path(path).name, device)
     lam = DEFAULT_LAMBDA[kind] if lam is None else lam
     if not (np.isfinite(lam) and lam >= 0):
         raise UsageError(f"--lambda {lam}: must be a finite number >= 0", "e.g. --lambda 0.01; 0 turns the task loss off")

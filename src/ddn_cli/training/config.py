@@ -102,6 +102,10 @@ class TrainConfig:
             if isinstance(v, float) and not math.isfinite(v):
                 option = {"lam": "lambda"}.get(f.name, f.name).replace("_", "-")
                 raise UsageError(f"--{option} {v}: must be a finite number")
+        bad = [s for s in self.val_sigmas if not (math.isfinite(s) and 0 <= s <= 255)]
+        if bad or not self.val_sigmas:
+            raise UsageError(f"--val-sigma {f'{bad[0]:g}' if bad else '(none)'}: validation noise levels are 0-255 "
+                             "(the 8-bit scale)", "e.g. --val-sigma 15,25,50")
         if self.time_budget < 0 or self.ckpt_minutes < 0:
             raise UsageError("--time-budget and --ckpt-minutes must be >= 0")
         if self.task not in TASKS:
@@ -129,6 +133,13 @@ class TrainConfig:
         if self.task != "denoise" and len(self.data) != 1:
             raise UsageError(f"--task {self.task}: pass exactly one --data folder",
                              "the CamVid folder for seg, the CIFAR-10 class folders for cls")
+        if (self.val or self.val_limit) and self.task != "denoise":
+            raise UsageError(f"--val{'' if self.val else '-limit'} applies to --task denoise only: --task {self.task} "
+                             "validates on a held-out slice of its --data", f"drop --val{'' if self.val else '-limit'}")
+        for given, option in ((self.lam is not None, "--lambda"), (self.task_net is not None, "--task-net"),
+                              (self.task_target != "labels", "--task-target")):
+            if given and self.task == "denoise":
+                raise UsageError(f"{option} applies to the cascade tasks (seg, cls) only", f"drop {option}")
         if self.rehearse and self.task == "denoise":
             raise UsageError("--rehearse applies to the cascade tasks (seg, cls) only", "drop --rehearse")
         if self.rehearse_batch < 1 or self.rehearse_patch < 16 or self.rehearse_patch % 4:

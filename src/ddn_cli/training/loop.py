@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..devices import resolve_device, resolve_precision
-from ..errors import DdnError, OutputError, UnsafeWeights, UsageError
+from ..errors import DdnError, OutputError, RunStopped, UnsafeWeights, UsageError
 from ..models import build_denoiser
 from ..weightfile import load_weights, save_weights
 from .checkpoint import REQUIRED_KEYS, checkpoint_path, load_checkpoint, save_checkpoint
@@ -35,13 +35,14 @@ from .schedule import lr_at
 Event = Callable[[dict], None]
 
 # what ``--resume`` takes from the checkpoint, whatever the command line says: the schedule
-# and everything that shapes the batches and the loss (the run continues bit for bit)
+# and everything that shapes the batches and the loss (the run continues bit for bit), and the
+# --init model it started from (its record in OUT.json)
 RESUME_KEEPS = (
     "steps", "batch_size", "patch", "lr", "min_lr_ratio", "warmup", "sigma", "clip_fraction",
     "noise_level", "ema", "seed", "loss", "weight_decay", "grad_clip", "task", "lam", "task_net", "task_target",
     "task_augment", "task_class_weights", "subset", "freeze_bn", "rehearse", "rehearse_batch", "rehearse_patch",
     "task_rec_weight", "task_grad_blur", "task_grad_highpass", "task_noise", "task_scale", "task_pcgrad",
-    "rehearse_features", "train_only", "distill")
+    "rehearse_features", "train_only", "distill", "init")
 SIDE_FILES = (".json", ".ckpt", ".log")  # written beside --out
 
 
@@ -169,10 +170,29 @@ def check_outputs(cfg: TrainConfig) -> None:
     for p in (out, *(out.with_suffix(x) for x in SIDE_FILES)):
         if p.is_dir():
             raise UsageError(f"--out {out}: {p} is a folder", "give a file path such as runs/mine.safetensors")
-    for opt, src in (("--init", cfg.init), ("--distill", cfg.distill), ("--task-net", cfg.task_net)):
-        if src and Path(src).is_file() and Path(src).resolve() == out.resolve():
-            raise UsageError(f"--out {out}: is the {opt} model, which the run would overwrite",
+    net_kind = {"seg": "segmenter", "cls": "classifier"}.get(cfg.task)
+    for opt, src, kind in (("--init", cfg.init, "denoise"), ("--distill", cfg.distill, "denoise"),
+                           ("--task-net", cfg.task_net, net_kind)):
+        implicit = src is None and opt == "--task-net" and kind is not None  # the cascade's default network
+        if (src or implicit) and out.resolve() in _weight_files(src, kind):
+            raise UsageError(f"--out {out}: is the {opt} model{f' {src}' if src else ''}, which the run would overwrite",
                              "give another --out path")
+
+
+def _weight_files(src: str | None, kind: str) -> set[Path]:
+    """The files (resolved) that ``src``, a weight file or a model name (None: ``kind``'s
+    default model), is or may be read from, never downloading: a name's copy in the model
+    cache (or where a download would put it) and its bundled copy."""
+    from ..hub import weights_dir
+    from ..registry import bundled_dir, bundled_manifest, lookup
+
+    if src and Path(src).expanduser().is_file():
+        return {Path(src).expanduser().resolve()}
+    try:
+        spec = lookup(src or bundled_manifest().default(kind).name)
+    except DdnError:  # no such model: resolving it later says so
+        return set()
+    return {(weights_dir() / spec.file).resolve(), (bundled_dir() / spec.file).resolve()}
 
 
 def _prepare_output(out: Path) -> None:
@@ -217,15 +237,17 @@ def _init_model(src: str) -> tuple[torch.nn.Module, dict]:
 
 def _refuse_unfinished(ckpt_file: Path) -> None:
     """A fresh run would replace ``ckpt_file``: refuse if it is an unfinished run's (someone
-    rerunning an interrupted command without --resume would lose its training). A finished
-    run's checkpoint, or one that is no checkpoint at all, is replaced."""
+    rerunning an interrupted command without --resume would lose its training), its final
+    validation included (an interrupt there leaves no weight file yet). A finished run's
+    checkpoint, or one that is no checkpoint at all, is replaced."""
     try:
         old = load_checkpoint(ckpt_file, REQUIRED_KEYS)
     except UsageError:
         return
-    if int(old["step"]) < int(old["total"]):
-        raise UsageError(f"{ckpt_file}: an unfinished run's checkpoint (step {int(old['step'])} of "
-                         f"{int(old['total'])}), which a new run would replace",
+    step, total = int(old["step"]), int(old["total"])
+    if step < total or old.get("val_pending"):  # or its last validation was cut short
+        what = f"step {step} of {total}" + (", its validation there not done" if old.get("val_pending") else "")
+        raise UsageError(f"{ckpt_file}: an unfinished run's checkpoint ({what}), which a new run would replace",
                          "continue it with --resume, or delete it to start afresh")
 
 
@@ -388,8 +410,11 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
             raise UsageError(f"{ckpt_file}: no checkpoint to resume from", "drop --resume to start fresh")
         state = load_checkpoint(ckpt_file, REQUIRED_KEYS)
         _check_world_size(ckpt_file, state, world)
+        run_cfg = {**state["config"], "out": cfg.out, "val": (), "val_limit": 0}  # --val is this command line's
+        if run_cfg.get("task", "denoise") == "denoise":  # cascade options an earlier version took and ignored here
+            run_cfg.update(lam=None, task_net=None, task_target="labels")
         try:
-            saved = TrainConfig.from_dict({**state["config"], "out": cfg.out})
+            saved = TrainConfig.from_dict(run_cfg)
         except (DdnError, TypeError) as e:
             raise UsageError(f"{ckpt_file}: its settings are not valid ({e})",
                              "delete it to start afresh, or run without --resume") from None
@@ -422,9 +447,16 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
         init_meta: dict = {}
         if cfg.init and state is None:
             model, init_meta = _init_model(cfg.init)
+            if not cfg.noise_level and model.config.noise_level:
+                raise UsageError(f"--no-noise-level: the --init model {cfg.init} takes a noise level, and "
+                                 "fine-tuning keeps its architecture", "drop --no-noise-level, or train without --init")
         else:
             model = build_denoiser(model_cfg)
+            if state is not None:  # the original run's record of its --init model
+                init_meta = state.get("init_meta") or {}
         noise_level = model.config.noise_level
+        if cfg.noise_level != noise_level:  # an --init model without one (--noise-level is the default): recorded as run
+            cfg = dataclasses.replace(cfg, noise_level=noise_level)
         frozen_bn = freeze_batchnorm_stats(model) if cfg.freeze_bn else 0
         model.to(device)
         if precision.channels_last:
@@ -603,6 +635,24 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
         optim.step()
         return loss.detach()
 
+    def validation_seconds(m: torch.nn.Module) -> float:
+        """Rank 0's estimate of one validation pass (of the raw and the EMA weights): a pass of
+        ``m`` on a few of the images, timed and scaled up by their share of the whole."""
+        t0 = time.perf_counter()
+        if cascade is not None:
+            k = min(len(cascade.val_x), 4 if cascade.kind == "seg" else 100)
+            few = dataclasses.replace(cascade, val_x=cascade.val_x[:k], val_y=cascade.val_y[:k])
+            few.validate(m, cfg.val_sigmas, device, precision, noise_level)
+            share = k / len(cascade.val_x)
+        else:
+            validate_model(m, val_images[:2], cfg.val_sigmas, device, precision, noise_level)
+            share = sum(im.size for _, im in val_images[:2]) / sum(im.size for _, im in val_images)
+        _sync(device)
+        return (time.perf_counter() - t0) / share * (2 if ema is not None else 1)
+
+    # how long a validation pass takes (rank 0): estimated for --steps 0, then as the last one took;
+    # the time budget keeps room for the validation that ends the run
+    val_took = [0.0]
     t_start = time.perf_counter()
     if total == 0:  # calibrate the step count to the time budget on a throwaway copy
         probe = copy.deepcopy(model)
@@ -618,10 +668,11 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
             one_step(probe, popt, g1, g2, cfg.lr * 0.01)
         _sync(device)
         rate = n_probe / (time.perf_counter() - t0)
+        val_took[0] = validation_seconds(probe) if rank == 0 and (val_images or cascade is not None) else 0.0
         del probe, popt
         left = cfg.time_budget - (time.perf_counter() - t_start)
-        n_val = max(1, 1)  # leave room for validation and saving
-        total = max(10, int(rate * left * 0.92))
+        # the steps and the validations (one every --val-every steps, one at the end) in 92% of what is left
+        total = max(10, int((left * 0.92 - val_took[0]) / (1 / rate + val_took[0] / cfg.val_every)))
         if distributed:
             import torch.distributed as dist
 
@@ -629,7 +680,8 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
             dist.broadcast(t, 0)
             total = int(t.item())
         with alone():
-            emit({"event": "calibrated", "steps_per_s": rate, "total": total, "val_reserve": n_val})
+            emit({"event": "calibrated", "steps_per_s": rate, "total": total,
+                  "val_reserve_s": round(val_took[0] * math.ceil(total / cfg.val_every), 1)})
         pcgrad_conflicts[0] = 0  # the probe's steps are not the run's
 
     def cascade_info() -> dict:
@@ -664,7 +716,7 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
                     "ema": _state_cpu(ema.model) if ema else None,
                     "opt": opt.state_dict(), "step": step, "total": total,
                     "elapsed": elapsed_before + time.perf_counter() - t_start, "best": best,
-                    "gens": all_gens, "world_size": world, "val_pending": val_pending,
+                    "gens": all_gens, "world_size": world, "val_pending": val_pending, "init_meta": init_meta,
                     "config": {**cfg.to_dict(), "steps": total}, "history": history,
                 })
                 emit({"event": "checkpoint", "step": step, "path": str(ckpt_file), **({"interrupted": True} if interrupted else {})})
@@ -697,16 +749,39 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
         emit({"event": "val", **rec, "best": best["score"], "best_step": best["step"]})
         return True
 
+    def check_finite() -> None:
+        """Stop a run that diverged (a loss since the last check, or a weight, no longer finite)
+        before anything saves it: the checkpoint and weight file stay the last good ones.
+        Under torchrun every process calls it at every step (one all_reduce)."""
+        ok = finite_loss & torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+        if distributed:
+            import torch.distributed as dist
+
+            ok = ok.to(torch.int32)
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if not bool(ok):
+            kept = (f"{ckpt_file} (step {saved_step[0]}) is kept" if saved_step[0] is not None
+                    else "nothing was saved")
+            raise RunStopped(f"training diverged by step {step}: the loss or the weights are no longer finite",
+                             f"{kept}; lower --lr{' or --lambda' if cascade is not None else ''}")
+
     def end_of_step(val_due: bool, last: bool) -> None:
         """What follows a step: validation (rank 0), the periodic / final checkpoint, and a
         Ctrl-C / SIGTERM received meanwhile taken (a checkpoint, then the interrupt). Every
         process calls it, in step: the others wait in the flags' all_reduce while rank 0
-        validates, and an interrupt ends rank 0's validation early."""
+        validates, and an interrupt ends rank 0's validation early. Before any of them saves
+        the weights, a diverged run is stopped (``check_finite``)."""
         nonlocal last_ckpt, val_pending
+        if (distributed or val_due or last or interrupts.pending is not None
+                or (time.perf_counter() - last_ckpt) > cfg.ckpt_minutes * 60):
+            check_finite()
         val_pending = False
         if rank == 0 and val_due and not failure:
             with alone():
+                t0 = time.perf_counter()
                 val_pending = not validate_now()
+                if not val_pending:
+                    val_took[0] = time.perf_counter() - t0
         want_ckpt = (time.perf_counter() - last_ckpt) > cfg.ckpt_minutes * 60 or last
         stop = interrupts.pending is not None  # Ctrl-C / SIGTERM during this step: save it, then stop
         failed = bool(failure)
@@ -731,6 +806,7 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
                                    history=history, precision=precision.name, device=str(device), **cascade_info())
             do_checkpoint(interrupted=stop)
             last_ckpt = time.perf_counter()
+            saved_step[0] = step
         if stop:
             if distributed:  # a checkpoint rank 0 failed to write is the error to report, not the interrupt
                 _share_failure(failure[0] if failure else None, world)
@@ -741,18 +817,24 @@ def _train(cfg: TrainConfig, on_event: Event | None, interrupts: _DeferredSignal
     t_run = time.perf_counter()
     step0 = step
     loss_acc, loss_n = torch.zeros((), device=device), 0
+    finite_loss = torch.ones((), dtype=torch.bool, device=device)  # every loss since the start was finite
+    saved_step = [step if state is not None else None]  # the step of this run's newest checkpoint
     stopped_early = False
     interrupts.arm()  # from here an interrupt is taken between steps: a checkpoint, then the interrupt
     if val_pending:  # resumed from a checkpoint saved when an interrupt cut this step's validation short
         end_of_step(val_due=bool(val_images or cascade is not None), last=step >= total)
     while step < total:
         lr = lr_at(step, total, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
-        loss_acc += one_step(ddp_model, opt, gen_cpu, gen_dev, lr)
+        loss = one_step(ddp_model, opt, gen_cpu, gen_dev, lr)
+        loss_acc += loss
+        finite_loss &= torch.isfinite(loss)  # no sync: read where it matters (check_finite)
         loss_n += 1
         if ema is not None:
             ema.update(model, step)
         step += 1
-        over_budget = cfg.time_budget > 0 and (elapsed_before + time.perf_counter() - t_start) > cfg.time_budget
+        # the budget is this process's: a resumed run gets it afresh (the summary's elapsed_s adds the
+        # earlier runs'); it stops the steps in time for the validation that ends the run
+        over_budget = cfg.time_budget > 0 and (time.perf_counter() - t_start + val_took[0]) > cfg.time_budget
         if distributed:
             import torch.distributed as dist
 
@@ -803,6 +885,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def json_safe(obj):
+    """``obj`` with non-finite floats as None (null): JSON has no Infinity (the best score before
+    any validation is -inf) or NaN, and strict parsers refuse them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _update_sidecar_history(out: Path, history: list[dict]) -> None:
     import json
 
@@ -813,20 +907,20 @@ def _update_sidecar_history(out: Path, history: list[dict]) -> None:
         doc = json.loads(sidecar.read_text())
         doc["history"] = history
         with _writing(sidecar):
-            atomic_write_bytes(sidecar, json.dumps(doc, indent=2, default=str).encode())
+            atomic_write_bytes(sidecar, json.dumps(json_safe(doc), indent=2, default=str, allow_nan=False).encode())
 
 
 def _write_weights(out: Path, model: torch.nn.Module, cfg: TrainConfig, best: dict, **info) -> None:
     import json
 
-    meta = {
+    meta = json_safe({  # JSON in the weight file and the sidecar: -inf / NaN as null
         "arch": "ddn",
         "task": cfg.task,
         "config": model.config.to_dict(),
         "training": {k: v for k, v in cfg.to_dict().items() if k not in ("extra",)},
         "best": best,
         **{k: v for k, v in info.items() if k not in ("history",)},
-    }
+    })
     sd = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     with _writing(out):
         save_weights(sd, out, meta)
@@ -834,7 +928,8 @@ def _write_weights(out: Path, model: torch.nn.Module, cfg: TrainConfig, best: di
     from ..atomic import write_bytes as atomic_write_bytes
 
     with _writing(sidecar):
-        atomic_write_bytes(sidecar, json.dumps({**meta, "history": info.get("history", [])}, indent=2, default=str).encode())
+        atomic_write_bytes(sidecar, json.dumps({**meta, "history": json_safe(info.get("history", []))}, indent=2,
+                                                 default=str, allow_nan=False).encode())
 
 
 @contextlib.contextmanager
